@@ -1,0 +1,552 @@
+"""``AliKassaClient``: one pooled HTTP session, signed requests, typed answers.
+
+>>> async with AliKassaClient(account, payment_cert=pay, payout_cert=out) as client:
+...     created = await client.create_payment(build_payment(...))
+...     status = await client.payment_status(id=created.id)
+
+Every endpoint method names its path, certificate and response type and hands
+off to :meth:`AliKassaClient._call`, where encoding, signing, retries, logging
+and error mapping happen once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid as uuid_module
+from collections.abc import AsyncIterator, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+
+from . import converters
+from .encoding import php_json_encode
+from .errors import (
+    AliKassaError,
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    NotFoundError,
+    OutcomeUnknownError,
+    RateLimitError,
+    RequestValidationError,
+    ServerError,
+    TransportError,
+    snippet,
+)
+from .models import (
+    AccountInfo,
+    Balance,
+    HistoryPage,
+    HistoryRow,
+    PaymentCreated,
+    PaymentRequest,
+    PaymentStatusResponse,
+    PayoutCreated,
+    PayoutRequest,
+    PayoutStatusResponse,
+)
+from .retry import RetryPolicy, parse_retry_after
+from .signing import Certificate, SignatureHash, hash_algorithm
+
+__all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
+
+logger = logging.getLogger("alikassa_async")
+
+DEFAULT_BASE_URL = "https://api-merchant.alikassa.com"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+#: Bodies above this are refused unread: no documented answer comes close.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+T = TypeVar("T")
+CertKind = Literal["payment", "payout"]
+
+
+class ClientClosedError(ConfigurationError, RuntimeError):
+    """The client was closed; create a new one (or keep one for the app's lifetime)."""
+
+
+@attrs.frozen
+class _Endpoint:
+    path: str
+    cert: CertKind
+    creates: bool = False
+
+
+_PAYMENT = _Endpoint("v1/payment", "payment", creates=True)
+_PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment")
+_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment")
+_PAYOUT = _Endpoint("v1/payout", "payout", creates=True)
+_PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout")
+_BALANCE = _Endpoint("v1/account/balance", "payout")
+_INFO = _Endpoint("v1/account/info", "payout")
+
+# httpx failures where the request cannot have left this machine.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _Retryable(Exception):
+    """Internal: this attempt failed in a way a read may retry."""
+
+    def __init__(self, error: AliKassaError, retry_after: float | None = None) -> None:
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _check_account(account: str) -> str:
+    try:
+        return str(uuid_module.UUID(str(account)))
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigurationError(
+            "account must be the account UUID from the AliKassa cabinet "
+            "(e.g. 93d5df06-996c-48c3-9847-348d6b580b80)"
+        ) from None
+
+
+def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not allow_plain_http:
+        raise ConfigurationError(
+            "base_url uses plain http to a non-loopback host; pass allow_plain_http=True "
+            "only for a sandbox you control"
+        )
+    return base_url.rstrip("/") + "/"
+
+
+def _ssl_context(verify: ssl.SSLContext | str | Path | bool) -> ssl.SSLContext | bool:
+    if verify is True or isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        raise ConfigurationError("TLS verification cannot be switched off; pass your CA instead")
+    try:
+        return ssl.create_default_context(cafile=str(verify))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load CA bundle {str(verify)!r}: {exc}") from None
+
+
+def _lookup_key(id: int | str | None, order_id: str | None) -> dict[str, str]:
+    if (id is None) == (order_id is None):
+        raise RequestValidationError({"id": ["give exactly one of id or order_id"]})
+    if id is not None:
+        text = str(id).strip()
+        if not text or len(text) > 128 or isinstance(id, bool):
+            raise RequestValidationError({"id": ["must be a non-empty id of at most 128 chars"]})
+        return {"id": text}
+    if not isinstance(order_id, str) or not 1 <= len(order_id) <= 128:
+        raise RequestValidationError({"order_id": ["must be a string of 1 to 128 characters"]})
+    return {"order_id": order_id}
+
+
+def _history_payload(
+    date_from: date | str | None, date_to: date | str | None, page: int, page_size: int | None
+) -> dict[str, object]:
+    problems: dict[str, list[str]] = {}
+    payload: dict[str, object] = {}
+    for name, value in (("date_from", date_from), ("date_to", date_to)):
+        if value is None:
+            continue
+        if isinstance(value, date):
+            payload[name] = value.isoformat()
+            continue
+        try:
+            payload[name] = date.fromisoformat(str(value)).isoformat()
+        except ValueError:
+            problems[name] = ["must be a date or a YYYY-MM-DD string"]
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        problems["page"] = ["must be a positive integer"]
+    payload["page"] = page
+    if page_size is not None:
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            problems["paginate"] = ["must be a positive integer"]
+        payload["paginate"] = page_size
+    if problems:
+        raise RequestValidationError(problems)
+    return payload
+
+
+class AliKassaClient:
+    """Async client for the AliKassa merchant API. Hold one for the app's lifetime.
+
+    Payments are signed with ``payment_cert``; payouts and account calls with
+    ``payout_cert``. ``http_client`` lets you bring your own
+    ``httpx.AsyncClient`` (then you close it); ``transport`` plugs an httpx
+    transport (e.g. ``httpx.ASGITransport`` for the in-process sandbox).
+    """
+
+    def __init__(
+        self,
+        account: str,
+        payment_cert: Certificate | None = None,
+        payout_cert: Certificate | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        signature_hash: SignatureHash = "sha1",
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+        http2: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        verify: ssl.SSLContext | str | Path | bool = True,
+        allow_plain_http: bool = False,
+        user_agent: str = "alikassa-async/0.1",
+    ) -> None:
+        self.account = _check_account(account)
+        for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
+            if cert is not None and not isinstance(cert, Certificate):
+                raise ConfigurationError(f"{name} must be a Certificate (Certificate.from_dir)")
+        self._certs: dict[CertKind, Certificate | None] = {
+            "payment": payment_cert, "payout": payout_cert,
+        }
+        hash_algorithm(signature_hash)  # fail now on a typo, not on the first call
+        self.signature_hash: SignatureHash = signature_hash
+        self.base_url = _check_base_url(base_url, allow_plain_http)
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._base_headers = {
+            "Content-Type": "application/json",
+            "Account": self.account,
+            "User-Agent": user_agent,
+        }
+        self._owns_http = http_client is None
+        if http_client is None:
+            if http2:
+                try:
+                    import h2  # noqa: F401
+                except ImportError:
+                    raise ConfigurationError(
+                        "http2=True needs the 'h2' package: pip install 'alikassa-async[http2]'"
+                    ) from None
+            http_client = httpx.AsyncClient(
+                timeout=timeout,
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                ),
+                http2=http2,
+                transport=transport,
+                verify=_ssl_context(verify),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        self._http = http_client
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> AliKassaClient:
+        self._ensure_open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was passed in as ``http_client``)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_http:
+            await self._http.aclose()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("this AliKassaClient has been closed")
+
+    def __repr__(self) -> str:
+        certs = {k: (c.fingerprint if c else None) for k, c in self._certs.items()}
+        return (
+            f"AliKassaClient(account={self.account!r}, base_url={self.base_url!r}, "
+            f"certificates={certs!r}, closed={self._closed})"
+        )
+
+    # -- endpoints ---------------------------------------------------------
+
+    async def create_payment(
+        self, request: PaymentRequest, *, application: str | None = None
+    ) -> PaymentCreated:
+        """Create a payment. Sent once: a doubtful outcome raises ``OutcomeUnknownError``.
+
+        ``application`` sets the ``Application`` header of the H2H card flow.
+        """
+        if not isinstance(request, PaymentRequest):
+            raise RequestValidationError({"request": ["must be built with build_payment()"]})
+        extra = {"Application": application} if application else None
+        data = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
+                                extra_headers=extra)
+        created = self._parse_created(PaymentCreated, data, request.order_id, _PAYMENT)
+        return attrs.evolve(created, order_id=request.order_id)
+
+    async def payment_status(
+        self, *, id: int | str | None = None, order_id: str | None = None
+    ) -> PaymentStatusResponse:
+        """Status of one payment, by AliKassa ``id`` (preferred) or your ``order_id``."""
+        data = await self._call(_PAYMENT_STATUS, _lookup_key(id, order_id))
+        return self._parse(PaymentStatusResponse, data, _PAYMENT_STATUS)
+
+    async def payment_history_page(
+        self,
+        *,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        page: int = 1,
+        page_size: int | None = None,
+    ) -> HistoryPage:
+        """One page of ``v1/payment/history``."""
+        payload = _history_payload(date_from, date_to, page, page_size)
+        data = await self._call(_PAYMENT_HISTORY, payload)
+        return self._parse(HistoryPage, data, _PAYMENT_HISTORY)
+
+    async def payment_history(
+        self,
+        date_from: date | str | None = None,
+        date_to: date | str | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> AsyncIterator[HistoryRow]:
+        """Every history row in the date range, fetching signed pages as you iterate."""
+        page = 1
+        while True:
+            result = await self.payment_history_page(
+                date_from=date_from, date_to=date_to, page=page, page_size=page_size
+            )
+            for row in result.rows:
+                yield row
+            if not result.has_next or not result.rows:
+                return
+            page += 1
+
+    async def create_payout(self, request: PayoutRequest) -> PayoutCreated:
+        """Create a payout. Sent once: a doubtful outcome raises ``OutcomeUnknownError``.
+
+        Never treat ``OutcomeUnknownError`` as failed: look the payout up with
+        ``payout_status(order_id=...)`` (API reference §4).
+        """
+        if not isinstance(request, PayoutRequest):
+            raise RequestValidationError({"request": ["must be built with build_payout()"]})
+        data = await self._call(_PAYOUT, request.to_wire(), order_id=request.order_id)
+        created = self._parse_created(PayoutCreated, data, request.order_id, _PAYOUT)
+        return attrs.evolve(created, order_id=request.order_id)
+
+    async def payout_status(
+        self, *, id: int | str | None = None, order_id: str | None = None
+    ) -> PayoutStatusResponse:
+        """Status of one payout, by AliKassa ``id`` or your ``order_id``."""
+        data = await self._call(_PAYOUT_STATUS, _lookup_key(id, order_id))
+        return self._parse(PayoutStatusResponse, data, _PAYOUT_STATUS)
+
+    async def balance(self) -> Balance:
+        """Balance of the account (signed with the payout certificate)."""
+        return self._parse(Balance, await self._call(_BALANCE, {}), _BALANCE)
+
+    async def account_info(self) -> AccountInfo:
+        """Which services are enabled on the account (signed with the payout certificate)."""
+        return self._parse(AccountInfo, await self._call(_INFO, {}), _INFO)
+
+    # -- the pipeline ------------------------------------------------------
+
+    def _parse(self, cls: type[T], data: Any, endpoint: _Endpoint) -> T:
+        try:
+            return converters.structure(cls, data)
+        except converters.ResponseShapeError as exc:
+            raise APIError(str(exc), status_code=200, endpoint=endpoint.path) from None
+
+    def _parse_created(self, cls: type[T], data: Any, order_id: str, endpoint: _Endpoint) -> T:
+        try:
+            return converters.structure(cls, data)
+        except converters.ResponseShapeError as exc:
+            # A 200 we cannot read may still mean the payment/payout exists.
+            raise OutcomeUnknownError(
+                order_id, endpoint=endpoint.path, reason=f"unreadable 200 answer: {exc}"
+            ) from None
+
+    def _signer(self, endpoint: _Endpoint) -> Certificate:
+        cert = self._certs[endpoint.cert]
+        if cert is None:
+            raise ConfigurationError(
+                f"{endpoint.path} is signed with the {endpoint.cert} certificate; "
+                f"pass {endpoint.cert}_cert=Certificate.from_dir(...) to AliKassaClient"
+            )
+        return cert
+
+    async def _call(
+        self,
+        endpoint: _Endpoint,
+        payload: Mapping[str, object],
+        *,
+        order_id: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Encode once, sign once, send with the retry rules of this endpoint."""
+        self._ensure_open()
+        cert = self._signer(endpoint)
+        body = php_json_encode(payload)
+        headers = {**self._base_headers, "Sign": cert.sign(body, self.signature_hash)}
+        if extra_headers:
+            headers.update(extra_headers)
+        url = self.base_url + endpoint.path
+        policy = self.retry
+        deadline = None if policy.total_timeout is None else time.monotonic() + policy.total_timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                return await self._attempt(endpoint, url, body, headers, order_id)
+            except _Retryable as failure:
+                error = failure.error
+                retries_allowed = (
+                    policy.create_connect_retries + 1 if endpoint.creates else policy.max_attempts
+                )
+                delay = policy.delay(attempt, failure.retry_after)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (
+                    attempt >= retries_allowed
+                    or delay is None
+                    or (remaining is not None and delay >= remaining)
+                ):
+                    logger.warning(
+                        "POST %s failed after %d attempt(s): %s", endpoint.path, attempt, error
+                    )
+                    raise error from None
+                logger.info(
+                    "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s",
+                    endpoint.path, attempt, (time.monotonic() - started) * 1000,
+                    type(error).__name__, delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        endpoint: _Endpoint,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        order_id: str | None,
+    ) -> Any:
+        started = time.monotonic()
+        try:
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+                raw = await self._read_capped(response, endpoint)
+        except _NOT_SENT as exc:
+            # The connection never opened: nothing can have reached the gateway.
+            raise _Retryable(TransportError(_describe(exc), endpoint=endpoint.path)) from None
+        except (httpx.HTTPError, OSError) as exc:
+            # Sent (or partly sent) and then broken: a create may have taken effect.
+            if endpoint.creates:
+                raise self._unknown(endpoint, order_id, _describe(exc), exc) from None
+            raise _Retryable(TransportError(_describe(exc), endpoint=endpoint.path)) from None
+        elapsed = (time.monotonic() - started) * 1000
+        logger.debug(
+            "POST %s -> %d in %.1f ms%s", endpoint.path, response.status_code, elapsed,
+            f" order_id={order_id}" if order_id else "",
+        )
+        return self._classify(endpoint, response, raw, order_id)
+
+    async def _read_capped(self, response: httpx.Response, endpoint: _Endpoint) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise httpx.DecodingError(f"response body of {declared} bytes is too large")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise httpx.DecodingError("response body is too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _unknown(
+        self, endpoint: _Endpoint, order_id: str | None, reason: str, cause: BaseException
+    ) -> OutcomeUnknownError:
+        logger.warning(
+            "POST %s outcome unknown for order_id=%s: %s", endpoint.path, order_id, reason
+        )
+        return OutcomeUnknownError(order_id or "", endpoint=endpoint.path, reason=reason,
+                                   cause=cause)
+
+    def _classify(
+        self, endpoint: _Endpoint, response: httpx.Response, raw: bytes, order_id: str | None
+    ) -> Any:
+        status = response.status_code
+        if status == 200:
+            try:
+                return converters.parse_json(raw)
+            except converters.ResponseShapeError as exc:
+                if endpoint.creates:
+                    raise self._unknown(endpoint, order_id, f"unreadable 200 answer: {exc}",
+                                        exc) from None
+                raise _Retryable(_api_error(APIError, "the 200 answer is not JSON", response,
+                                            endpoint, raw)) from None
+        error = _error_for(response, endpoint, raw)
+        if endpoint.creates and not isinstance(error, InvalidRequestError | AuthenticationError):
+            # The vendor: a payout that got any non-200 must never be taken as cancelled.
+            raise self._unknown(endpoint, order_id, f"HTTP {status}", error)
+        if isinstance(error, RateLimitError | ServerError):
+            raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
+                             else parse_retry_after(response.headers))
+        raise error
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {snippet(text, 120)}"
+
+
+def _api_error(
+    cls: type[APIError], message: str, response: httpx.Response, endpoint: _Endpoint, raw: bytes,
+    **extra: Any,
+) -> APIError:
+    return cls(message, status_code=response.status_code, endpoint=endpoint.path, body=raw,
+               headers=dict(response.headers), **extra)
+
+
+def _error_for(response: httpx.Response, endpoint: _Endpoint, raw: bytes) -> APIError:
+    """The one mapping from an HTTP answer to an exception class."""
+    status = response.status_code
+    message, errors = _error_details(raw)
+    if status in (400, 422):
+        return _api_error(InvalidRequestError, message or "The given data was invalid.",
+                          response, endpoint, raw, errors=errors)
+    if status in (401, 403):
+        return _api_error(AuthenticationError, message or "signature or account rejected",
+                          response, endpoint, raw, errors=errors)
+    if status == 404:
+        return _api_error(NotFoundError, message or "not found", response, endpoint, raw)
+    if status == 429:
+        return _api_error(RateLimitError, message or "too many requests", response, endpoint,
+                          raw, retry_after=parse_retry_after(response.headers))
+    if status >= 500:
+        return _api_error(ServerError, message or "server error", response, endpoint, raw)
+    return _api_error(APIError, message or f"unexpected HTTP {status}", response, endpoint, raw)
+
+
+def _error_details(raw: bytes) -> tuple[str, dict[str, list[str]]]:
+    """``message`` and Laravel-style ``errors`` from an error body, or a short snippet."""
+    try:
+        data = converters.parse_json(raw)
+    except converters.ResponseShapeError:
+        return (snippet(raw) if raw else ""), {}
+    if not isinstance(data, dict):
+        return snippet(raw), {}
+    message = data.get("message")
+    errors: dict[str, list[str]] = {}
+    if isinstance(data.get("errors"), dict):
+        for field, messages in data["errors"].items():
+            items = messages if isinstance(messages, list) else [messages]
+            errors[str(field)] = [str(m) for m in items]
+    return (str(message) if message is not None else snippet(raw)), errors

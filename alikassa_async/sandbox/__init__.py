@@ -1,0 +1,1 @@
+"""Local AliKassa sandbox (filled in by the sandbox work)."""
