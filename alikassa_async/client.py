@@ -406,7 +406,8 @@ class AliKassaClient:
             attempt += 1
             started = time.monotonic()
             try:
-                return await self._attempt(endpoint, url, body, headers, order_id)
+                return await self._attempt(endpoint, url, body, headers, order_id,
+                                           self._attempt_timeout(deadline))
             except _Retryable as failure:
                 error = failure.error
                 retries_allowed = (
@@ -437,10 +438,14 @@ class AliKassaClient:
         body: bytes,
         headers: Mapping[str, str],
         order_id: str | None,
+        time_budget: httpx.Timeout | None,
     ) -> Any:
         started = time.monotonic()
         try:
-            async with self._http.stream("POST", url, content=body, headers=headers) as response:
+            async with self._http.stream(
+                "POST", url, content=body, headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
+            ) as response:
                 raw = await self._read_capped(response, endpoint)
         except _NOT_SENT as exc:
             # The connection never opened: nothing can have reached the gateway.
@@ -456,6 +461,22 @@ class AliKassaClient:
             f" order_id={order_id}" if order_id else "",
         )
         return self._classify(endpoint, response, raw, order_id)
+
+    def _attempt_timeout(self, deadline: float | None) -> httpx.Timeout | None:
+        """The client's timeouts, shortened so no attempt outlives the call's deadline."""
+        if deadline is None:
+            return None
+        remaining = max(deadline - time.monotonic(), 0.001)
+        configured = self._http.timeout
+        parts = (configured.connect, configured.read, configured.write, configured.pool)
+        if all(p is not None and p <= remaining for p in parts):
+            return None
+        return httpx.Timeout(
+            connect=_shorter(configured.connect, remaining),
+            read=_shorter(configured.read, remaining),
+            write=_shorter(configured.write, remaining),
+            pool=_shorter(configured.pool, remaining),
+        )
 
     async def _read_capped(self, response: httpx.Response, endpoint: _Endpoint) -> bytes:
         declared = response.headers.get("content-length")
@@ -500,6 +521,10 @@ class AliKassaClient:
             raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
                              else parse_retry_after(response.headers))
         raise error
+
+
+def _shorter(configured: float | None, remaining: float) -> float:
+    return remaining if configured is None else min(configured, remaining)
 
 
 def _describe(exc: BaseException) -> str:
