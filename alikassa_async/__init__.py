@@ -1,5 +1,6 @@
 """Asyncio SDK for the AliKassa merchant API."""
 
+from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient, ClientClosedError
 from .errors import (
     AliKassaError,
@@ -16,6 +17,7 @@ from .errors import (
     SignatureError,
     TransportError,
 )
+from .journal import Journal, JournalError, OrderIdConflictError, SQLiteJournal
 from .models import (
     AccountInfo,
     Balance,
@@ -31,7 +33,9 @@ from .models import (
     ServiceInfo,
 )
 from .retry import RetryPolicy
+from .services import build_payment, build_payout
 from .signing import Certificate, Verifier
+from .webhooks import Notification, NotificationVerifier, Redirect
 
 __version__ = "0.1.0"
 
@@ -45,12 +49,20 @@ __all__ = [
     "AliKassaError",
     "AuthenticationError",
     "Balance",
+    "BatchProgress",
+    "BatchResult",
     "Certificate",
     "ConfigurationError",
     "HistoryPage",
     "HistoryRow",
     "InvalidRequestError",
+    "Journal",
+    "JournalError",
     "NotFoundError",
+    "Notification",
+    "NotificationVerifier",
+    "OrderIdConflictError",
+    "Outcome",
     "OutcomeUnknownError",
     "PaymentCreated",
     "PaymentRequest",
@@ -61,11 +73,16 @@ __all__ = [
     "PayoutStatusResponse",
     "PollingTimeoutError",
     "RateLimitError",
+    "ReconcilePolicy",
+    "Redirect",
     "RequestValidationError",
+    "SQLiteJournal",
     "ServerError",
     "ServiceInfo",
     "SignatureError",
     "TransportError",
     "Verifier",
     "__version__",
+    "build_payment",
+    "build_payout",
 ]

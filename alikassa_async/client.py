@@ -16,7 +16,14 @@ import logging
 import ssl
 import time
 import uuid as uuid_module
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -25,7 +32,9 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
+from . import batch as _batch
 from . import converters
+from . import polling as _polling
 from .encoding import php_json_encode
 from .errors import (
     AliKassaError,
@@ -521,6 +530,100 @@ class AliKassaClient:
             raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
                              else parse_retry_after(response.headers))
         raise error
+
+    # -- polling and batch payouts -----------------------------------------
+    # Thin delegates to alikassa_async.polling and alikassa_async.batch, where the
+    # logic and its docs live. Keep this block at the end of the class.
+
+    #: the most status requests that waits, watches and batches keep in flight at
+    #: once (keep it below ``max_connections``); set it before the first wait
+    max_status_in_flight: int = 32
+    _status_slots: asyncio.Semaphore | None = None
+
+    def _status_semaphore(self) -> asyncio.Semaphore:
+        """The one semaphore bounding this client's polling requests, made on first use."""
+        if self._status_slots is None:
+            self._status_slots = asyncio.Semaphore(self.max_status_in_flight)
+        return self._status_slots
+
+    async def wait_for_payment(
+        self, *, id: int | str | None = None, order_id: str | None = None,
+        timeout: float | None = _polling.DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the wait's deadline
+        interval: float = _polling.DEFAULT_INTERVAL,
+        max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
+    ) -> PaymentStatusResponse:
+        """Poll until the payment is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
+        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+
+        >>> st = await client.wait_for_payment(id=created.id, timeout=900)
+        """
+        return await _polling.wait_for_payment(self, id=id, order_id=order_id, timeout=timeout,
+                                               interval=interval, max_interval=max_interval)
+
+    async def wait_for_payout(
+        self, *, id: int | str | None = None, order_id: str | None = None,
+        timeout: float | None = _polling.DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the wait's deadline
+        interval: float = _polling.DEFAULT_INTERVAL,
+        max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
+    ) -> PayoutStatusResponse:
+        """Poll until the payout is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
+        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+
+        >>> st = await client.wait_for_payout(id=created.id, timeout=900)
+        """
+        return await _polling.wait_for_payout(self, id=id, order_id=order_id, timeout=timeout,
+                                              interval=interval, max_interval=max_interval)
+
+    def watch_payment(
+        self, *, id: int | str | None = None, order_id: str | None = None,
+        timeout: float | None = _polling.DEFAULT_TIMEOUT,
+        interval: float = _polling.DEFAULT_INTERVAL,
+        max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
+    ) -> AsyncGenerator[PaymentStatusResponse, None]:
+        """Async iterator of the payment's status changes, the final one last.
+
+        >>> async for st in client.watch_payment(order_id="A-1"):
+        ...     print(st.payment_status)
+        """
+        return _polling.watch_payment(self, id=id, order_id=order_id, timeout=timeout,
+                                      interval=interval, max_interval=max_interval)
+
+    def watch_payout(
+        self, *, id: int | str | None = None, order_id: str | None = None,
+        timeout: float | None = _polling.DEFAULT_TIMEOUT,
+        interval: float = _polling.DEFAULT_INTERVAL,
+        max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
+    ) -> AsyncGenerator[PayoutStatusResponse, None]:
+        """Async iterator of the payout's status changes, the final one last.
+
+        >>> async for st in client.watch_payout(id=created.id):
+        ...     print(st.payment_status)
+        """
+        return _polling.watch_payout(self, id=id, order_id=order_id, timeout=timeout,
+                                     interval=interval, max_interval=max_interval)
+
+    def payouts_batch(
+        self,
+        items: Iterable[_batch.PayoutItem] | AsyncIterable[_batch.PayoutItem],
+        *,
+        concurrency: int = 64,
+        rate: float | None = None,
+        journal: _batch.JournalSpec | None = None,
+        wait_final: bool = False,
+        progress: Callable[[_batch.BatchProgress], None] | None = None,
+        **options: Any,
+    ) -> AsyncGenerator[_batch.BatchResult, None]:
+        """Create many payouts, ``concurrency`` at a time; yield a ``BatchResult`` per item
+        as each completes. ``options``: the rest of :func:`alikassa_async.batch.payouts_batch`.
+
+        >>> async for r in client.payouts_batch(requests, journal="payouts.db", rate=50):
+        ...     print(r.order_id, r.outcome)
+        """
+        return _batch.payouts_batch(self, items, concurrency=concurrency, rate=rate,
+                                    journal=journal, wait_final=wait_final, progress=progress,
+                                    **options)
+
+    # -- end of polling and batch payouts ----------------------------------
 
 
 def _shorter(configured: float | None, remaining: float) -> float:

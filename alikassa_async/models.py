@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .validation import mask
+
 __all__ = [
     "AccountInfo",
     "Balance",
@@ -64,13 +66,6 @@ class PaymentStatus(enum.StrEnum):
 _FINAL = frozenset({"paid", "cancel", "fail"})
 
 
-def _mask_card(value: str) -> str:
-    digits = value.strip()
-    if len(digits) <= 10:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
-
-
 # ---------------------------------------------------------------------------
 # Requests
 
@@ -79,7 +74,7 @@ def _redacted_fields(fields: Mapping[str, object]) -> dict[str, object]:
     shown: dict[str, object] = {}
     for key, value in fields.items():
         if key in {"number", "customer_phone", "card_number"} and isinstance(value, str):
-            shown[key] = _mask_card(value)
+            shown[key] = mask(value)
         elif key == "extra" and isinstance(value, Mapping):
             shown[key] = {k: "***" for k in value}
         else:

@@ -1,0 +1,686 @@
+"""Batch payouts: many at once, lazily, rate-limited, never one ``order_id`` paid twice.
+
+>>> async with SQLiteJournal("payouts.db") as journal:
+...     async for result in client.payouts_batch(requests, concurrency=64, rate=50,
+...                                              journal=journal):
+...         print(result.order_id, result.outcome)   # created / rejected / unknown / ...
+
+Items are :class:`~alikassa_async.models.PayoutRequest` objects (from
+``build_payout``) or mappings of payout fields (``{"service": ..., "order_id":
+..., "amount": ..., "number": ...}``, built with ``build_payout``), from an
+iterable or an async iterable. They are pulled only as workers free up, so
+memory stays proportional to ``concurrency`` however long the input is. An
+item that fails local validation is reported ``rejected`` and the batch goes
+on.
+
+Outcomes (:class:`Outcome`):
+
+``created``
+    the gateway accepted it (``wait``); with ``wait_final`` the final status
+    replaces it: ``paid``, ``cancel`` or ``fail`` (``created`` with a
+    ``PollingTimeoutError`` if it was not final by ``wait_timeout``).
+``rejected``
+    refused for certain — by local validation, a 400/422 (validation,
+    insufficient funds) or a 401/403 — so nothing was created.
+``not_sent``
+    the gateway could not be reached (no connection ever opened), even after
+    retries; nothing was created and re-running sends it.
+``unknown``
+    sent, and whether it was created could not be determined. Never treat
+    this as failed: re-run with the journal, or ask support (API reference §4).
+
+A send that ends in doubt (timeout after sending, dropped connection, 5xx,
+429, unreadable answer) is reconciled by ``payout_status(order_id=...)``.
+The payout is sent again only when the gateway *definitely* has no such
+payout: a 404, seen at least ``ReconcilePolicy.settle`` seconds after the
+doubtful send (a payout created a moment ago may not be visible yet), or a
+400/422 on the status call whose only complaint is Laravel's "the selected
+order id is invalid" (the ``exists`` rule, i.e. no such row). Any other
+answer leaves it ``unknown``. A 400/422 on ``order_id`` to a re-send after a
+doubt means "already taken": look it up, not "rejected". A found payout
+whose amount differs from the request is reported ``unknown`` for a human.
+
+With a journal (:mod:`alikassa_async.journal`) the intent is on disk before
+each send, and a re-run resumes: created items are not sent again, items in
+doubt are reconciled first, and an ``order_id`` seen before with a different
+body — or twice in one batch — is refused as a likely bug. Without a journal,
+duplicates are caught only among items in flight at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sized
+from contextlib import aclosing
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import attrs
+
+from .errors import (
+    AliKassaError,
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PollingTimeoutError,
+    RateLimitError,
+    RequestValidationError,
+    TransportError,
+)
+from .journal import (
+    Journal,
+    JournalState,
+    OrderIdConflictError,
+    SQLiteJournal,
+    body_hash,
+)
+from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
+from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
+
+if TYPE_CHECKING:
+    from .client import AliKassaClient
+
+__all__ = [
+    "BatchProgress",
+    "BatchResult",
+    "JournalSpec",
+    "Outcome",
+    "PayoutItem",
+    "RateLimiter",
+    "ReconcilePolicy",
+    "payouts_batch",
+]
+
+logger = logging.getLogger("alikassa_async.batch")
+
+#: what ``payouts_batch`` accepts as one item
+PayoutItem: TypeAlias = PayoutRequest | Mapping[str, Any]
+#: a journal, or the path of a SQLite journal file the batch opens and closes itself
+JournalSpec: TypeAlias = Journal | str | os.PathLike[str]
+
+
+class Outcome(enum.StrEnum):
+    """How one payout of a batch ended (see the module docstring)."""
+
+    CREATED = "created"
+    REJECTED = "rejected"
+    NOT_SENT = "not_sent"
+    UNKNOWN = "unknown"
+    PAID = "paid"
+    CANCEL = "cancel"
+    FAIL = "fail"
+
+    @property
+    def exists_at_gateway(self) -> bool:
+        return self in (Outcome.CREATED, Outcome.PAID, Outcome.CANCEL, Outcome.FAIL)
+
+
+@attrs.frozen
+class BatchResult:
+    """One item's result. ``response`` is the create answer or the last status seen."""
+
+    #: position of the item in the input (0-based)
+    index: int
+    order_id: str
+    outcome: Outcome
+    response: PayoutCreated | PayoutStatusResponse | None = None
+    error: AliKassaError | None = None
+    #: AliKassa's payout id, when known
+    payout_id: int | None = None
+    #: how many times it was sent during this run (0: not sent, e.g. already created)
+    attempts: int = 0
+    #: the journal knew this order_id from an earlier run
+    resumed: bool = False
+    #: the outcome was established by a status lookup after a doubtful send
+    reconciled: bool = False
+    #: the payout's last known status (from the answer, a lookup or the journal)
+    status: PaymentStatus | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Created (or paid): nothing for a human to look at."""
+        return self.outcome in (Outcome.CREATED, Outcome.PAID) and self.error is None
+
+
+@attrs.frozen
+class BatchProgress:
+    """Passed to the ``progress`` callback after each result."""
+
+    done: int
+    #: number of items, if known (``len(items)`` or ``total=``)
+    total: int | None
+    counts: Mapping[str, int]
+    #: seconds since the batch started
+    elapsed: float
+    #: results per second so far
+    rate: float
+    in_flight: int
+
+
+@attrs.frozen
+class ReconcilePolicy:
+    """How hard a batch works to settle a doubtful send before reporting ``unknown``."""
+
+    #: status lookups per doubtful send (each already retried by the client's RetryPolicy)
+    lookups: int = attrs.field(default=6, validator=attrs.validators.ge(1))
+    #: a 404 proves absence only this many seconds after the doubtful send
+    settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+    #: sends of one order_id per run (a re-send only ever follows a proven absence)
+    max_sends: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: pause for the whole batch after a 429 without Retry-After, or an unreachable gateway
+    pause: float = 1.0
+
+    def backoff(self, step: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2**step)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class RateLimiter:
+    """Token bucket shared by every request of a batch; ``pause()`` holds everyone.
+
+    >>> limiter = RateLimiter(50)          # 50 requests/s, bursts of 1
+    >>> await limiter.acquire()
+    """
+
+    def __init__(self, rate: float | None, burst: int = 1) -> None:
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be a positive number of requests per second")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._interval = 0.0 if rate is None else 1.0 / rate
+        self._tolerance = (burst - 1) * self._interval
+        self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
+        self._paused_until = 0.0
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            start = max(now, self._tat - self._tolerance, self._paused_until)
+            if self._interval:
+                self._tat = max(self._tat, start) + self._interval  # reserve our slot
+            if start <= now:
+                return
+            await asyncio.sleep(start - now)
+            if loop.time() >= self._paused_until:
+                return
+
+    def pause(self, seconds: float) -> None:
+        """No request of the batch starts within the next ``seconds``."""
+        until = asyncio.get_running_loop().time() + max(seconds, 0.0)
+        self._paused_until = max(self._paused_until, until)
+
+
+# ---------------------------------------------------------------------------
+# one item
+
+
+class _Verdict(enum.Enum):
+    EXISTS = "exists"
+    ABSENT = "absent"
+    UNDETERMINED = "undetermined"
+
+
+_ABSENCE_PHRASES = ("selected", "not found", "does not exist", "doesn't exist", "not exist")
+
+
+def _says_no_such_payout(error: InvalidRequestError) -> bool:
+    """A status lookup refused only because no payout has that order_id/id.
+
+    Laravel's ``exists`` rule answers "The selected order id is invalid." on the
+    looked-up field; format complaints ("must be a string", "may not be greater
+    than") never use these words, and our lookup already passed format checks.
+    """
+    if not error.errors or set(error.errors) - {"order_id", "id"}:
+        return False
+    messages = [m.lower() for msgs in error.errors.values() for m in msgs]
+    return bool(messages) and all(
+        any(phrase in m for phrase in _ABSENCE_PHRASES) for m in messages
+    )
+
+
+def _complains_about_order_id(error: InvalidRequestError) -> bool:
+    return "order_id" in error.errors
+
+
+def _detail(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+@attrs.define
+class _Item:
+    index: int
+    request: PayoutRequest
+    resumed: bool = False
+    attempts: int = 0
+    reconciled: bool = False
+    #: loop time of the last doubtful send (a 404 before settle proves nothing)
+    doubt_since: float = 0.0
+    last_error: AliKassaError | None = None
+    payout_id: int | None = None
+    #: the gateway refused a send as "order_id already taken": a 404 no longer proves absence
+    taken: bool = False
+
+    @property
+    def order_id(self) -> str:
+        return self.request.order_id
+
+    def result(self, outcome: Outcome, *, response: PayoutCreated | PayoutStatusResponse | None
+               = None, error: AliKassaError | None = None,
+               status: PaymentStatus | None = None) -> BatchResult:
+        if status is None and response is not None:
+            status = response.payment_status
+        return BatchResult(index=self.index, order_id=self.order_id, outcome=outcome,
+                           response=response, error=error, payout_id=self.payout_id,
+                           attempts=self.attempts, resumed=self.resumed,
+                           reconciled=self.reconciled, status=status)
+
+
+@attrs.frozen
+class _WaitSettings:
+    enabled: bool
+    timeout: float | None
+    interval: float
+    max_interval: float
+
+
+class _Run:
+    """Everything one batch run shares between its items."""
+
+    def __init__(self, client: AliKassaClient, journal: Journal | None, limiter: RateLimiter,
+                 policy: ReconcilePolicy, wait: _WaitSettings) -> None:
+        self.client = client
+        self.journal = journal
+        self.limiter = limiter
+        self.policy = policy
+        self.wait = wait
+        self.run_id = uuid.uuid4().hex
+
+    def _outcome_for(self, final: PaymentStatus) -> Outcome:
+        """Final statuses are outcomes only with ``wait_final``; else it is "created"."""
+        return Outcome(final.value) if self.wait.enabled else Outcome.CREATED
+
+    async def _note(self, item: _Item, state: JournalState, detail: str | None = None) -> None:
+        if self.journal is not None:
+            await self.journal.record_outcome(item.order_id, state, payout_id=item.payout_id,
+                                              detail=detail)
+
+    async def process(self, item: _Item, on_created: Callable[[], None]) -> BatchResult:
+        """Send one payout (or settle it from the journal) and report its outcome."""
+        in_doubt = False
+        previous = None
+        if self.journal is not None:
+            digest = body_hash(item.request)
+            previous = await self.journal.claim(item.order_id, digest, self.run_id)
+        if previous is not None:
+            if previous.run_id == self.run_id:
+                return item.result(Outcome.REJECTED, error=OrderIdConflictError(
+                    "this order_id appears more than once in the batch (likely a bug)"))
+            item.resumed = True
+            if previous.body_hash != digest:
+                return item.result(Outcome.REJECTED, error=OrderIdConflictError(
+                    "this order_id was journaled before with a different request body "
+                    "(likely a bug); use a new order_id or a new journal"))
+            item.payout_id = previous.payout_id
+            if previous.state.exists_at_gateway:
+                if previous.state is JournalState.CREATED:
+                    return await self._created(item, None, on_created)
+                final = PaymentStatus(previous.state.value)
+                return item.result(self._outcome_for(final), status=final)
+            if previous.state.in_doubt:
+                in_doubt = True
+                age = max(time.time() - previous.updated_at, 0.0)
+                item.doubt_since = asyncio.get_running_loop().time() - age
+        return await self._send_until_settled(item, in_doubt, previous is not None, on_created)
+
+    async def _send_until_settled(self, item: _Item, in_doubt: bool, journaled: bool,
+                                  on_created: Callable[[], None]) -> BatchResult:
+        ever_in_doubt = in_doubt
+        needs_intent = journaled  # a fresh claim already recorded the first send's intent
+        connect_failures = 0
+        while True:
+            if in_doubt:
+                verdict, status = await self._reconcile(item)
+                if verdict is _Verdict.EXISTS:
+                    assert status is not None
+                    item.reconciled = True
+                    if status.id is not None:
+                        item.payout_id = status.id
+                    if status.payment_status.is_final:
+                        await self._note(item, JournalState(status.payment_status.value))
+                        return item.result(self._outcome_for(status.payment_status),
+                                           response=status)
+                    await self._note(item, JournalState.CREATED)
+                    return await self._created(item, status, on_created)
+                if verdict is _Verdict.UNDETERMINED:
+                    await self._note(item, JournalState.UNKNOWN, _detail_of(item.last_error))
+                    return item.result(Outcome.UNKNOWN, error=item.last_error)
+                in_doubt = False  # proven absent: sending again cannot pay twice
+            if item.attempts >= self.policy.max_sends:
+                state = JournalState.UNKNOWN if ever_in_doubt else JournalState.NOT_SENT
+                await self._note(item, state, _detail_of(item.last_error))
+                return item.result(Outcome(state.value), error=item.last_error)
+            if needs_intent and self.journal is not None:
+                await self.journal.record_send(item.order_id)
+            needs_intent = True
+            await self.limiter.acquire()
+            item.attempts += 1
+            try:
+                created = await self.client.create_payout(item.request)
+            except OutcomeUnknownError as exc:
+                item.last_error = exc
+                in_doubt = ever_in_doubt = True
+                item.doubt_since = asyncio.get_running_loop().time()
+                if isinstance(exc.cause, RateLimitError):
+                    self.limiter.pause(exc.cause.retry_after or self.policy.pause)
+                await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                continue
+            except InvalidRequestError as exc:
+                item.last_error = exc
+                if ever_in_doubt and _complains_about_order_id(exc):
+                    in_doubt = True  # "already taken" after a doubt: look it up
+                    item.taken = True
+                    continue
+                await self._note(item, JournalState.REJECTED, _detail(exc))
+                return item.result(Outcome.REJECTED, error=exc)
+            except (AuthenticationError, RequestValidationError) as exc:
+                await self._note(item, JournalState.REJECTED, _detail(exc))
+                return item.result(Outcome.REJECTED, error=exc)
+            except TransportError as exc:
+                # The connection never opened: nothing reached the gateway.
+                item.last_error = exc
+                connect_failures += 1
+                self.limiter.pause(self.policy.pause)
+                await self._note(item, JournalState.NOT_SENT, _detail(exc))
+                await asyncio.sleep(self.policy.backoff(connect_failures))
+                continue
+            item.payout_id = created.id
+            await self._note(item, JournalState.CREATED)
+            return await self._created(item, created, on_created)
+
+    async def _reconcile(self, item: _Item) -> tuple[_Verdict, PayoutStatusResponse | None]:
+        """Ask the gateway whether ``item`` exists, a bounded number of times."""
+        loop = asyncio.get_running_loop()
+        lookups = 0
+        while lookups < self.policy.lookups:
+            if lookups:
+                await asyncio.sleep(self.policy.backoff(lookups - 1))
+            lookups += 1
+            await self.limiter.acquire()
+            try:
+                status = await self.client.payout_status(order_id=item.order_id)
+            except (NotFoundError, InvalidRequestError) as exc:
+                if item.taken or (isinstance(exc, InvalidRequestError)
+                                  and not _says_no_such_payout(exc)):
+                    item.last_error = exc  # not proof of absence: keep looking
+                    continue
+                wait = item.doubt_since + self.policy.settle - loop.time()
+                if wait <= 0:
+                    logger.info("order_id=%s: gateway has no such payout; sending", item.order_id)
+                    return _Verdict.ABSENT, None
+                await asyncio.sleep(wait)  # may not be visible yet: ask again once settled
+                lookups -= 1
+                continue
+            except (APIError, TransportError) as exc:
+                item.last_error = exc
+                if isinstance(exc, RateLimitError):
+                    self.limiter.pause(exc.retry_after or self.policy.pause)
+                continue
+            if status.amount is not None and status.amount != item.request.amount:
+                item.last_error = _AmountMismatch(item.order_id, status.amount,
+                                                  item.request.amount)
+                return _Verdict.UNDETERMINED, None
+            return _Verdict.EXISTS, status
+        return _Verdict.UNDETERMINED, None
+
+    async def _created(self, item: _Item, response: PayoutCreated | PayoutStatusResponse | None,
+                       on_created: Callable[[], None]) -> BatchResult:
+        if not self.wait.enabled:
+            return item.result(Outcome.CREATED, response=response)
+        on_created()  # the send slot is free: waiting does not hold up the batch
+        client = self.client
+        payout_id = item.payout_id
+
+        def fetch() -> Any:
+            if payout_id is not None:
+                return client.payout_status(id=payout_id)
+            return client.payout_status(order_id=item.order_id)
+
+        final: PayoutStatusResponse | None = None
+        try:
+            async with aclosing(poll_until_final(
+                    fetch, what=f"payout order_id={item.order_id}", timeout=self.wait.timeout,
+                    interval=self.wait.interval, max_interval=self.wait.max_interval,
+                    slots=client._status_semaphore(), throttle=self.limiter.acquire)) as changes:
+                async for status in changes:
+                    final = status
+        except PollingTimeoutError as exc:
+            last = exc.last_status if isinstance(exc.last_status, PayoutStatusResponse) else None
+            return item.result(Outcome.CREATED, response=last or response, error=exc)
+        assert final is not None
+        await self._note(item, JournalState(final.payment_status.value))
+        return item.result(Outcome(final.payment_status.value), response=final)
+
+
+class _AmountMismatch(AliKassaError):
+    def __init__(self, order_id: str, found: Decimal, sent: Decimal) -> None:
+        super().__init__(
+            f"order_id={order_id!r} exists at the gateway with amount {found}, but this batch "
+            f"sends {sent}: check by hand before anything else")
+
+
+def _detail_of(error: BaseException | None) -> str | None:
+    return None if error is None else _detail(error)
+
+
+# ---------------------------------------------------------------------------
+# the scheduler
+
+
+_END = object()
+
+
+class _Source:
+    """Pulls items one at a time from an iterable or async iterable; keeps its error."""
+
+    def __init__(self, items: Iterable[PayoutItem] | AsyncIterable[PayoutItem]) -> None:
+        self._sync = None
+        self._async = None
+        if isinstance(items, AsyncIterable):
+            self._async = aiter(items)
+        else:
+            self._sync = iter(items)
+        self.pulled = 0
+        self.exhausted = False
+        self.error: BaseException | None = None
+
+    async def next(self) -> object:
+        """The next item, or ``_END``."""
+        try:
+            if self._async is not None:
+                item = await anext(self._async)
+            else:
+                assert self._sync is not None
+                item = next(self._sync)
+        except (StopIteration, StopAsyncIteration):
+            self.exhausted = True
+            return _END
+        except Exception as exc:  # the caller's generator failed: finish what runs, then raise
+            self.exhausted = True
+            self.error = exc
+            return _END
+        self.pulled += 1
+        return item
+
+    async def aclose(self) -> None:
+        closer = getattr(self._async, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+def _as_request(item: object) -> PayoutRequest:
+    if isinstance(item, PayoutRequest):
+        return item
+    if isinstance(item, Mapping):
+        from .services import build_payout  # the registry sits above the batch layer
+
+        fields = dict(item)
+        service = fields.pop("service", None)
+        if not isinstance(service, str) or not service:
+            raise RequestValidationError({"service": ["is required"]})
+        return build_payout(service, **fields)
+    raise RequestValidationError(
+        {"request": [f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
+                     f"not {type(item).__name__}"]})
+
+
+def _order_id_of(item: object) -> str:
+    value = item.get("order_id") if isinstance(item, Mapping) else getattr(item, "order_id", "")
+    return value if isinstance(value, str) else ""
+
+
+def _open_journal(journal: JournalSpec | None) -> tuple[Journal | None, bool]:
+    if journal is None or isinstance(journal, Journal):
+        return journal, False
+    return SQLiteJournal(journal), True
+
+
+async def payouts_batch(
+    client: AliKassaClient,
+    items: Iterable[PayoutItem] | AsyncIterable[PayoutItem],
+    *,
+    concurrency: int = 64,
+    rate: float | None = None,
+    journal: JournalSpec | None = None,
+    wait_final: bool = False,
+    progress: Callable[[BatchProgress], None] | None = None,
+    total: int | None = None,
+    wait_timeout: float | None = DEFAULT_TIMEOUT,
+    wait_interval: float = DEFAULT_INTERVAL,
+    wait_max_interval: float = DEFAULT_MAX_INTERVAL,
+    max_waiting: int = 1024,
+    reconcile: ReconcilePolicy | None = None,
+) -> AsyncGenerator[BatchResult, None]:
+    """Create many payouts; yield one :class:`BatchResult` per item as each completes.
+
+    ``concurrency`` payouts are sent at once; ``rate`` caps requests per second
+    across the batch (creates and status lookups); ``journal`` (a
+    :class:`~alikassa_async.journal.Journal` or a SQLite file path) makes the
+    batch resumable; ``wait_final`` reports each payout once final (at most
+    ``max_waiting`` waits at once, apart from the ``concurrency`` sends).
+    Leaving the loop early cancels the work in flight: use
+    ``contextlib.aclosing`` to have that happen at once, and a journal so the
+    next run can settle what was interrupted.
+
+    >>> async with aclosing(client.payouts_batch(reqs, journal="payouts.db")) as results:
+    ...     async for r in results:
+    ...         print(r.order_id, r.outcome)
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError("concurrency must be a positive integer")
+    if max_waiting < 1:
+        raise ValueError("max_waiting must be a positive integer")
+    limiter = RateLimiter(rate)
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    opened_journal, owns_journal = _open_journal(journal)
+    run = _Run(client, opened_journal, limiter, reconcile or ReconcilePolicy(),
+               _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval))
+    source = _Source(items)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    counts: Counter[str] = Counter()
+    events: asyncio.Queue[tuple[str, asyncio.Task[BatchResult]]] = asyncio.Queue()
+    sending: set[asyncio.Task[BatchResult]] = set()
+    waiting: set[asyncio.Task[BatchResult]] = set()
+    in_flight_ids: dict[asyncio.Task[BatchResult], str] = {}
+    ids_in_flight: set[str] = set()
+
+    def report(result: BatchResult) -> BatchResult:
+        counts[result.outcome.value] += 1
+        if progress is not None:
+            elapsed = loop.time() - started
+            done = sum(counts.values())
+            progress(BatchProgress(done=done, total=total, counts=dict(counts),
+                                   elapsed=elapsed, rate=done / elapsed if elapsed > 0 else 0.0,
+                                   in_flight=len(sending) + len(waiting)))
+        return result
+
+    def spawn(item: _Item) -> None:
+        task: asyncio.Task[BatchResult] | None = None
+
+        def now_waiting() -> None:
+            assert task is not None
+            events.put_nowait(("waiting", task))
+
+        task = asyncio.create_task(run.process(item, now_waiting),
+                                   name=f"payout order_id={item.order_id}")
+        task.add_done_callback(lambda t: events.put_nowait(("done", t)))
+        sending.add(task)
+        in_flight_ids[task] = item.order_id
+        ids_in_flight.add(item.order_id)
+
+    try:
+        while True:
+            while (not source.exhausted and len(sending) < concurrency
+                   and len(waiting) < max_waiting):
+                raw = await source.next()
+                if raw is _END:
+                    break
+                index = source.pulled - 1
+                try:
+                    request = _as_request(raw)
+                except RequestValidationError as exc:
+                    yield report(BatchResult(index=index, order_id=_order_id_of(raw),
+                                             outcome=Outcome.REJECTED, error=exc))
+                    continue
+                if request.order_id in ids_in_flight:
+                    yield report(BatchResult(
+                        index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
+                        error=OrderIdConflictError(
+                            "this order_id appears more than once in the batch (likely a bug)")))
+                    continue
+                spawn(_Item(index, request))
+            if not sending and not waiting:
+                break
+            kind, task = await events.get()
+            if kind == "waiting":
+                if task in sending:
+                    sending.discard(task)
+                    waiting.add(task)
+                continue
+            if task not in sending and task not in waiting:
+                continue  # already handled
+            sending.discard(task)
+            waiting.discard(task)
+            ids_in_flight.discard(in_flight_ids.pop(task))
+            yield report(task.result())  # an unexpected error (journal, config) ends the batch
+        if source.error is not None:
+            raise source.error
+    finally:
+        unfinished = [t for t in (*sending, *waiting) if not t.done()]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
+            ids = [in_flight_ids[t] for t in unfinished if t in sending]
+            if ids:
+                logger.warning("batch stopped with %d payout(s) in flight; their outcome may be "
+                               "unknown until reconciled: %s", len(ids), ", ".join(ids[:20]))
+        await source.aclose()
+        if owns_journal and opened_journal is not None:
+            await opened_journal.aclose()
+

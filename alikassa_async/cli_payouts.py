@@ -1,0 +1,356 @@
+"""``alikassa payouts run``: a CSV of payouts, sent as a resumable batch.
+
+::
+
+    alikassa payouts run payouts.csv --journal payouts.db --concurrency 64 --rate 50
+
+The CSV has a header row with ``service``, ``order_id``, ``amount`` and the
+other payout fields the service needs (``number``, ``customer_code``, …;
+``extra.card_holder``-style columns fill the ``extra`` object). Empty cells
+are left out. The whole file is validated first and every bad row reported
+with its line number before anything is sent. The run shows a progress bar
+on stderr, prints a summary by outcome, writes a results CSV and exits 1 if
+any payout was rejected, not sent, unknown or (with ``--wait-final``) not
+paid. Running the same command again resumes from the journal: nothing
+created is sent twice.
+
+Account and certificate come from ``--account`` / ``--payout-cert`` or the
+``ALIKASSA_ACCOUNT`` / ``ALIKASSA_PAYOUT_CERT_DIR`` environment variables;
+``--base-url`` / ``ALIKASSA_BASE_URL`` points at another host (a sandbox).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from .batch import BatchProgress, BatchResult, Outcome
+from .client import DEFAULT_BASE_URL, AliKassaClient
+from .errors import AliKassaError, ConfigurationError, RequestValidationError
+from .models import PayoutRequest
+from .services import build_payout, get_service
+from .signing import Certificate
+
+__all__ = ["ProgressBar", "main", "read_payouts", "register", "validate_file"]
+
+EXIT_OK = 0
+EXIT_ATTENTION = 1  # something needs a human: rejected / not sent / unknown / not paid
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+_REQUIRED_COLUMNS = ("service", "order_id", "amount")
+_RESULT_COLUMNS = ("line", "order_id", "outcome", "status", "payout_id", "attempts",
+                   "resumed", "reconciled", "error")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``payouts run`` to the ``alikassa`` command's subparsers."""
+    payouts: argparse.ArgumentParser = subparsers.add_parser(
+        "payouts", help="batch payouts from a CSV file",
+        description="Batch payouts from a CSV file.")
+    commands = payouts.add_subparsers(dest="payouts_command", metavar="COMMAND")
+    commands.required = True
+    run = commands.add_parser(
+        "run", help="validate a CSV of payouts, then send it as a resumable batch",
+        description=__doc__.split("::")[0].strip() if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("csv", type=Path, help="the payouts CSV (header: service,order_id,amount,…)")
+    run.add_argument("--journal", type=Path, default=None,
+                     help="SQLite journal that makes re-runs resume (default: CSV.journal.db)")
+    run.add_argument("--results", type=Path, default=None,
+                     help="where to write the results CSV (default: CSV.results.csv)")
+    run.add_argument("--concurrency", type=_positive_int, default=64,
+                     help="payouts sent at once (default 64)")
+    run.add_argument("--rate", type=_positive_float, default=None,
+                     help="at most this many requests per second")
+    run.add_argument("--wait-final", action="store_true",
+                     help="report each payout once paid / cancel / fail")
+    run.add_argument("--wait-timeout", type=_positive_float, default=600.0,
+                     help="seconds to wait for a final status with --wait-final (default 600)")
+    run.add_argument("--check", action="store_true",
+                     help="only validate the file; send nothing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
+                     help="account UUID (env ALIKASSA_ACCOUNT)")
+    run.add_argument("--payout-cert", type=Path,
+                     default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
+                     help="payout certificate dir: private.pem, password.txt "
+                          "(env ALIKASSA_PAYOUT_CERT_DIR)")
+    run.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
+                                                           DEFAULT_BASE_URL),
+                     help="API host (env ALIKASSA_BASE_URL)")
+    run.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
+                     help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
+    run.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1")
+    run.set_defaults(func=run_command, handler=run_command)
+    return payouts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alikassa_async.cli_payouts payouts run ...`` (the ``alikassa`` CLI hosts it)."""
+    parser = argparse.ArgumentParser(prog="alikassa")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+# -- reading the file ----------------------------------------------------------
+
+
+def _row_fields(row: dict[str, str | None]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for column, value in row.items():
+        if column is None or value is None or not value.strip():
+            continue
+        name = column.strip()
+        if name.startswith("extra."):
+            fields.setdefault("extra", {})[name[len("extra."):]] = value.strip()
+        else:
+            fields[name] = value.strip()
+    return fields
+
+
+def read_payouts(path: Path) -> Iterator[tuple[int, PayoutRequest | RequestValidationError]]:
+    """``(line number, request or its validation error)`` for each data row, streaming."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigurationError(f"{path}: header lacks column(s) {', '.join(missing)} "
+                                     f"(needs {', '.join(_REQUIRED_COLUMNS)}, and the fields "
+                                     "of each service, e.g. number)")
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                yield line, RequestValidationError({"row": ["has more cells than the header"]})
+                continue
+            fields = _row_fields(row)
+            service = fields.pop("service", "")
+            try:
+                yield line, build_payout(service, **fields)
+            except RequestValidationError as exc:
+                yield line, exc
+
+
+def validate_file(path: Path) -> tuple[int, list[str], list[str]]:
+    """Rows, problems (``"line N: ..."``) and warnings, reading the whole file once."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    first_line: dict[str, int] = {}
+    unknown_services: set[str] = set()
+    rows = 0
+    for line, item in read_payouts(path):
+        rows += 1
+        if isinstance(item, RequestValidationError):
+            details = "; ".join(f"{field}: {', '.join(msgs)}"
+                                for field, msgs in item.errors.items())
+            problems.append(f"line {line}: {details}")
+            continue
+        seen = first_line.setdefault(item.order_id, line)
+        if seen != line:
+            problems.append(f"line {line}: order_id: {item.order_id!r} already used on "
+                            f"line {seen}")
+        if get_service(item.service) is None and item.service not in unknown_services:
+            unknown_services.add(item.service)
+            warnings.append(f"line {line}: service {item.service!r} is not in the SDK's "
+                            "registry; only the shared rules were checked")
+    return rows, problems, warnings
+
+
+# -- the progress bar -------------------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; periodic lines when not a terminal."""
+
+    def __init__(self, stream: TextIO, *, width: int = 30, every: float = 0.1) -> None:
+        self.stream = stream
+        self.width = width
+        self.tty = stream.isatty()
+        self.every = every if self.tty else 5.0
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, progress: BatchProgress) -> None:
+        now = time.monotonic()
+        finished = progress.total is not None and progress.done >= progress.total
+        if not finished and now - self._last < self.every:
+            return
+        self._last = now
+        line = self.render(progress)
+        if self.tty:
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self._shown = True
+        self.stream.flush()
+
+    def render(self, progress: BatchProgress) -> str:
+        counts = " ".join(f"{k}={v}" for k, v in sorted(progress.counts.items()))
+        if progress.total:
+            share = min(progress.done / progress.total, 1.0)
+            filled = int(share * self.width)
+            bar = "#" * filled + "." * (self.width - filled)
+            left = progress.total - progress.done
+            eta = f" ETA {left / progress.rate:,.0f}s" if progress.rate > 0 and left else ""
+            return (f"[{bar}] {progress.done:,}/{progress.total:,} {share:4.0%} "
+                    f"{progress.rate:,.0f}/s {counts}{eta}")
+        return f"{progress.done:,} done {progress.rate:,.0f}/s {counts}"
+
+    def close(self) -> None:
+        if self._shown and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> AliKassaClient:
+    if not args.account:
+        raise ConfigurationError("no account: pass --account or set ALIKASSA_ACCOUNT")
+    if args.payout_cert is None:
+        raise ConfigurationError("no payout certificate: pass --payout-cert DIR or set "
+                                 "ALIKASSA_PAYOUT_CERT_DIR")
+    options: dict[str, Any] = {}
+    if args.ca_bundle is not None:
+        options["verify"] = args.ca_bundle
+    client = AliKassaClient(
+        args.account, payout_cert=Certificate.from_dir(args.payout_cert),
+        base_url=args.base_url, signature_hash=args.signature_hash,
+        max_connections=args.concurrency + AliKassaClient.max_status_in_flight,
+        max_keepalive_connections=args.concurrency + AliKassaClient.max_status_in_flight,
+        **options)
+    return client
+
+
+def _result_row(line: int, result: BatchResult) -> list[str]:
+    error = "" if result.error is None else f"{type(result.error).__name__}: {result.error}"
+    return [str(line), result.order_id, result.outcome.value,
+            "" if result.status is None else str(result.status),
+            "" if result.payout_id is None else str(result.payout_id), str(result.attempts),
+            "yes" if result.resumed else "", "yes" if result.reconciled else "",
+            " ".join(error.split())]
+
+
+def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
+    if wait_final:
+        return result.outcome is not Outcome.PAID
+    return not (result.outcome is Outcome.CREATED and result.error is None)
+
+
+async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path: Path,
+                err: TextIO) -> Counter[str]:
+    lines: dict[int, int] = {}  # index -> CSV line, for items in flight only
+
+    def items() -> Iterator[PayoutRequest]:
+        for index, (line, item) in enumerate(read_payouts(args.csv)):
+            assert isinstance(item, PayoutRequest)  # the file was validated first
+            lines[index] = line
+            yield item
+
+    counts: Counter[str] = Counter()
+    bar = None if args.no_progress else ProgressBar(err)
+    async with _client(args) as client:
+        with results_path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(_RESULT_COLUMNS)
+            try:
+                async for result in client.payouts_batch(
+                        items(), concurrency=args.concurrency, rate=args.rate, journal=journal,
+                        wait_final=args.wait_final, wait_timeout=args.wait_timeout,
+                        progress=bar, total=rows):
+                    writer.writerow(_result_row(lines.pop(result.index, 0), result))
+                    counts[result.outcome.value] += 1
+                    if result.resumed:
+                        counts["(resumed from journal)"] += 1
+                    if _needs_attention(result, args.wait_final):
+                        counts["(needs attention)"] += 1
+            finally:
+                if bar is not None:
+                    bar.close()
+    return counts
+
+
+def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
+                err: TextIO | None = None) -> int:
+    """Validate the CSV, then send it as a batch; the process exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    path: Path = args.csv
+    try:
+        rows, problems, warnings = validate_file(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
+        _say(err, f"error: cannot read {path}: {exc}")
+        return EXIT_USAGE
+    for warning in warnings:
+        _say(err, f"warning: {warning}")
+    if problems:
+        for problem in problems:
+            _say(err, problem)
+        _say(err, f"{len(problems)} bad row(s) in {path}; nothing was sent")
+        return EXIT_USAGE
+    _say(out, f"{path}: {rows:,} payout(s), all valid")
+    if args.check or rows == 0:
+        return EXIT_OK
+    journal = args.journal or path.with_name(path.name + ".journal.db")
+    results_path = args.results or path.with_name(path.stem + ".results.csv")
+    started = time.monotonic()
+    try:
+        counts = asyncio.run(_send(args, rows, journal, results_path, err))
+    except KeyboardInterrupt:
+        _say(err, f"interrupted; run the same command again to resume (journal: {journal})")
+        return EXIT_INTERRUPTED
+    except AliKassaError as exc:
+        _say(err, f"error: {exc}")
+        _say(err, f"nothing in flight was lost: re-run to resume (journal: {journal})")
+        return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ATTENTION
+    elapsed = time.monotonic() - started
+    attention = counts.pop("(needs attention)", 0)
+    resumed = counts.pop("(resumed from journal)", 0)
+    _say(out, f"done in {elapsed:,.1f}s: " + ", ".join(
+        f"{outcome} {n:,}" for outcome, n in sorted(counts.items())))
+    if resumed:
+        _say(out, f"{resumed:,} already known to the journal {journal}")
+    _say(out, f"results: {results_path}")
+    if attention:
+        _say(out, f"{attention:,} payout(s) need attention (see the results file); "
+                  "`unknown` is never `failed`: re-run to reconcile, or ask support")
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
+def _say(stream: IO[str], text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

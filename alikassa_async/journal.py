@@ -1,0 +1,359 @@
+"""A crash-safe record of which payouts a batch has sent, for resuming without paying twice.
+
+>>> async with SQLiteJournal("payouts.db") as journal:
+...     async for result in client.payouts_batch(requests, journal=journal):
+...         ...
+
+Before a payout is sent, its *intent* — ``order_id`` plus the SHA-256 of the
+exact request body bytes — is committed to disk; after the answer, its
+outcome. A batch re-run with the same journal skips what was created,
+reconciles what was in doubt and refuses an ``order_id`` whose body changed
+(see :mod:`alikassa_async.batch`). Only hashes are stored: card numbers and
+phones never reach the journal file.
+
+:class:`SQLiteJournal` uses the standard library's ``sqlite3`` on one
+dedicated thread (WAL, ``synchronous=FULL``), so the event loop never blocks
+on disk. Writes that arrive together share one commit (group commit), so a
+batch of thousands pays for far fewer fsyncs than payouts. Use one journal
+per batch run at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from .encoding import php_json_encode
+from .errors import AliKassaError, RequestValidationError
+from .models import PayoutRequest
+
+__all__ = [
+    "Journal",
+    "JournalError",
+    "JournalRecord",
+    "JournalState",
+    "OrderIdConflictError",
+    "SQLiteJournal",
+    "body_hash",
+]
+
+T = TypeVar("T")
+
+_SCHEMA_VERSION = 1
+_MAX_GROUP = 256  # operations per commit
+
+
+class JournalState(enum.StrEnum):
+    """What the journal knows about one ``order_id``."""
+
+    #: about to be sent, or sent with no answer recorded yet (a crash leaves this)
+    INTENT = "intent"
+    CREATED = "created"
+    REJECTED = "rejected"
+    #: sent, and whether the gateway created it could not be determined
+    UNKNOWN = "unknown"
+    #: the connection never opened: definitely not created
+    NOT_SENT = "not_sent"
+    PAID = "paid"
+    CANCEL = "cancel"
+    FAIL = "fail"
+
+    @property
+    def exists_at_gateway(self) -> bool:
+        """The gateway definitely has this payout."""
+        return self in _EXISTS
+
+    @property
+    def in_doubt(self) -> bool:
+        """The gateway may or may not have it: look it up before sending again."""
+        return self in (JournalState.INTENT, JournalState.UNKNOWN)
+
+
+_EXISTS = frozenset({JournalState.CREATED, JournalState.PAID, JournalState.CANCEL,
+                     JournalState.FAIL})
+
+
+class JournalError(AliKassaError):
+    """The journal could not be read or written; nothing is sent without it."""
+
+
+class OrderIdConflictError(RequestValidationError):
+    """This ``order_id`` was already used with a different body, or twice in one batch."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"order_id": [message]})
+
+
+@attrs.frozen
+class JournalRecord:
+    order_id: str
+    #: SHA-256 (hex) of the exact request body bytes that were (to be) sent
+    body_hash: str
+    state: JournalState
+    #: AliKassa's payout id, once known
+    payout_id: int | None = None
+    #: how many times it was handed to the network, over all runs
+    sends: int = 0
+    #: the batch run that last claimed it
+    run_id: str = ""
+    #: wall-clock time (``time.time()``) of the last change
+    updated_at: float = 0.0
+    #: a short, secret-free note on the last outcome
+    detail: str | None = None
+
+
+def body_hash(request: PayoutRequest) -> str:
+    """SHA-256 (hex) of the exact body ``create_payout`` sends for ``request``."""
+    return hashlib.sha256(php_json_encode(request.to_wire())).hexdigest()
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """Where a batch records intents and outcomes. Every write is durable when awaited."""
+
+    async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
+        """Record the intent to send a new ``order_id`` (one send) and return ``None``; or,
+        if the ``order_id`` is known, return its record as it was. A known record with
+        the same ``body_hash`` is marked as claimed by ``run_id`` (so a second occurrence
+        in the same run is recognised); one with a different hash is left untouched."""
+        ...
+
+    async def record_send(self, order_id: str) -> None:
+        """Record that a known ``order_id`` is about to be sent again."""
+        ...
+
+    async def record_outcome(
+        self, order_id: str, state: JournalState, *, payout_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record what the send (or a status lookup) established."""
+        ...
+
+    async def get(self, order_id: str) -> JournalRecord | None: ...
+
+    async def counts(self) -> dict[JournalState, int]:
+        """Number of records in each state."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+_SELECT_ONE = ("SELECT order_id, body_hash, state, payout_id, sends, run_id, updated_at, detail "
+               "FROM payouts WHERE order_id = ?")
+
+
+def _record(row: tuple[Any, ...]) -> JournalRecord:
+    order_id, digest, state, payout_id, sends, run_id, updated_at, detail = row
+    return JournalRecord(order_id=order_id, body_hash=digest, state=JournalState(state),
+                         payout_id=payout_id, sends=sends, run_id=run_id,
+                         updated_at=updated_at, detail=detail)
+
+
+class _Op:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any],
+                 future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+    def resolve(self, value: Any = None, error: BaseException | None = None) -> None:
+        def deliver() -> None:
+            if self.future.done():  # the awaiting task was cancelled
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(value)
+        try:
+            self.loop.call_soon_threadsafe(deliver)
+        except RuntimeError:  # that loop is closed; nobody is waiting any more
+            pass
+
+
+class SQLiteJournal:
+    """:class:`Journal` on a SQLite file (or ``":memory:"``), off the event loop.
+
+    >>> journal = SQLiteJournal("payouts.db")
+    >>> async for r in client.payouts_batch(items, journal=journal): ...
+    >>> await journal.aclose()
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *,
+                 busy_timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout = busy_timeout
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="alikassa-journal",
+                                        daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"SQLiteJournal({self.path!r})"
+
+    async def __aenter__(self) -> SQLiteJournal:
+        await self._submit(lambda conn: None)  # surfaces open errors now
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the Journal protocol --------------------------------------------
+
+    async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
+        def op(conn: sqlite3.Connection) -> JournalRecord | None:
+            row = conn.execute(_SELECT_ONE, (order_id,)).fetchone()
+            if row is None:
+                now = time.time()
+                conn.execute(
+                    "INSERT INTO payouts (order_id, body_hash, state, sends, run_id, "
+                    "created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)",
+                    (order_id, body_hash, JournalState.INTENT.value, run_id, now, now))
+                return None
+            record = _record(row)
+            if record.body_hash == body_hash and record.run_id != run_id:
+                conn.execute("UPDATE payouts SET run_id = ? WHERE order_id = ?",
+                             (run_id, order_id))
+            return record
+        return await self._submit(op)
+
+    async def record_send(self, order_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE payouts SET state = ?, sends = sends + 1, updated_at = ? "
+                         "WHERE order_id = ?",
+                         (JournalState.INTENT.value, time.time(), order_id))
+        await self._submit(op)
+
+    async def record_outcome(
+        self, order_id: str, state: JournalState, *, payout_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        state = JournalState(state)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE payouts SET state = ?, payout_id = COALESCE(?, payout_id), "
+                         "detail = ?, updated_at = ? WHERE order_id = ?",
+                         (state.value, payout_id, detail, time.time(), order_id))
+        await self._submit(op)
+
+    async def get(self, order_id: str) -> JournalRecord | None:
+        def op(conn: sqlite3.Connection) -> JournalRecord | None:
+            row = conn.execute(_SELECT_ONE, (order_id,)).fetchone()
+            return None if row is None else _record(row)
+        return await self._submit(op)
+
+    async def counts(self) -> dict[JournalState, int]:
+        def op(conn: sqlite3.Connection) -> dict[JournalState, int]:
+            rows = conn.execute("SELECT state, COUNT(*) FROM payouts GROUP BY state")
+            return {JournalState(state): n for state, n in rows}
+        return await self._submit(op)
+
+    async def aclose(self) -> None:
+        """Finish pending writes, close the database and stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        done = asyncio.get_running_loop().create_future()
+        self._ops.put(_Op(lambda conn: None, done, asyncio.get_running_loop()))
+        self._ops.put(None)
+        try:
+            await done
+        except JournalError:
+            pass  # it never opened; there is nothing to flush
+        await asyncio.to_thread(self._thread.join)
+
+    # -- the worker thread -------------------------------------------------
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise JournalError(f"journal {self.path!r} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._ops.put(_Op(fn, future, loop))
+        return await future
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise JournalError(f"journal {self.path!r} was written by a newer version "
+                                   f"(schema {version})")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk (WAL fsynced) before the send it guards.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS payouts ("
+                " order_id TEXT PRIMARY KEY, body_hash TEXT NOT NULL, state TEXT NOT NULL,"
+                " payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0, run_id TEXT NOT NULL,"
+                " created_at REAL NOT NULL, updated_at REAL NOT NULL, detail TEXT)")
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self) -> None:
+        conn: sqlite3.Connection | None = None
+        open_error: BaseException | None = None
+        try:
+            conn = self._open()
+        except (sqlite3.Error, OSError, JournalError) as exc:
+            open_error = exc if isinstance(exc, JournalError) else JournalError(
+                f"cannot open journal {self.path!r}: {exc}")
+        try:
+            while True:
+                op = self._ops.get()
+                stop = op is None
+                group: list[_Op] = [] if op is None else [op]
+                while not stop and len(group) < _MAX_GROUP:
+                    try:
+                        more = self._ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                    else:
+                        group.append(more)
+                if group:
+                    if conn is None:
+                        for item in group:
+                            item.resolve(error=open_error)
+                    else:
+                        self._run_group(conn, group)
+                if stop:
+                    return
+        finally:
+            if conn is not None:
+                conn.close()
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, group: list[_Op]) -> None:
+        """Run ``group`` in one transaction; if one op fails, run each on its own."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            results = [op.fn(conn) for op in group]
+            conn.execute("COMMIT")
+        except Exception as exc:  # sqlite3.Error, or a bug in one op: never kill the thread
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if len(group) == 1:
+                group[0].resolve(error=JournalError(f"journal write failed: {exc}"))
+                return
+            for op in group:
+                SQLiteJournal._run_group(conn, [op])
+            return
+        for op, value in zip(group, results, strict=True):
+            op.resolve(value)

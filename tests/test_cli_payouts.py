@@ -1,0 +1,100 @@
+"""``alikassa payouts run``: whole-file validation first, progress bar, results, exit codes.
+
+The runs against a live server (and the crash/resume run) are in
+tests/test_batch_sandbox.py.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from alikassa_async.batch import BatchProgress
+from alikassa_async.cli_payouts import ProgressBar, main, validate_file
+
+CARD = "4111111111111111"
+
+
+def write_csv(path: Path, rows: list[str], header: str = "service,order_id,amount,number"
+              ) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_every_bad_row_is_reported_with_its_line_before_anything_is_sent(tmp_path):
+    csv_path = write_csv(tmp_path / "payouts.csv", [
+        f"payment_card_rub,P-1,100,{CARD}",
+        f"payment_card_rub,P-2,ten,{CARD}",            # line 3: amount
+        "payment_card_rub,P-3,100,",                   # line 4: number missing
+        f"payment_card_rub,P-1,100,{CARD}",            # line 5: duplicate order_id
+        f'payment_card_rub,P-4,"10\n0",{CARD}',       # a quoted newline: lines 6-7
+        f"payment_card_rub,P-5,1.5.5,{CARD}",          # line 8
+    ])
+    # No account or certificate given: validation must not need them, nor the network.
+    proc = subprocess.run(
+        [sys.executable, "-m", "alikassa_async.cli_payouts", "payouts", "run", str(csv_path),
+         "--account", "93d5df06-996c-48c3-9847-348d6b580b80",
+         "--base-url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("line 3: amount:")
+    assert lines[1].startswith("line 4: number:")
+    assert lines[2] == "line 5: order_id: 'P-1' already used on line 2"
+    assert lines[3].startswith("line 7: amount:")  # a row is named by the line it ends on
+    assert lines[4].startswith("line 8: amount:")
+    assert lines[5] == f"5 bad row(s) in {csv_path}; nothing was sent"
+    assert CARD not in proc.stderr + proc.stdout
+    assert not (tmp_path / "payouts.csv.journal.db").exists()
+
+
+def test_missing_columns_and_missing_credentials_are_usage_errors(tmp_path, monkeypatch,
+                                                                  capsys):
+    for name in ("ALIKASSA_ACCOUNT", "ALIKASSA_PAYOUT_CERT_DIR", "ALIKASSA_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    bad_header = write_csv(tmp_path / "a.csv", [f"payment_card_rub,P-1,{CARD}"],
+                           header="service,order_id,number")
+    assert main(["payouts", "run", str(bad_header)]) == 2
+    assert "header lacks column(s) amount" in capsys.readouterr().err
+    good = write_csv(tmp_path / "b.csv", [f"payment_card_rub,P-1,100,{CARD}"])
+    assert main(["payouts", "run", str(good), "--check"]) == 0
+    assert "1 payout(s), all valid" in capsys.readouterr().out
+    assert main(["payouts", "run", str(good)]) == 2
+    assert "no account" in capsys.readouterr().err
+
+
+def test_extra_columns_fill_the_extra_object_and_empty_cells_are_left_out(tmp_path):
+    path = write_csv(tmp_path / "eur.csv", [
+        f"payment_card_rub,P-1,100,{CARD},,,",
+        f"payment_card_rub,P-2,100,{CARD},CARD HOLDER,UA,",
+    ], header="service,order_id,amount,number,extra.card_holder,extra.card_country,"
+              "customer_email")
+    rows, problems, _ = validate_file(path)
+    assert (rows, problems) == (2, [])
+    from alikassa_async.cli_payouts import read_payouts
+
+    requests = [item for _, item in read_payouts(path)]
+    assert "extra" not in requests[0].fields and "customer_email" not in requests[0].fields
+    assert requests[1].fields["extra"] == {"card_holder": "CARD HOLDER", "card_country": "UA"}
+
+
+def test_progress_bar_renders_counts_rate_and_eta():
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    progress = BatchProgress(done=250, total=1000, counts={"created": 249, "rejected": 1},
+                             elapsed=2.5, rate=100.0, in_flight=64)
+    text = bar.render(progress)
+    assert text.startswith("[" + "#" * 7 + "." * 23 + "]")
+    assert "250/1,000" in text and "25%" in text and "100/s" in text
+    assert "created=249 rejected=1" in text and "ETA 8s" in text
+    bar(progress)
+    bar(BatchProgress(done=1000, total=1000, counts={"created": 1000}, elapsed=10,
+                      rate=100.0, in_flight=0))
+    bar.close()
+    lines = stream.getvalue().splitlines()  # not a terminal: whole lines, last one final
+    assert lines[-1].startswith("[" + "#" * 30 + "] 1,000/1,000 100%")
+    unknown_total = bar.render(BatchProgress(done=5, total=None, counts={"created": 5},
+                                             elapsed=1, rate=5.0, in_flight=0))
+    assert unknown_total == "5 done 5/s created=5"
