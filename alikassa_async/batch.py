@@ -23,8 +23,9 @@ Outcomes (:class:`Outcome`):
     refused for certain — by local validation, a 400/422 (validation,
     insufficient funds) or a 401/403 — so nothing was created.
 ``not_sent``
-    the gateway could not be reached (no connection ever opened), even after
-    retries; nothing was created and re-running sends it.
+    nothing was created: the gateway could not be reached (no connection ever
+    opened), or every send ended in doubt and each doubt was settled as "no
+    such payout" (``ReconcilePolicy.max_sends``); re-running sends it.
 ``unknown``
     sent, and whether it was created could not be determined. Never treat
     this as failed: re-run with the journal, or ask support (API reference §4).
@@ -178,7 +179,7 @@ class ReconcilePolicy:
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     #: sends of one order_id per run (a re-send only ever follows a proven absence)
-    max_sends: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    max_sends: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     #: pause for the whole batch after a 429 without Retry-After, or an unreachable gateway
     pause: float = 1.0
 
@@ -370,9 +371,9 @@ class _Run:
                     return item.result(Outcome.UNKNOWN, error=item.last_error)
                 in_doubt = False  # proven absent: sending again cannot pay twice
             if item.attempts >= self.policy.max_sends:
-                state = JournalState.UNKNOWN if ever_in_doubt else JournalState.NOT_SENT
-                await self._note(item, state, _detail_of(item.last_error))
-                return item.result(Outcome(state.value), error=item.last_error)
+                # Every doubt so far was settled as "no such payout": nothing exists.
+                await self._note(item, JournalState.NOT_SENT, _detail_of(item.last_error))
+                return item.result(Outcome.NOT_SENT, error=item.last_error)
             if needs_intent and self.journal is not None:
                 await self.journal.record_send(item.order_id)
             needs_intent = True

@@ -32,8 +32,8 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
+from . import _hpack_redaction, converters
 from . import batch as _batch
-from . import converters
 from . import polling as _polling
 from .encoding import php_json_encode
 from .errors import (
@@ -228,6 +228,7 @@ class AliKassaClient:
             "User-Agent": user_agent,
         }
         self._owns_http = http_client is None
+        _hpack_redaction.install()  # HTTP/2 (ours or the caller's client) logs headers
         if http_client is None:
             if http2:
                 try:
@@ -329,10 +330,14 @@ class AliKassaClient:
     ) -> AsyncIterator[HistoryRow]:
         """Every history row in the date range, fetching signed pages as you iterate."""
         page = 1
+        previous: Mapping[str, Any] | None = None
         while True:
             result = await self.payment_history_page(
                 date_from=date_from, date_to=date_to, page=page, page_size=page_size
             )
+            if page > 1 and (result.raw == previous or result.current_page not in (None, page)):
+                return  # the server ignores `page` and repeats itself: stop, never loop
+            previous = result.raw
             for row in result.rows:
                 yield row
             if not result.has_next or not result.rows:
@@ -415,8 +420,19 @@ class AliKassaClient:
             attempt += 1
             started = time.monotonic()
             try:
-                return await self._attempt(endpoint, url, body, headers, order_id,
-                                           self._attempt_timeout(deadline))
+                # httpx timeouts bound each read, not the sum: a trickling body could
+                # outlive the call's deadline without this outer bound.
+                async with asyncio.timeout(
+                        None if deadline is None else max(deadline - time.monotonic(), 0.001)):
+                    return await self._attempt(endpoint, url, body, headers, order_id,
+                                               self._attempt_timeout(deadline))
+            except TimeoutError as exc:
+                reason = f"no complete answer within the {policy.total_timeout:g} s deadline"
+                if endpoint.creates:
+                    raise self._unknown(endpoint, order_id, reason, exc) from None
+                logger.warning("POST %s failed after %d attempt(s): %s", endpoint.path,
+                               attempt, reason)
+                raise TransportError(reason, endpoint=endpoint.path) from None
             except _Retryable as failure:
                 error = failure.error
                 retries_allowed = (

@@ -66,7 +66,9 @@ def _to_int(value: object, _: object) -> int:
         return value
     if isinstance(value, str) and value.strip().isdigit() and len(value) < 40:
         return int(value.strip())
-    if isinstance(value, Decimal) and value == value.to_integral_value() and value.is_finite():
+    # adjusted() bounds the exponent: int(Decimal("1e999999999")) would block the loop for minutes
+    if (isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 40
+            and value == value.to_integral_value()):
         return int(value)
     raise TypeError(f"expected an integer, got {type(value).__name__}")
 

@@ -8,7 +8,8 @@ this encoder, never through ``json.dumps`` (API reference §10):
 - ``/`` escaped as ``\\/``; non-ASCII as lowercase ``\\uXXXX`` (surrogate pairs);
 - DEL (0x7f) emitted raw;
 - an empty mapping or list encodes as ``[]`` (PHP's empty array);
-- floats, NaN and non-str keys are refused: money travels as strings.
+- floats, NaN, non-str keys and ints beyond int64 are refused: money travels
+  as strings.
 
 >>> php_json_encode({"url": "https://a/b", "desc": "Привет"})
 b'{"url":"https:\\\\/\\\\/a\\\\/b","desc":"\\\\u041f\\\\u0440\\\\u0438\\\\u0432\\\\u0435\\\\u0442"}'
@@ -21,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 __all__ = ["EncodingError", "php_json_encode", "php_json_string"]
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class EncodingError(TypeError, ValueError):
@@ -46,6 +50,8 @@ def _encode(value: object, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(php_json_string(value))
     elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise EncodingError("integer outside PHP's int64 range (PHP would print a float)")
         out.append(str(int(value)))
     elif isinstance(value, Decimal):
         # Decimals are sent as strings: PHP would see them as strings too.

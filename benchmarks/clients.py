@@ -237,7 +237,7 @@ class SdkClient(BenchClient):
         from alikassa_async import AliKassaClient, Certificate, PayoutRequest
 
         if self.client_class is not None:
-            AliKassaClient = self.client_class  # noqa: N806
+            AliKassaClient = self.client_class
 
         self._request_cls = PayoutRequest
         cert = Certificate.from_dir(self.keydir)

@@ -22,6 +22,24 @@ check and TLS stay exactly as they are. Only public httpx API is used.
 
 :class:`ShardedTransport` (K ordinary transports, least-busy first) is kept for
 comparison; it was measured and is not recommended (see README).
+
+Recommended wiring in ``AliKassaClient`` (what ``proposed_sdk_class`` prototypes):
+
+* ``_attempt`` posts through a *sender* (``post(url, body, headers, time_budget)
+  -> Answer``) that raises only :class:`NotSent` (safe to retry a create) or
+  :class:`MaybeSent` (outcome unknown); retries and unknown-outcome rules stay
+  in the client, independent of the HTTP library.
+* default, no new dependency: ``HttpxSender(transport=LanePoolTransport(...))``,
+  calling the transport directly; ``http2=True`` -> a plain
+  ``httpx.AsyncHTTPTransport(http2=True)``; ``transport=`` -> that transport
+  (e.g. ``httpx.ASGITransport``); ``http_client=`` -> ``HttpxSender(client=...)``
+  (the user's hooks, auth, proxies stay in force).
+* opt-in, one argument: ``http_backend="aiohttp"`` -> :class:`AiohttpSender`
+  (extra ``[aiohttp]`` = ``aiohttp>=3.10``; ``httpx-aiohttp`` is not needed and
+  must not be used for creates: it reports a dropped, already-sent request as
+  ``httpx.ConnectTimeout``).
+* ``sign_threads=None`` (auto): sign in a 2-thread pool when the key is
+  >= 3072 bits, inline otherwise; ``0`` = always inline.
 """
 
 from __future__ import annotations
@@ -256,6 +274,7 @@ class Answer:
         self.body = body
 
 
+_DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _HTTPX_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -287,7 +306,7 @@ class HttpxSender:
 
     def __init__(self, *, transport: httpx.AsyncBaseTransport | None = None,
                  client: httpx.AsyncClient | None = None,
-                 timeout: httpx.Timeout = httpx.Timeout(30.0, connect=10.0),
+                 timeout: httpx.Timeout = _DEFAULT_TIMEOUT,
                  max_body: int = 8 * 1024 * 1024) -> None:
         if (transport is None) == (client is None):
             raise ValueError("give exactly one of transport or client")
@@ -296,11 +315,15 @@ class HttpxSender:
         self._timeout = {"timeout": timeout.as_dict()}
         self._max_body = max_body
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def post(self, url: str, body: bytes, headers: dict[str, str],
+                   time_budget: httpx.Timeout | None = None) -> Answer:
+        """``time_budget`` overrides the sender's timeouts (e.g. cut to a call deadline)."""
         try:
             if self._transport is not None:
+                extensions = (self._timeout if time_budget is None
+                              else {"timeout": time_budget.as_dict()})
                 request = httpx.Request("POST", url, content=body, headers=headers,
-                                        extensions=self._timeout)
+                                        extensions=extensions)
                 response = await self._transport.handle_async_request(request)
                 try:
                     raw = await self._read(response)
@@ -308,8 +331,10 @@ class HttpxSender:
                     await response.aclose()
             else:
                 assert self._client is not None
-                async with self._client.stream("POST", url, content=body,
-                                               headers=headers) as response:
+                async with self._client.stream(
+                    "POST", url, content=body, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
+                ) as response:
                     raw = await self._read(response)
         except (httpx.HTTPError, OSError) as exc:
             raise (NotSent if _httpx_not_sent(exc) else MaybeSent)(
@@ -340,21 +365,24 @@ class AiohttpSender:
     """
 
     def __init__(self, *, max_connections: int = 100, keepalive_expiry: float | None = 5.0,
-                 timeout: httpx.Timeout = httpx.Timeout(30.0, connect=10.0),
+                 timeout: httpx.Timeout = _DEFAULT_TIMEOUT,
                  ssl_context: ssl.SSLContext | None = None,
                  max_body: int = 8 * 1024 * 1024) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
-        connect = None if timeout.connect is None else timeout.connect + (timeout.pool or 0)
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect,
-                                              sock_connect=timeout.connect,
-                                              sock_read=timeout.read)
+        self._timeout = self._client_timeout(timeout)
         self._limit = max_connections
         self._keepalive = keepalive_expiry
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._max_body = max_body
         self._session: Any = None
+
+    def _client_timeout(self, timeout: httpx.Timeout) -> Any:
+        # aiohttp's ``connect`` covers waiting for a pooled connection plus connecting.
+        connect = None if timeout.connect is None else timeout.connect + (timeout.pool or 0)
+        return self._aiohttp.ClientTimeout(total=None, connect=connect,
+                                           sock_connect=timeout.connect, sock_read=timeout.read)
 
     def _open(self) -> Any:
         # Created on first use: a ClientSession must be built inside the running loop.
@@ -367,12 +395,14 @@ class AiohttpSender:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def post(self, url: str, body: bytes, headers: dict[str, str],
+                   time_budget: httpx.Timeout | None = None) -> Answer:
         aiohttp = self._aiohttp
         session = self._session or self._open()
+        per_call = {} if time_budget is None else {"timeout": self._client_timeout(time_budget)}
         try:
-            async with session.post(url, data=body, headers=headers,
-                                    allow_redirects=False) as response:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False,
+                                    **per_call) as response:
                 if (response.content_length or 0) > self._max_body:
                     raise MaybeSent("response body is too large")
                 chunks: list[bytes] = []
@@ -404,11 +434,34 @@ except ImportError:  # pragma: no cover - imported as a plain module elsewhere
 def proposed_sdk_class() -> Any:
     """AliKassaClient with ``_attempt`` on a sender: a PROTOTYPE of the recommended design
     (uses client.py internals; the lead implements the real thing)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from alikassa_async import client as client_module
+    from alikassa_async.signing import Certificate
+
+    deferred = "deferred-sign"
+
+    class _DeferredCert(Certificate):
+        """Prototype hack: ``_call`` signs on the loop; defer the work to ``_attempt``."""
+
+        __slots__ = ("real",)
+
+        def __init__(self, real: Certificate) -> None:
+            super().__init__(real._key, name=real.name)
+            self.real = real
+
+        def sign(self, data: bytes, signature_hash: Any = "sha1") -> str:
+            return deferred
 
     class ProposedAliKassaClient(client_module.AliKassaClient):
-        def __init__(self, *args: Any, backend: str = "lanes", **kwargs: Any) -> None:
+        def __init__(self, *args: Any, backend: str = "lanes", sign_threads: int = 0,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._sign_pool = None
+            if sign_threads:
+                self._sign_pool = ThreadPoolExecutor(sign_threads, thread_name_prefix="sign")
+                self._certs = {k: (_DeferredCert(c) if c is not None else None)
+                               for k, c in self._certs.items()}
             self._sender: HttpxSender | AiohttpSender
             if backend == "aiohttp":
                 self._sender = AiohttpSender(max_connections=100)
@@ -416,9 +469,13 @@ def proposed_sdk_class() -> Any:
                 self._sender = HttpxSender(transport=LanePoolTransport(max_connections=100))
 
         async def _attempt(self, endpoint: Any, url: str, body: bytes, headers: Any,
-                           order_id: str | None) -> Any:
+                           order_id: str | None, time_budget: Any = None) -> Any:
+            if headers.get("Sign") == deferred:
+                cert = self._certs[endpoint.cert]
+                headers["Sign"] = await asyncio.get_running_loop().run_in_executor(
+                    self._sign_pool, cert.real.sign, body, self.signature_hash)
             try:
-                answer = await self._sender.post(url, body, dict(headers))
+                answer = await self._sender.post(url, body, dict(headers), time_budget)
             except NotSent as exc:
                 raise client_module._Retryable(client_module.TransportError(
                     str(exc), endpoint=endpoint.path)) from None
@@ -432,6 +489,8 @@ def proposed_sdk_class() -> Any:
         async def aclose(self) -> None:
             if not self.is_closed:
                 await self._sender.aclose()
+                if self._sign_pool is not None:
+                    self._sign_pool.shutdown()
             await super().aclose()
 
     return ProposedAliKassaClient

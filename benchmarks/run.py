@@ -40,7 +40,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
-DEFAULT_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp"
+DEFAULT_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp,proposed-sdk2,proposed-sdk2-aiohttp"
+QUICK_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp"
 BASELINES = ("httpx", "aiohttp", "vendor")
 PASSWORD = b"bench-only-password"  # throw-away keys in a temp dir, deleted on exit
 
@@ -148,9 +149,11 @@ def run_once(server: Server, args: argparse.Namespace, keydir: Path, bits: int, 
     if args.profile and label in args.profile.split(","):
         cfg["profile"] = str(Path(args.profile_dir) / f"profile-{label}-{bits}-{delay:g}ms-"
                              f"{inflight}.txt")
+    if bits == 2048 and (vendor or inflight == args.target_inflight):
+        cfg["max_seconds"] = args.target_max_seconds  # the issue's targets: all 2,000
     load = os.getloadavg()[0]
     before = server.get("/_stats")
-    result = run_worker(cfg, timeout=args.max_seconds + 120)
+    result = run_worker(cfg, timeout=cfg["max_seconds"] + 120)
     after = server.get("/_stats")
     served = after.get("requests", 0) - before.get("requests", 0)
     result.update({
@@ -195,7 +198,8 @@ def run_group(server: Server, args: argparse.Namespace, keydir: Path, bits: int,
               inflight: int, specs: list[str]) -> list[dict[str, Any]]:
     """Every client at one in-flight level; rounds interleaved (A B C A B C ...) so that
     outside load on the shared machine hits all clients alike."""
-    rounds = args.target_rounds if inflight == args.target_inflight else args.rounds
+    target = inflight == args.target_inflight and bits == 2048
+    rounds = args.target_rounds if target else args.rounds
     parts: dict[str, list[dict[str, Any]]] = {spec: [] for spec in specs}
     for round_no in range(rounds):
         for spec in specs:
@@ -271,32 +275,38 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, str, str]]:
-    """The issue's acceptance ratios, from this run's cells (2048-bit keys)."""
+    """The issue's acceptance ratios from this run's cells (RSA-2048), for the SDK as it is
+    (``sdk*`` labels) and for the proposed design's prototype (``proposed-sdk2*``)."""
     rows: list[tuple[str, str, str, str]] = []
-    sdk_labels = [c["label"] for c in cells if c["client"].startswith("sdk")]
-    sdk_labels = list(dict.fromkeys(sdk_labels))
+    labels = list(dict.fromkeys(c["label"] for c in cells))
 
-    def best_sdk(delay: float) -> dict[str, Any] | None:
-        found = [find(cells, lb, 2048, delay, inflight) for lb in sdk_labels]
+    def best(prefix: str, delay: float) -> dict[str, Any] | None:
+        found = [find(cells, lb, 2048, delay, inflight) for lb in labels if lb.startswith(prefix)]
         found = [c for c in found if c]
         return max(found, key=lambda c: c["rps"]) if found else None
 
-    default = find(cells, "sdk", 2048, 0, inflight)
-    best = best_sdk(0)
-    checks = [
-        (f"SDK best transport ({best['label'] if best else '?'}) vs aiohttp baseline",
-         ratio(best, find(cells, "aiohttp", 2048, 0, inflight)), 0.8),
-        ("SDK default vs single-httpx baseline", ratio(default, find(cells, "httpx", 2048, 0,
-                                                                      inflight)), 3.0),
-        ("SDK default vs single-httpx baseline, 50 ms server delay",
-         ratio(find(cells, "sdk", 2048, 50, inflight), find(cells, "httpx", 2048, 50, inflight)),
-         6.0),
-        ("SDK default vs vendor sample", ratio(default, find(cells, "vendor", 2048, 0, None)),
-         50.0),
-    ]
-    for what, value, goal in checks:
-        verdict = "—" if value is None else ("met" if value >= goal else "NOT met")
-        rows.append((what, fmt_ratio(value), f">= {goal:g}x", verdict))
+    httpx0 = find(cells, "httpx", 2048, 0, inflight)
+    httpx50 = find(cells, "httpx", 2048, 50, inflight)
+    ceiling = (f"; the ideal at {inflight} in flight ({inflight / 0.05:,.0f}/s) would be "
+               f"{inflight / 0.05 / httpx50['rps']:.2f}x" if httpx50 else "")
+    for prefix, default_label, tag in (("sdk", "sdk", "SDK"),
+                                       ("proposed-sdk2", "proposed-sdk2", "prototype")):
+        default = find(cells, default_label, 2048, 0, inflight)
+        if default is None:
+            continue
+        top = best(prefix, 0)
+        checks = [
+            (f"{tag} best transport (`{top['label'] if top else '?'}`) vs `aiohttp`",
+             ratio(top, find(cells, "aiohttp", 2048, 0, inflight)), 0.8, ""),
+            (f"{tag} default (`{default_label}`) vs `httpx`", ratio(default, httpx0), 3.0, ""),
+            (f"{tag} default (`{default_label}`) vs `httpx`, 50 ms server delay",
+             ratio(find(cells, default_label, 2048, 50, inflight), httpx50), 6.0, ceiling),
+            (f"{tag} default (`{default_label}`) vs `vendor`",
+             ratio(default, find(cells, "vendor", 2048, 0, None)), 50.0, ""),
+        ]
+        for what, value, goal, note in checks:
+            verdict = "—" if value is None else ("met" if value >= goal else "NOT met")
+            rows.append((what, fmt_ratio(value), f">= {goal:g}x", verdict + note))
     return rows
 
 
@@ -319,18 +329,23 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         " the client and the server each need about one core, so any outside load shows up"
         " directly. Compare ratios within this run, not absolute figures across runs.\n")
     add("## Setup\n")
-    add(f"- Server: `benchmarks/server.py` (raw asyncio HTTP/1.1 keep-alive, "
-        f"{'uvloop' if args.server_uvloop else 'stdlib asyncio loop'}), separate process on "
-        f"127.0.0.1; verifies the `Sign` header over the raw body "
-        f"{'on every request' if args.verify_every == 1 else f'on every {args.verify_every}th request' if args.verify_every else 'never'}"
-        f" with the public key; answers `v1/payout` with `{{\"payment_status\":\"wait\",\"id\":N}}`;"
-        f" refuses a repeated `order_id` (counted as a duplicate).")
+    every = args.verify_every
+    checked = ("on every request" if every == 1 else f"on every {every}th request" if every
+               else "never")
+    loop_name = "uvloop" if args.server_uvloop else "stdlib asyncio loop"
+    add(f"- Server: `benchmarks/server.py` (raw asyncio HTTP/1.1 keep-alive, {loop_name}), "
+        f"separate process on 127.0.0.1; verifies the `Sign` header over the raw body {checked}"
+        " with the public key; answers `v1/payout` with `{\"payment_status\":\"wait\",\"id\":N}`;"
+        " refuses a repeated `order_id` (counted as a duplicate).")
     add(f"- Payout body: ~140 bytes; signature RSA PKCS#1 v1.5 / {args.hash.upper()}; keys "
         f"generated at start (legacy encrypted PKCS#1 + password.txt), deleted at exit.")
     add(f"- Each cell: a fresh client process; warm-up of one request per in-flight slot "
         f"(opens the pool), then {args.n} payouts (vendor sample: {args.vendor_n}), stopped early "
-        f"after {args.max_seconds:g} s; cells at {args.target_inflight} in flight report the "
-        f"median of {args.target_rounds} rounds, others {args.rounds}.")
+        f"after {args.max_seconds:g} s ({args.target_max_seconds:g} s for the RSA-2048 cells at "
+        f"{args.target_inflight} in flight and the vendor sample). RSA-2048 cells at "
+        f"{args.target_inflight} in flight "
+        f"report the median of {args.target_rounds} rounds run interleaved across clients "
+        f"(A B C A B C, so outside load hits every client alike); other cells {args.rounds}.")
     add("- payouts/s = completed / wall time; latency = one `await` of a payout, queueing "
         "included; CPU = client process CPU time (all threads) / payouts; peak RSS = client "
         "process `ru_maxrss`; srv = server CPU per request (if it nears 1 s/s the server, "
@@ -365,23 +380,24 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         add("")
         add("Details:\n")
         add("| client | in flight | payouts/s | rounds | p50 ms | p99 ms | CPU µs/payout | "
-            "peak RSS MB | srv µs/req | conns opened | vs httpx | vs aiohttp | vs vendor |")
+            "peak RSS MB | srv µs/req | conns opened | load | vs httpx | vs aiohttp | vs vendor |")
         add("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: |")
+            "| ---: | ---: |")
         for label in labels:
             for inflight in inflights:
                 cell = find(cells, label, bits, delay, inflight)
                 if cell is None:
                     continue
                 rounds = "/".join(f"{x:,.0f}" for x in cell.get("rounds_rps", []))
+                vs = [fmt_ratio(ratio(cell, find(cells, base, bits, delay,
+                                                 None if base == "vendor" else inflight)))
+                      for base in BASELINES]
                 err = f" ({cell['errors']} errors)" if cell.get("errors") else ""
                 add(f"| {label} | {cell['inflight']} | {cell['rps']:,.1f}{err} | {rounds} | "
                     f"{cell['p50_ms']:.2f} | {cell['p99_ms']:.2f} | "
                     f"{cell['cpu_us_per_req']:,.0f} | {cell['peak_rss_mb']:.1f} | "
                     f"{cell['server_us_per_req']:.0f} | {cell['server_connections']} | "
-                    f"{fmt_ratio(ratio(cell, find(cells, 'httpx', bits, delay, inflight)))} | "
-                    f"{fmt_ratio(ratio(cell, find(cells, 'aiohttp', bits, delay, inflight)))} | "
-                    f"{fmt_ratio(ratio(cell, find(cells, 'vendor', bits, delay, None)))} |")
+                    f"{cell.get('load1', 0):.1f} | {' | '.join(vs)} |")
         add("")
     failed = [c for c in cells if "failed" in c]
     if failed:
@@ -397,11 +413,12 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
                   f"{c.get('duplicates')} duplicate order_id, {c.get('bad_sign')} bad Sign"
                   for c in bad) if bad else
         "no duplicate `order_id`, no signature failures.") + "\n")
-    if any(c["bits"] == 2048 for c in cells):
+    target_rows = targets(cells, args.target_inflight)
+    if target_rows:
         add(f"## Targets (issue #7; RSA-2048, {args.target_inflight} in flight)\n")
         add("| target | measured | goal | |")
         add("| --- | ---: | ---: | --- |")
-        for row in targets(cells, args.target_inflight):
+        for row in target_rows:
             add("| " + " | ".join(row) + " |")
         add("")
     if memory_result:
@@ -410,7 +427,8 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         if "failed" in m:
             add(f"Failed: {m['failed']}\n")
         else:
-            add(f"{m['done']:,} of {m['n']:,} payouts ({m['errors']} errors) via {m['how']}, "
+            add(f"{m['done']:,} of {m['n']:,} payouts ({m['errors']} errors), client "
+                f"`{m.get('client', 'sdk')}`, via {m['how']}, "
                 f"RSA-2048, no server delay: {m['rps']:,.0f}/s, CPU {m['cpu_us_per_req']:.0f} "
                 f"µs/payout, RSS {m['rss_before_mb']:.1f} MB before, **peak RSS "
                 f"{m['peak_rss_mb']:.1f} MB** (target < 70 MB: "
@@ -435,7 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-inflight", type=int, default=64)
     p.add_argument("--target-rounds", type=int, default=3,
                    help="rounds (median reported) at the target in-flight level")
-    p.add_argument("--max-seconds", type=float, default=4.0, help="cap per round")
+    p.add_argument("--max-seconds", type=float, default=2.5, help="cap per round")
+    p.add_argument("--target-max-seconds", type=float, default=10.0,
+                   help="cap per round for the target cells (RSA-2048 at --target-inflight, "
+                        "and the vendor sample)")
     p.add_argument("--hash", default="sha1", choices=("sha1", "sha256"))
     p.add_argument("--verify-every", type=int, default=1,
                    help="server verifies every K-th signature (1 = all, 0 = none)")
@@ -443,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-n", type=int, default=100_000,
                    help="payouts in the memory scenario (0 = skip)")
     p.add_argument("--memory-inflight", type=int, default=64)
+    p.add_argument("--memory-client", default="sdk",
+                   help="sdk, or a prototype such as proposed-sdk2")
     p.add_argument("--profile", default="", help="comma list of client names to profile")
     p.add_argument("--profile-dir", default=str(HERE / "profiles"))
     p.add_argument("--output", default=str(HERE / "RESULTS.md"),
@@ -456,8 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         given = set(a.split("=")[0] for a in argv)
-        defaults = {"--n": 300, "--vendor-n": 20, "--inflight": "1,64", "--bits": "2048",
-                    "--target-rounds": 1, "--max-seconds": 2.0, "--memory-n": 2000}
+        defaults = {"--clients": QUICK_CLIENTS, "--n": 300, "--vendor-n": 20,
+                    "--inflight": "1,64", "--bits": "2048",
+                    "--target-rounds": 1, "--max-seconds": 2.0,
+                    "--target-max-seconds": 2.0, "--memory-n": 2000}
         for flag, value in defaults.items():
             if flag not in given:
                 setattr(args, flag[2:].replace("-", "_"), value)
@@ -503,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.server_uvloop)
                     try:
                         cfg = {"mode": "memory", "url": server.url, "keydir": str(keydir),
-                               "n": args.memory_n, "inflight": args.memory_inflight,
+                               "client": args.memory_client, "n": args.memory_n,
+                               "inflight": args.memory_inflight,
                                "opts": {"variant": "sdk", "hash": args.hash}}
                         memory_result = run_worker(cfg, timeout=900)
                         print(f"memory: {memory_result}", flush=True)
@@ -543,9 +569,10 @@ def print_ratios(cells: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 parts.append(f"{r:6.2f}x {base}")
         print(f"  RSA-{cell['bits']} {cell['delay_ms']:>3g} ms {cell['requested_inflight']:>4} "
               f"{cell['label']:<28} " + "  ".join(parts))
-    if any(c["bits"] == 2048 for c in cells):
+    rows = targets(cells, args.target_inflight)
+    if rows:
         print(f"Targets (RSA-2048, {args.target_inflight} in flight):")
-        for what, value, goal, verdict in targets(cells, args.target_inflight):
+        for what, value, goal, verdict in rows:
             print(f"  {what:<62} {value:>8} (goal {goal}) {verdict}")
 
 

@@ -30,6 +30,7 @@ __all__ = ["BenchServer", "main"]
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024
+_INVALID = b'{"message":"The given data was invalid.","errors":{"order_id":["%s"]}}'
 
 
 def _payout_status(order_id: str, ident: int) -> dict[str, Any]:
@@ -99,10 +100,10 @@ class BenchServer:
         if endpoint in ("payout", "payment"):
             order_id = payload.get("order_id") if isinstance(payload, dict) else None
             if not isinstance(order_id, str):
-                return 400, b'{"message":"The given data was invalid.","errors":{"order_id":["required"]}}'
+                return 400, _INVALID % b"required"
             if order_id in self.order_ids:
                 counts["duplicate_order_id"] += 1  # a client that re-sent a create
-                return 400, b'{"message":"The given data was invalid.","errors":{"order_id":["used"]}}'
+                return 400, _INVALID % b"used"
             self.order_ids.add(order_id)
             if endpoint == "payout":
                 return 200, b'{"payment_status":"wait","id":%d}' % self.next_id

@@ -124,8 +124,8 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
                 "cpu_util": round(cpu / wall, 2) if wall else 0.0,
             })
         if profiler is not None:
-            Path(cfg["profile"]).write_text(profiler.output_text(unicode=False, color=False,
-                                                                 show_all=True))
+            report = profiler.output_text(unicode=False, color=False, show_all=True)
+            Path(cfg["profile"]).write_text(report)  # noqa: ASYNC240 - after measuring
     finally:
         await client.close()
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -136,12 +136,14 @@ async def memory(cfg: dict[str, Any]) -> dict[str, Any]:
     """N payouts streamed from a generator through the SDK at ``inflight`` concurrency."""
     from clients import make_client
 
-    client = make_client("sdk", cfg["url"], Path(cfg["keydir"]), cfg.get("opts", {}))
+    client = make_client(cfg.get("client", "sdk"), cfg["url"], Path(cfg["keydir"]),
+                         cfg.get("opts", {}))
     await client.start()
-    sdk = client.client  # type: ignore[attr-defined]
+    holder: Any = getattr(client, "sdk", None) or client  # prototypes wrap an SdkClient
+    sdk = holder.client
     n, inflight = int(cfg["n"]), int(cfg["inflight"])
     pid = os.getpid()
-    items = (client.request(f"m-{pid}-{i}") for i in range(n))  # type: ignore[attr-defined]
+    items = (holder.request(f"m-{pid}-{i}") for i in range(n))
     rss0 = _rss_mb()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     done = errors = 0
@@ -178,7 +180,8 @@ async def memory(cfg: dict[str, Any]) -> dict[str, Any]:
         await client.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {
-        "how": how, "n": n, "done": done, "errors": errors, "seconds": round(wall, 2),
+        "how": how, "client": cfg.get("client", "sdk"), "n": n, "done": done,
+        "errors": errors, "seconds": round(wall, 2),
         "rps": round(done / wall, 1), "cpu_us_per_req": round(cpu / max(done, 1) * 1e6, 1),
         "rss_before_mb": round(rss0, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -8,8 +8,8 @@ Run it (settings from the environment, see :meth:`Settings.from_env`)::
 
 - one ``AliKassaClient`` (one connection pool) lives as long as the app: a ``cleanup_ctx``
   owns it;
-- ``POST /checkout`` (form fields ``order_id``, ``amount``) creates a payment and redirects
-  the payer to AliKassa's payment page;
+- ``POST /checkout`` (form fields ``order_id``, ``amount``, optional ``desc``) creates a
+  payment and redirects the payer to AliKassa's payment page;
 - ``GET|POST /alikassa/notification`` verifies the signature, records the notification once
   (AliKassa may deliver it more than once), answers ``200 OK``; a bad signature gets ``400``
   and nothing is processed;
@@ -104,6 +104,7 @@ async def checkout(request: web.Request) -> web.StreamResponse:
             notification_endpoint_url=site + NOTIFICATION_PATH,
             success_redirect_url=site + RETURN_PATH,
             fail_redirect_url=site + RETURN_PATH,
+            **({"desc": str(form["desc"])} if form.get("desc") else {}),
         )
         created = await request.app[CLIENT].create_payment(payment)
     except RequestValidationError as exc:
