@@ -1,5 +1,7 @@
 """Asyncio SDK for the AliKassa merchant API."""
 
+import logging
+
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient, ClientClosedError
 from .errors import (
@@ -39,19 +41,21 @@ from .webhooks import Notification, NotificationVerifier, Redirect
 
 __version__ = "0.1.0"
 
+# A library never configures logging; this only silences "no handler" fallbacks.
+logging.getLogger("alikassa_async").addHandler(logging.NullHandler())
+
 __all__ = [
     "DEFAULT_BASE_URL",
-    "AliKassaClient",
-    "ClientClosedError",
-    "RetryPolicy",
     "APIError",
     "AccountInfo",
+    "AliKassaClient",
     "AliKassaError",
     "AuthenticationError",
     "Balance",
     "BatchProgress",
     "BatchResult",
     "Certificate",
+    "ClientClosedError",
     "ConfigurationError",
     "HistoryPage",
     "HistoryRow",
@@ -76,6 +80,7 @@ __all__ = [
     "ReconcilePolicy",
     "Redirect",
     "RequestValidationError",
+    "RetryPolicy",
     "SQLiteJournal",
     "ServerError",
     "ServiceInfo",

@@ -26,7 +26,7 @@ from collections.abc import (
 )
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -84,19 +84,20 @@ class ClientClosedError(ConfigurationError, RuntimeError):
 
 
 @attrs.frozen
-class _Endpoint:
+class _Endpoint(Generic[T]):
     path: str
     cert: CertKind
+    response: type[T]
     creates: bool = False
 
 
-_PAYMENT = _Endpoint("v1/payment", "payment", creates=True)
-_PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment")
-_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment")
-_PAYOUT = _Endpoint("v1/payout", "payout", creates=True)
-_PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout")
-_BALANCE = _Endpoint("v1/account/balance", "payout")
-_INFO = _Endpoint("v1/account/info", "payout")
+_PAYMENT = _Endpoint("v1/payment", "payment", PaymentCreated, creates=True)
+_PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment", PaymentStatusResponse)
+_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage)
+_PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
+_PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
+_BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
+_INFO = _Endpoint("v1/account/info", "payout", AccountInfo)
 
 # httpx failures where the request cannot have left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -296,17 +297,15 @@ class AliKassaClient:
         if not isinstance(request, PaymentRequest):
             raise RequestValidationError({"request": ["must be built with build_payment()"]})
         extra = {"Application": application} if application else None
-        data = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
-                                extra_headers=extra)
-        created = self._parse_created(PaymentCreated, data, request.order_id, _PAYMENT)
+        created = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
+                                   extra_headers=extra)
         return attrs.evolve(created, order_id=request.order_id)
 
     async def payment_status(
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PaymentStatusResponse:
         """Status of one payment, by AliKassa ``id`` (preferred) or your ``order_id``."""
-        data = await self._call(_PAYMENT_STATUS, _lookup_key(id, order_id))
-        return self._parse(PaymentStatusResponse, data, _PAYMENT_STATUS)
+        return await self._call(_PAYMENT_STATUS, _lookup_key(id, order_id))
 
     async def payment_history_page(
         self,
@@ -318,8 +317,7 @@ class AliKassaClient:
     ) -> HistoryPage:
         """One page of ``v1/payment/history``."""
         payload = _history_payload(date_from, date_to, page, page_size)
-        data = await self._call(_PAYMENT_HISTORY, payload)
-        return self._parse(HistoryPage, data, _PAYMENT_HISTORY)
+        return await self._call(_PAYMENT_HISTORY, payload)
 
     async def payment_history(
         self,
@@ -352,43 +350,26 @@ class AliKassaClient:
         """
         if not isinstance(request, PayoutRequest):
             raise RequestValidationError({"request": ["must be built with build_payout()"]})
-        data = await self._call(_PAYOUT, request.to_wire(), order_id=request.order_id)
-        created = self._parse_created(PayoutCreated, data, request.order_id, _PAYOUT)
+        created = await self._call(_PAYOUT, request.to_wire(), order_id=request.order_id)
         return attrs.evolve(created, order_id=request.order_id)
 
     async def payout_status(
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PayoutStatusResponse:
         """Status of one payout, by AliKassa ``id`` or your ``order_id``."""
-        data = await self._call(_PAYOUT_STATUS, _lookup_key(id, order_id))
-        return self._parse(PayoutStatusResponse, data, _PAYOUT_STATUS)
+        return await self._call(_PAYOUT_STATUS, _lookup_key(id, order_id))
 
     async def balance(self) -> Balance:
         """Balance of the account (signed with the payout certificate)."""
-        return self._parse(Balance, await self._call(_BALANCE, {}), _BALANCE)
+        return await self._call(_BALANCE, {})
 
     async def account_info(self) -> AccountInfo:
         """Which services are enabled on the account (signed with the payout certificate)."""
-        return self._parse(AccountInfo, await self._call(_INFO, {}), _INFO)
+        return await self._call(_INFO, {})
 
     # -- the pipeline ------------------------------------------------------
 
-    def _parse(self, cls: type[T], data: Any, endpoint: _Endpoint) -> T:
-        try:
-            return converters.structure(cls, data)
-        except converters.ResponseShapeError as exc:
-            raise APIError(str(exc), status_code=200, endpoint=endpoint.path) from None
-
-    def _parse_created(self, cls: type[T], data: Any, order_id: str, endpoint: _Endpoint) -> T:
-        try:
-            return converters.structure(cls, data)
-        except converters.ResponseShapeError as exc:
-            # A 200 we cannot read may still mean the payment/payout exists.
-            raise OutcomeUnknownError(
-                order_id, endpoint=endpoint.path, reason=f"unreadable 200 answer: {exc}"
-            ) from None
-
-    def _signer(self, endpoint: _Endpoint) -> Certificate:
+    def _signer(self, endpoint: _Endpoint[Any]) -> Certificate:
         cert = self._certs[endpoint.cert]
         if cert is None:
             raise ConfigurationError(
@@ -399,13 +380,13 @@ class AliKassaClient:
 
     async def _call(
         self,
-        endpoint: _Endpoint,
+        endpoint: _Endpoint[T],
         payload: Mapping[str, object],
         *,
         order_id: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Encode once, sign once, send with the retry rules of this endpoint."""
+    ) -> T:
+        """Encode once, sign once, send with the retry rules of this endpoint, and parse."""
         self._ensure_open()
         cert = self._signer(endpoint)
         body = php_json_encode(payload)
@@ -420,19 +401,8 @@ class AliKassaClient:
             attempt += 1
             started = time.monotonic()
             try:
-                # httpx timeouts bound each read, not the sum: a trickling body could
-                # outlive the call's deadline without this outer bound.
-                async with asyncio.timeout(
-                        None if deadline is None else max(deadline - time.monotonic(), 0.001)):
-                    return await self._attempt(endpoint, url, body, headers, order_id,
-                                               self._attempt_timeout(deadline))
-            except TimeoutError as exc:
-                reason = f"no complete answer within the {policy.total_timeout:g} s deadline"
-                if endpoint.creates:
-                    raise self._unknown(endpoint, order_id, reason, exc) from None
-                logger.warning("POST %s failed after %d attempt(s): %s", endpoint.path,
-                               attempt, reason)
-                raise TransportError(reason, endpoint=endpoint.path) from None
+                return await self._attempt(endpoint, url, body, headers, order_id,
+                                           self._attempt_timeout(deadline), deadline)
             except _Retryable as failure:
                 error = failure.error
                 retries_allowed = (
@@ -458,20 +428,21 @@ class AliKassaClient:
 
     async def _attempt(
         self,
-        endpoint: _Endpoint,
+        endpoint: _Endpoint[T],
         url: str,
         body: bytes,
         headers: Mapping[str, str],
         order_id: str | None,
         time_budget: httpx.Timeout | None,
-    ) -> Any:
+        deadline: float | None,
+    ) -> T:
         started = time.monotonic()
         try:
             async with self._http.stream(
                 "POST", url, content=body, headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
             ) as response:
-                raw = await self._read_capped(response, endpoint)
+                raw = await self._read_body(response, endpoint, deadline)
         except _NOT_SENT as exc:
             # The connection never opened: nothing can have reached the gateway.
             raise _Retryable(TransportError(_describe(exc), endpoint=endpoint.path)) from None
@@ -503,7 +474,23 @@ class AliKassaClient:
             pool=_shorter(configured.pool, remaining),
         )
 
-    async def _read_capped(self, response: httpx.Response, endpoint: _Endpoint) -> bytes:
+    async def _read_body(
+        self, response: httpx.Response, endpoint: _Endpoint[Any], deadline: float | None
+    ) -> bytes:
+        """The body, within the call's deadline: httpx's read timeout bounds each chunk,
+        not their sum, so a trickling body could otherwise outlive the deadline. Only the
+        body read is bounded here: cancelling a request still waiting for a pool slot can
+        leave that slot unusable (encode/httpcore#1093)."""
+        if deadline is None:
+            return await self._read_capped(response, endpoint)
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                return await self._read_capped(response, endpoint)
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                "the answer did not arrive within the call's deadline") from None
+
+    async def _read_capped(self, response: httpx.Response, endpoint: _Endpoint[Any]) -> bytes:
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
             raise httpx.DecodingError(f"response body of {declared} bytes is too large")
@@ -517,7 +504,7 @@ class AliKassaClient:
         return b"".join(chunks)
 
     def _unknown(
-        self, endpoint: _Endpoint, order_id: str | None, reason: str, cause: BaseException
+        self, endpoint: _Endpoint[Any], order_id: str | None, reason: str, cause: BaseException
     ) -> OutcomeUnknownError:
         logger.warning(
             "POST %s outcome unknown for order_id=%s: %s", endpoint.path, order_id, reason
@@ -526,17 +513,17 @@ class AliKassaClient:
                                    cause=cause)
 
     def _classify(
-        self, endpoint: _Endpoint, response: httpx.Response, raw: bytes, order_id: str | None
-    ) -> Any:
+        self, endpoint: _Endpoint[T], response: httpx.Response, raw: bytes, order_id: str | None
+    ) -> T:
         status = response.status_code
         if status == 200:
             try:
-                return converters.parse_json(raw)
+                return converters.structure(endpoint.response, converters.parse_json(raw))
             except converters.ResponseShapeError as exc:
-                if endpoint.creates:
+                if endpoint.creates:  # a 200 we cannot read may still mean it was created
                     raise self._unknown(endpoint, order_id, f"unreadable 200 answer: {exc}",
                                         exc) from None
-                raise _Retryable(_api_error(APIError, "the 200 answer is not JSON", response,
+                raise _Retryable(_api_error(APIError, f"unreadable 200 answer: {exc}", response,
                                             endpoint, raw)) from None
         error = _error_for(response, endpoint, raw)
         if endpoint.creates and not isinstance(error, InvalidRequestError | AuthenticationError):
@@ -652,14 +639,18 @@ def _describe(exc: BaseException) -> str:
 
 
 def _api_error(
-    cls: type[APIError], message: str, response: httpx.Response, endpoint: _Endpoint, raw: bytes,
+    cls: type[APIError],
+    message: str,
+    response: httpx.Response,
+    endpoint: _Endpoint[Any],
+    raw: bytes,
     **extra: Any,
 ) -> APIError:
     return cls(message, status_code=response.status_code, endpoint=endpoint.path, body=raw,
                headers=dict(response.headers), **extra)
 
 
-def _error_for(response: httpx.Response, endpoint: _Endpoint, raw: bytes) -> APIError:
+def _error_for(response: httpx.Response, endpoint: _Endpoint[Any], raw: bytes) -> APIError:
     """The one mapping from an HTTP answer to an exception class."""
     status = response.status_code
     message, errors = _error_details(raw)

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from alikassa_async import AliKassaClient, Certificate, PayoutRequest  # noqa: E402
+from alikassa_async import AliKassaClient, Certificate, PayoutRequest
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 

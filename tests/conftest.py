@@ -16,7 +16,8 @@ PASSWORD = b"s3cret-pass"
 
 def _pem(key: rsa.RSAPrivateKey, fmt: str, password: bytes | None) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password) if password
+        else serialization.NoEncryption()
     )
     private_format = {
         "pkcs1": serialization.PrivateFormat.TraditionalOpenSSL,

@@ -64,18 +64,26 @@ async def settled_fds(baseline: int, *, slack: int = 0, wait: float = 2.0) -> in
 @attrs.frozen
 class PoolState:
     connections: int
-    #: connections serving (or stuck on) a request right now
+    #: connections with a socket that serve (or are stuck on) a request right now
     busy: int
     #: requests the pool still tracks (active or queued)
     requests: int
+    #: slots held by a connection that never connected and that no request will use
+    #: (what a cancellation in httpcore's pool-wait window leaves: encode/httpcore#1093)
+    orphans: int = 0
 
 
 def pool_state(client: AliKassaClient) -> PoolState:
     """What the httpcore pool of ``client`` holds (default httpx transport only)."""
     pool: Any = client._http._transport._pool  # type: ignore[attr-defined]
     connections = pool.connections
-    busy = sum(1 for c in connections if not c.is_closed() and not c.is_idle())
-    return PoolState(len(connections), busy, len(pool._requests))
+    unconnected = [c for c in connections if getattr(c, "_connection", True) is None
+                   and not c.is_closed()]
+    assigned = {id(r.connection) for r in pool._requests if r.connection is not None}
+    busy = sum(1 for c in connections
+               if not c.is_closed() and not c.is_idle() and c not in unconnected)
+    orphans = sum(1 for c in unconnected if id(c) not in assigned)
+    return PoolState(len(connections), busy, len(pool._requests), orphans)
 
 
 # -- a raw HTTP/1.1 server on loopback ----------------------------------------------------

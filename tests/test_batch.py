@@ -13,6 +13,7 @@ from collections import Counter
 from contextlib import aclosing
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from alikassa_async import (
@@ -218,6 +219,16 @@ async def test_an_unreachable_gateway_is_not_sent_not_unknown(client, gateway):
     gateway.fault = lambda order_id, n: "connect" if n <= 3 else None  # comes back
     [result] = await run(client, [payout(2)])
     assert result.outcome == Outcome.CREATED
+
+
+async def test_every_send_lost_before_the_gateway_is_not_sent_after_max_sends(
+        client, gateway):
+    gateway.fault = lambda order_id, n: "503-before"  # each doubt settles as "no payout"
+    [result] = await run(client, [payout(1)],
+                         reconcile=attrs.evolve(QUICK, max_sends=3))
+    assert result.outcome == Outcome.NOT_SENT and result.attempts == 3
+    assert isinstance(result.error, OutcomeUnknownError)
+    assert gateway.create_calls["P-1"] == 3 and gateway.creations["P-1"] == 0
 
 
 async def test_duplicate_order_ids_in_one_batch_are_refused(client, gateway, tmp_path):

@@ -98,3 +98,52 @@ def test_progress_bar_renders_counts_rate_and_eta():
     unknown_total = bar.render(BatchProgress(done=5, total=None, counts={"created": 5},
                                              elapsed=1, rate=5.0, in_flight=0))
     assert unknown_total == "5 done 5/s created=5"
+
+
+async def test_a_run_against_the_sandbox_writes_results_and_flags_what_needs_attention(
+        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    import asyncio
+    import csv
+    import os
+
+    path = write_csv(tmp_path / "payouts.csv", [
+        f"payment_card_rub,P-1,100.00,{CARD}",
+        f"payment_card_rub,P-2,100.91,{CARD}",          # the sandbox cancels .91
+        f"payment_card_rub,P-3,900000000.00,{CARD}",    # more than the balance: rejected
+        f"payment_card_rub,P-4,100.00,{CARD}",
+    ])
+    env = {**os.environ, "ALIKASSA_ACCOUNT": alikassa_account,
+           "ALIKASSA_PAYOUT_CERT_DIR": str(alikassa_certs.payout_dir),
+           "ALIKASSA_BASE_URL": alikassa_sandbox.url}
+    command = [sys.executable, "-m", "alikassa_async.cli", "payouts", "run", str(path),
+               "--journal", str(tmp_path / "j.db"), "--wait-final", "--wait-timeout", "20"]
+    proc = await asyncio.create_subprocess_exec(*command, env=env,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 1, err.decode()
+    summary = out.decode()
+    assert "done in" in summary and "cancel 1, paid 2, rejected 1" in summary
+    assert "2 payout(s) need attention" in summary
+    assert "[" in err.decode() and "4/4" in err.decode()  # the progress bar, on stderr
+    with (tmp_path / "payouts.results.csv").open(newline="") as handle:
+        rows = {r["order_id"]: r for r in csv.DictReader(handle)}
+    assert {k: r["outcome"] for k, r in rows.items()} == {
+        "P-1": "paid", "P-2": "cancel", "P-3": "rejected", "P-4": "paid"}
+    assert rows["P-3"]["line"] == "4" and "amount" in rows["P-3"]["error"]
+    assert rows["P-1"]["payout_id"] and rows["P-1"]["status"] == "paid"
+    assert CARD not in summary + err.decode() + (tmp_path / "payouts.results.csv").read_text()
+
+    # The same command again: the final ones are known; only the rejected one is re-sent.
+    requests_before = dict(alikassa_sandbox.state.payout_create_requests)
+    proc = await asyncio.create_subprocess_exec(*command, env=env,
+                                                stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 1
+    assert "4 already known to the journal" in out.decode()
+    after = alikassa_sandbox.state.payout_create_requests
+    assert {k: after[k] - requests_before.get(k, 0) for k in after} == {
+        "P-1": 0, "P-2": 0, "P-3": 1, "P-4": 0}

@@ -207,9 +207,10 @@ async def test_garbled_200_on_a_read_is_an_api_error_with_a_snippet(client, gate
     with pytest.raises(APIError) as caught:
         await client.account_info()
     assert caught.value.status_code == 200 and "not JSON" in str(caught.value)
-    gateway.queue("v1/account/balance", json_response(200, [1, 2]))
-    with pytest.raises(APIError):
+    gateway.queue("v1/account/balance", *[json_response(200, [1, 2])] * 3)
+    with pytest.raises(APIError, match="expected a JSON object"):
         await client.balance()
+    assert gateway.calls("v1/account/balance") == 3  # wrong shapes are retried like garbage
 
 
 @pytest.mark.parametrize("failure", [

@@ -242,7 +242,7 @@ async def run_cell(cell: Cell, row: FaultRow, base_url: str,
         if cell.endpoint.creates:
             cell.created_then = creations_of(sandbox, cell.endpoint.kind)[cell.tag]
         state = pool_state(client)
-        assert state.busy == 0 and state.requests == 0, (
+        assert state.busy == state.requests == state.orphans == 0, (
             f"{cell.endpoint.path}: pool after the call: {state}")
     finally:
         await client.aclose()

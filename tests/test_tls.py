@@ -77,7 +77,7 @@ async def test_self_signed_server_is_refused_by_default(https_server, payout_cer
     url, _ = https_server
     async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
                               retry=RetryPolicy.disabled()) as client:
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+        with pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             await client.balance()
 
 

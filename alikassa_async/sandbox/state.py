@@ -80,8 +80,8 @@ class Record:
     order_id: str
     service: str
     amount: Decimal
-    #: the JSON object received, as parsed
-    request: Mapping[str, Any]
+    #: the JSON object received, as parsed (kept out of repr: it holds card/phone numbers)
+    request: Mapping[str, Any] = attrs.field(repr=False)
     outcome: Outcome
     created_at: datetime
     created_monotonic: float
@@ -154,7 +154,9 @@ class SandboxState:
         #: how many times each order_id was *created* (a rejected duplicate does not count)
         self.payment_creations: Counter[str] = Counter()
         self.payout_creations: Counter[str] = Counter()
-        #: signed create requests received per order_id (duplicates and faults included)
+        #: create requests that reached the handler, per order_id (rejected duplicates and
+        #: "after" faults included; a "before" fault stops a request earlier — every signed
+        #: request is counted in ``requests``)
         self.payment_create_requests: Counter[str] = Counter()
         self.payout_create_requests: Counter[str] = Counter()
         #: signed requests received per endpoint (``"v1/payout"``, ...)
@@ -325,9 +327,10 @@ class SandboxState:
                 if paid != record.amount:
                     self._move(account, record, record.amount - paid, "payout partly refunded")
                     record.account_payment_amount = paid + commission
-            else:
+            else:  # nothing paid out: amount and commission go back
                 record.payment_amount = Decimal("0.00")
                 record.account_payment_amount = Decimal("0.00")
+                record.commission_amount = Decimal("0.00")
                 self._move(account, record, record.amount + commission, f"payout {target}")
         record.status = target
         record.finalised_at = datetime.now(UTC)
