@@ -120,7 +120,7 @@ async def poll_until_final(
     step = 0
     while True:
         if deadline is not None and loop.time() >= deadline:
-            raise _timed_out(what, timeout, last, last_error)
+            raise _timed_out(what, timeout, last, last_error) from last_error
         hint: float | None = None
         limit: AbstractAsyncContextManager[object] = (
             nullcontext() if deadline is None else asyncio.timeout_at(deadline)
@@ -132,7 +132,7 @@ async def poll_until_final(
             # Our own deadline expired mid-request (the client maps its own
             # timeouts to TransportError, so this one is the wait's).
             if deadline is not None and loop.time() >= deadline:
-                raise _timed_out(what, timeout, last, last_error) from None
+                raise _timed_out(what, timeout, last, last_error) from last_error
             raise
         except _TRANSIENT as exc:
             last_error = exc
@@ -174,9 +174,7 @@ def _timed_out(
     message = f"{what}: not final after {timeout:g} s (last status seen: {seen})"
     if error is not None:
         message += f"; last error: {type(error).__name__}"
-    exc = PollingTimeoutError(message, last_status=last)
-    exc.__cause__ = error
-    return exc
+    return PollingTimeoutError(message, last_status=last)
 
 
 async def _last(changes: AsyncGenerator[S, None]) -> S:

@@ -170,10 +170,13 @@ def _order_id(value: object) -> str:
     if text_value != text_value.strip():
         # The gateway trims input; " A-1" would be stored as "A-1" and lookups would miss.
         raise Invalid("must not start or end with whitespace")
+    if not text_value.isprintable():
+        # Control characters (newline, NUL, ...) break CSVs, logs and lookups alike.
+        raise Invalid("must not contain control characters")
     return text_value
 
 
-order_id = Rule("string 1..128, no surrounding whitespace", _order_id)
+order_id = Rule("string 1..128, printable, no surrounding whitespace", _order_id)
 
 
 def integer(low: int, high: int, describe: str | None = None) -> Rule:

@@ -62,7 +62,8 @@ class PayoutGateway:
         self._next_id = 100_000_000
 
     def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+        # Looked up per request, so a test may wrap `handle` after the client exists.
+        return httpx.MockTransport(lambda request: self.handle(request))
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.in_flight += 1

@@ -141,6 +141,8 @@ class RawServer:
             await self.handler(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client hung up first: that is what several faults are about
+        except asyncio.CancelledError:
+            pass  # shutdown; a cancelled handler task would be logged by asyncio.streams
         finally:
             self._tasks.discard(task)
             self._writers.discard(writer)
@@ -234,8 +236,8 @@ class H2Server:
                         conn.send_data(event.stream_id, payload, end_stream=True)
                 writer.write(conn.data_to_send())
                 await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
+        except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
+            pass  # the client hung up, or the server is shutting down
         finally:
             self._tasks.discard(task)
             writer.close()

@@ -110,6 +110,29 @@ async def test_2000_payouts_through_faults_end_definite_and_created_exactly_once
     assert ahead <= concurrency + 1                             # that had it; pulled lazily
 
 
+@pytest.mark.parametrize("not_found_status", [404, 400])
+async def test_absence_and_index_lag_as_the_gateway_may_answer_them(
+        alikassa_client, alikassa_sandbox, not_found_status):
+    # 404, or Laravel's 400 "The selected order id is invalid.", for an unknown order_id;
+    # and new payouts invisible to lookups for 0.4 s.
+    config = alikassa_sandbox.sandbox.config
+    config.not_found_status = not_found_status
+    config.status_visible_after = 0.4
+    for i in range(5):  # lost before the gateway: must be re-sent once proven absent
+        alikassa_sandbox.faults.add("v1/payout", Fault.status(503), order_id=f"B-{i}")
+    for i in range(5, 10):  # created, answer lost; a lookup sees 404/400 at first
+        alikassa_sandbox.faults.add("v1/payout", Fault.drop_after_commit(), order_id=f"B-{i}")
+    results = {r.order_id: r async for r in alikassa_client.payouts_batch(
+        [payout(f"B-{i}") for i in range(12)],
+        reconcile=ReconcilePolicy(settle=0.8, backoff_base=0.05, backoff_max=0.2))}
+    assert {r.outcome for r in results.values()} == {Outcome.CREATED}
+    assert [results[f"B-{i}"].attempts for i in range(12)] == [2] * 5 + [1] * 7
+    reconciled = [results[f"B-{i}"].reconciled for i in range(12)]
+    assert reconciled == [False] * 5 + [True] * 5 + [False] * 2  # found, never re-sent
+    assert set(alikassa_sandbox.state.payout_creations.values()) == {1}
+    assert set(alikassa_sandbox.state.payout_create_requests.values()) == {1}
+
+
 # -- (b) crash and resume ------------------------------------------------------------
 
 

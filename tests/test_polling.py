@@ -119,9 +119,18 @@ async def test_deadline_after_only_errors_carries_the_last_error(client, payouts
 
 async def test_deadline_cuts_a_request_that_hangs(client, payouts):
     payouts.create("P-1", "100.00")
-    payouts.delay = 30.0  # every answer would take 30 s
-    with pytest.raises(PollingTimeoutError):
-        await client.wait_for_payout(order_id="P-1", timeout=0.2, **QUICK)
+    payouts.status_fault = lambda order_id, n: json_response(503, {}) if n <= 2 else None
+    slow = payouts.handle
+
+    async def hang_after_two_polls(request: httpx.Request) -> httpx.Response:
+        if payouts.status_calls["P-1"] >= 2:
+            await asyncio.sleep(30)  # this answer would take 30 s
+        return await slow(request)
+
+    payouts.handle = hang_after_two_polls  # type: ignore[method-assign]
+    with pytest.raises(PollingTimeoutError) as caught:
+        await client.wait_for_payout(order_id="P-1", timeout=0.3, **QUICK)
+    assert isinstance(caught.value.__cause__, ServerError)  # the last error seen is kept
 
 
 async def test_cancelling_the_wait_leaves_nothing_running(client, payouts):

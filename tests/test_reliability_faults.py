@@ -129,8 +129,7 @@ FAULTS: list[FaultRow] = [
              False, U, 0, retry_after=3600),
     FaultRow("html_200", Fault.html_200, APIError, True, U, 1),
     FaultRow("truncated_json_200", Fault.truncated_json_200, APIError, True, U, 1),
-    # A JSON array parses, so it fails the shape check after the exchange: not retried.
-    FaultRow("json_array_200", Fault.json_array_200, APIError, False, U, 1),
+    FaultRow("json_array_200", Fault.json_array_200, APIError, True, U, 1),
     FaultRow("huge_body_200", Fault.huge_body_200, TransportError, True, U, 1),
     FaultRow("slow_body_200", lambda: Fault.slow_body_200(0.5), None, True, None, 1),
     # A body trickling in under every per-read timeout, for longer than the call's deadline.

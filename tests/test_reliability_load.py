@@ -65,7 +65,7 @@ LONG_DELAY = 1.5
 POLICY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05,
                      max_retry_after=0.2, total_timeout=6.0)
 #: an operation must end within its RetryPolicy.total_timeout plus this (generous) slack
-SLACK = 4.0
+SLACK = 6.0
 #: an operation still running this long has hung; the run cancels it (well past the bound
 #: above, so a healthy run never cancels anything: a cancelled pool wait can strand a slot)
 HANG = 4 * POLICY.total_timeout  # type: ignore[operator]
@@ -204,6 +204,7 @@ async def worker(client: AliKassaClient, queue: asyncio.Queue[Op], sandbox: Sand
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(60 + OPERATIONS * 0.03)  # the full 10,000 needs minutes on 2 shared cores
 async def test_invariants_under_load(alikassa_certs: Any,
                                      alikassa_certificates: tuple[Certificate, Certificate]):
     ops = plan(OPERATIONS, SEED)

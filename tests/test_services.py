@@ -644,11 +644,12 @@ def test_check_enabled_against_account_info() -> None:
 
 def test_readme_service_table_is_generated_from_the_registry() -> None:
     table = services.markdown_table()
-    path = ROOT / "docs" / "readme" / "services.md"
-    assert path.read_text(encoding="utf-8") == table, (
-        "docs/readme/services.md is stale; regenerate it with: python -c \"from "
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- services-table -->\n", 1)[1].split("<!-- /services-table -->", 1)[0]
+    assert block == table, (
+        "the README's service table is stale; regenerate it with: python -c \"from "
         "alikassa_async.services import markdown_table; print(markdown_table(), end='')\" "
-        "> docs/readme/services.md")
+        "and paste it between the services-table markers")
     for code in SERVICES:
         assert f"| `{code}` |" in table
 

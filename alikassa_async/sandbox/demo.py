@@ -94,7 +94,7 @@ PAYOUTS: tuple[tuple[str, str, str, dict[str, Any], str], ...] = (
      EUR_ACCOUNT),
 )
 
-_BATCH_SIZE = 100
+_BATCH_SIZE = 1000
 _BATCH_FAULTS = (
     lambda: Fault.status(503), lambda: Fault.status(502), lambda: Fault.status(500),
     lambda: Fault.status(503, after_commit=True), Fault.drop_before_commit,

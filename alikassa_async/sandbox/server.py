@@ -46,7 +46,10 @@ class _EmbeddedServer(uvicorn.Server):
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket bound to ``host:port`` (``port=0``: a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only
+    # when the listener says it is TCP; without it every answer waits ~40 ms for a
+    # delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
