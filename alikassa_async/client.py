@@ -684,4 +684,8 @@ def _error_details(raw: bytes) -> tuple[str, dict[str, list[str]]]:
         for field, messages in data["errors"].items():
             items = messages if isinstance(messages, list) else [messages]
             errors[str(field)] = [str(m) for m in items]
-    return (str(message) if message is not None else snippet(raw)), errors
+    # Cut what the gateway says to a snippet: an echoing or oversized body must not
+    # flow whole into exception messages and logs.
+    errors = {field: [snippet(m) for m in messages[:10]] for field, messages in
+              list(errors.items())[:50]}
+    return (snippet(str(message)) if message is not None else snippet(raw)), errors

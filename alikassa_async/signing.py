@@ -59,8 +59,10 @@ def _password_candidates(password: bytes | str | None) -> list[bytes]:
     raw = password.encode("utf-8") if isinstance(password, str) else bytes(password)
     if not raw.strip():
         return []  # a blank password.txt is a setup mistake, reported as such
-    # PHP passes password.txt untrimmed, the other samples strip it: try both.
-    return list(dict.fromkeys(p for p in (raw, raw.rstrip()) if p))
+    # PHP passes password.txt untrimmed, the other samples strip it: try both, and
+    # the same without a UTF-8 byte-order mark (a file saved by Windows Notepad).
+    unmarked = raw.removeprefix(b"\xef\xbb\xbf")
+    return list(dict.fromkeys(p for p in (raw, raw.rstrip(), unmarked, unmarked.rstrip()) if p))
 
 
 def _load_private_key(pem: bytes, password: bytes | str | None) -> rsa.RSAPrivateKey:

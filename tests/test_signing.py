@@ -101,3 +101,9 @@ def test_verifier_accepts_pkcs1_public_keys_and_rejects_bad_signatures(rsa_keys)
         verifier.verify(b"y", good)
     with pytest.raises(SignatureError, match="base64"):
         verifier.verify(b"x", "not base64!")
+
+
+def test_password_file_with_a_byte_order_mark_is_accepted(tmp_path, rsa_keys):
+    folder = write_archive(tmp_path / "p", rsa_keys["payment"])
+    (folder / "password.txt").write_bytes(b"\xef\xbb\xbf" + PASSWORD + b"\r\n")
+    assert Certificate.from_dir(folder).key_size == 2048
