@@ -24,6 +24,7 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -64,6 +65,15 @@ from .models import (
 )
 from .retry import RetryPolicy, parse_retry_after
 from .signing import Certificate, SignatureHash, hash_algorithm
+from .transport import (
+    AiohttpSender,
+    Answer,
+    HttpxSender,
+    LanePoolTransport,
+    MaybeSent,
+    NotSent,
+    Sender,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
@@ -71,8 +81,6 @@ logger = logging.getLogger("alikassa_async")
 
 DEFAULT_BASE_URL = "https://api-merchant.alikassa.com"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-#: Bodies above this are refused unread: no documented answer comes close.
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 T = TypeVar("T")
@@ -98,10 +106,6 @@ _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
 _INFO = _Endpoint("v1/account/info", "payout", AccountInfo)
-
-# httpx failures where the request cannot have left this machine.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
 
 class _Retryable(Exception):
     """Internal: this attempt failed in a way a read may retry."""
@@ -191,6 +195,10 @@ class AliKassaClient:
     ``payout_cert``. ``http_client`` lets you bring your own
     ``httpx.AsyncClient`` (then you close it); ``transport`` plugs an httpx
     transport (e.g. ``httpx.ASGITransport`` for the in-process sandbox).
+    ``http_backend="aiohttp"`` (extra ``[aiohttp]``) sends through aiohttp
+    instead, about twice as fast at high concurrency (:mod:`alikassa_async.transport`).
+    ``sign_threads``: ``None`` signs in a 2-thread pool for keys of 3072 bits
+    and more (where signing dominates), inline otherwise; ``0`` always inline.
     """
 
     def __init__(
@@ -203,8 +211,10 @@ class AliKassaClient:
         signature_hash: SignatureHash = "sha1",
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_keepalive_connections: int | None = None,
         http2: bool = False,
+        http_backend: Literal["httpx", "aiohttp"] = "httpx",
+        sign_threads: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy | None = None,
@@ -228,30 +238,72 @@ class AliKassaClient:
             "Account": self.account,
             "User-Agent": user_agent,
         }
-        self._owns_http = http_client is None
         _hpack_redaction.install()  # HTTP/2 (ours or the caller's client) logs headers
-        if http_client is None:
-            if http2:
-                try:
-                    import h2  # noqa: F401
-                except ImportError:
-                    raise ConfigurationError(
-                        "http2=True needs the 'h2' package: pip install 'alikassa-async[http2]'"
-                    ) from None
-            http_client = httpx.AsyncClient(
-                timeout=timeout,
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=max_keepalive_connections,
-                ),
-                http2=http2,
-                transport=transport,
-                verify=_ssl_context(verify),
-                follow_redirects=False,
-                trust_env=False,
+        if sign_threads is not None and sign_threads < 0:
+            raise ConfigurationError("sign_threads must be None (auto), 0 or a positive count")
+        self._sign_threads = sign_threads
+        self._sign_pool: ThreadPoolExecutor | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._sender: Sender
+        ssl_context = _ssl_context(verify)
+        if http_backend == "aiohttp":
+            if http_client is not None or transport is not None or http2:
+                raise ConfigurationError(
+                    "http_backend='aiohttp' cannot be combined with http_client, transport "
+                    "or http2"
+                )
+            self._timeout = httpx.Timeout(timeout)
+            self._sender = AiohttpSender(
+                max_connections=max_connections, keepalive_expiry=5.0, timeout=self._timeout,
+                ssl_context=ssl_context,
             )
-        self._http = http_client
+        elif http_backend == "httpx":
+            owned = http_client is None
+            if http_client is None:
+                http_client = self._own_http_client(
+                    timeout, max_connections, max_keepalive_connections, http2, transport,
+                    ssl_context,
+                )
+            self._http = http_client
+            self._timeout = http_client.timeout
+            self._sender = HttpxSender(http_client, owned=owned)
+        else:
+            raise ConfigurationError("http_backend must be 'httpx' or 'aiohttp'")
         self._closed = False
+
+    @staticmethod
+    def _own_http_client(
+        timeout: float | httpx.Timeout | None,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        http2: bool,
+        transport: httpx.AsyncBaseTransport | None,
+        ssl_context: ssl.SSLContext | bool,
+    ) -> httpx.AsyncClient:
+        if http2:
+            try:
+                import h2  # noqa: F401
+            except ImportError:
+                raise ConfigurationError(
+                    "http2=True needs the 'h2' package: pip install 'alikassa-async[http2]'"
+                ) from None
+        elif transport is None:
+            # httpcore's own pool costs CPU per open connection; lanes do not.
+            transport = LanePoolTransport(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+                verify=ssl_context,
+            )
+        return httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_keepalive_connections),
+            http2=http2,
+            transport=transport,
+            verify=ssl_context,
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -267,8 +319,9 @@ class AliKassaClient:
         if self._closed:
             return
         self._closed = True
-        if self._owns_http:
-            await self._http.aclose()
+        await self._sender.aclose()
+        if self._sign_pool is not None:
+            self._sign_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def is_closed(self) -> bool:
@@ -390,7 +443,7 @@ class AliKassaClient:
         self._ensure_open()
         cert = self._signer(endpoint)
         body = php_json_encode(payload)
-        headers = {**self._base_headers, "Sign": cert.sign(body, self.signature_hash)}
+        headers = {**self._base_headers, "Sign": await self._signature(cert, body)}
         if extra_headers:
             headers.update(extra_headers)
         url = self.base_url + endpoint.path
@@ -438,32 +491,28 @@ class AliKassaClient:
     ) -> T:
         started = time.monotonic()
         try:
-            async with self._http.stream(
-                "POST", url, content=body, headers=headers,
-                timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
-            ) as response:
-                raw = await self._read_body(response, endpoint, deadline)
-        except _NOT_SENT as exc:
+            answer = await self._sender.post(url, body, headers, time_budget, deadline)
+        except NotSent as exc:
             # The connection never opened: nothing can have reached the gateway.
-            raise _Retryable(TransportError(_describe(exc), endpoint=endpoint.path)) from None
-        except (httpx.HTTPError, OSError) as exc:
+            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
+        except MaybeSent as exc:
             # Sent (or partly sent) and then broken: a create may have taken effect.
             if endpoint.creates:
-                raise self._unknown(endpoint, order_id, _describe(exc), exc) from None
-            raise _Retryable(TransportError(_describe(exc), endpoint=endpoint.path)) from None
+                raise self._unknown(endpoint, order_id, str(exc), exc.__cause__ or exc) from None
+            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
         elapsed = (time.monotonic() - started) * 1000
         logger.debug(
-            "POST %s -> %d in %.1f ms%s", endpoint.path, response.status_code, elapsed,
+            "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,
             f" order_id={order_id}" if order_id else "",
         )
-        return self._classify(endpoint, response, raw, order_id)
+        return self._classify(endpoint, answer, order_id)
 
     def _attempt_timeout(self, deadline: float | None) -> httpx.Timeout | None:
         """The client's timeouts, shortened so no attempt outlives the call's deadline."""
         if deadline is None:
             return None
         remaining = max(deadline - time.monotonic(), 0.001)
-        configured = self._http.timeout
+        configured = self._timeout
         parts = (configured.connect, configured.read, configured.write, configured.pool)
         if all(p is not None and p <= remaining for p in parts):
             return None
@@ -474,34 +523,20 @@ class AliKassaClient:
             pool=_shorter(configured.pool, remaining),
         )
 
-    async def _read_body(
-        self, response: httpx.Response, endpoint: _Endpoint[Any], deadline: float | None
-    ) -> bytes:
-        """The body, within the call's deadline: httpx's read timeout bounds each chunk,
-        not their sum, so a trickling body could otherwise outlive the deadline. Only the
-        body read is bounded here: cancelling a request still waiting for a pool slot can
-        leave that slot unusable (encode/httpcore#1093)."""
-        if deadline is None:
-            return await self._read_capped(response, endpoint)
-        try:
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
-                return await self._read_capped(response, endpoint)
-        except TimeoutError:
-            raise httpx.ReadTimeout(
-                "the answer did not arrive within the call's deadline") from None
+    async def _signature(self, cert: Certificate, body: bytes) -> str:
+        """Sign inline, or in the thread pool where signing is the bottleneck.
 
-    async def _read_capped(self, response: httpx.Response, endpoint: _Endpoint[Any]) -> bytes:
-        declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            raise httpx.DecodingError(f"response body of {declared} bytes is too large")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
-                raise httpx.DecodingError("response body is too large")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        ``cryptography`` releases the GIL while signing: at 4096 bits (1.35 ms a
+        signature) two threads gave +40-60 % here; at 2048 bits the hand-off costs
+        about what the 0.22 ms signature does (benchmarks/RESULTS-signing.md).
+        """
+        threads = self._sign_threads
+        if threads == 0 or (threads is None and cert.key_size < 3072):
+            return cert.sign(body, self.signature_hash)
+        if self._sign_pool is None:
+            self._sign_pool = ThreadPoolExecutor(threads or 2, thread_name_prefix="alikassa-sign")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._sign_pool, cert.sign, body, self.signature_hash)
 
     def _unknown(
         self, endpoint: _Endpoint[Any], order_id: str | None, reason: str, cause: BaseException
@@ -512,10 +547,8 @@ class AliKassaClient:
         return OutcomeUnknownError(order_id or "", endpoint=endpoint.path, reason=reason,
                                    cause=cause)
 
-    def _classify(
-        self, endpoint: _Endpoint[T], response: httpx.Response, raw: bytes, order_id: str | None
-    ) -> T:
-        status = response.status_code
+    def _classify(self, endpoint: _Endpoint[T], response: Answer, order_id: str | None) -> T:
+        status, raw = response.status_code, response.body
         if status == 200:
             try:
                 return converters.structure(endpoint.response, converters.parse_json(raw))
@@ -633,15 +666,10 @@ def _shorter(configured: float | None, remaining: float) -> float:
     return remaining if configured is None else min(configured, remaining)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {snippet(text, 120)}"
-
-
 def _api_error(
     cls: type[APIError],
     message: str,
-    response: httpx.Response,
+    response: Answer,
     endpoint: _Endpoint[Any],
     raw: bytes,
     **extra: Any,
@@ -650,7 +678,7 @@ def _api_error(
                headers=dict(response.headers), **extra)
 
 
-def _error_for(response: httpx.Response, endpoint: _Endpoint[Any], raw: bytes) -> APIError:
+def _error_for(response: Answer, endpoint: _Endpoint[Any], raw: bytes) -> APIError:
     """The one mapping from an HTTP answer to an exception class."""
     status = response.status_code
     message, errors = _error_details(raw)

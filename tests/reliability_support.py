@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from alikassa_async import AliKassaClient
+from alikassa_async.transport import LanePoolTransport
 
 __all__ = [
     "H2Server",
@@ -74,16 +75,20 @@ class PoolState:
 
 
 def pool_state(client: AliKassaClient) -> PoolState:
-    """What the httpcore pool of ``client`` holds (default httpx transport only)."""
-    pool: Any = client._http._transport._pool  # type: ignore[attr-defined]
-    connections = pool.connections
+    """What the httpcore pools of ``client`` hold: the lanes of the default
+    ``LanePoolTransport`` (one single-connection pool each) or one plain pool."""
+    transport: Any = client._http._transport  # type: ignore[union-attr]
+    pools = ([lane._pool for lane in transport.lanes]
+             if isinstance(transport, LanePoolTransport) else [transport._pool])
+    connections = [c for pool in pools for c in pool.connections]
+    requests = [r for pool in pools for r in pool._requests]
     unconnected = [c for c in connections if getattr(c, "_connection", True) is None
                    and not c.is_closed()]
-    assigned = {id(r.connection) for r in pool._requests if r.connection is not None}
+    assigned = {id(r.connection) for r in requests if r.connection is not None}
     busy = sum(1 for c in connections
                if not c.is_closed() and not c.is_idle() and c not in unconnected)
     orphans = sum(1 for c in unconnected if id(c) not in assigned)
-    return PoolState(len(connections), busy, len(pool._requests), orphans)
+    return PoolState(len(connections), busy, len(requests), orphans)
 
 
 # -- a raw HTTP/1.1 server on loopback ----------------------------------------------------

@@ -97,7 +97,8 @@ def strategy_for(rule: Rule) -> st.SearchStrategy[Any]:
     """A strategy of values ``rule`` accepts, chosen by its README description."""
     d = rule.describe
     fixed: dict[str, st.SearchStrategy[Any]] = {
-        "string 1..128, no surrounding whitespace": text(128).map(str.strip).filter(bool),
+        "string 1..128, printable, no surrounding whitespace":
+            text(128).map(str.strip).filter(lambda s: s != "" and s.isprintable()),
         "e-mail ≤ 50": st.from_regex(r"[a-z0-9._+]{1,15}@[a-z0-9]{1,15}\.[a-z]{2,6}",
                                      fullmatch=True),
         "positive int": st.integers(1, 2**63 - 1),
