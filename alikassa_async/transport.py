@@ -333,7 +333,9 @@ class AiohttpSender:
         session = self._session or self._open()
         timeout = self._timeout if time_budget is None else self._client_timeout(time_budget)
         if deadline is not None:
-            timeout = timeout._replace(total=max(deadline - time.monotonic(), 0.001))
+            timeout = aiohttp.ClientTimeout(
+                total=max(deadline - time.monotonic(), 0.001), connect=timeout.connect,
+                sock_connect=timeout.sock_connect, sock_read=timeout.sock_read)
         try:
             async with session.post(url, data=body, headers=dict(headers),
                                     allow_redirects=False, timeout=timeout) as response:

@@ -76,8 +76,11 @@ class PoolState:
 
 def pool_state(client: AliKassaClient) -> PoolState:
     """What the httpcore pools of ``client`` hold: the lanes of the default
-    ``LanePoolTransport`` (one single-connection pool each) or one plain pool."""
-    transport: Any = client._http._transport  # type: ignore[union-attr]
+    ``LanePoolTransport`` (one single-connection pool each) or one plain pool; or, on
+    the aiohttp backend, what its connector holds."""
+    if client._http is None:
+        return _aiohttp_state(client)
+    transport: Any = client._http._transport
     pools = ([lane._pool for lane in transport.lanes]
              if isinstance(transport, LanePoolTransport) else [transport._pool])
     connections = [c for pool in pools for c in pool.connections]
@@ -89,6 +92,17 @@ def pool_state(client: AliKassaClient) -> PoolState:
                if not c.is_closed() and not c.is_idle() and c not in unconnected)
     orphans = sum(1 for c in unconnected if id(c) not in assigned)
     return PoolState(len(connections), busy, len(requests), orphans)
+
+
+def _aiohttp_state(client: AliKassaClient) -> PoolState:
+    session: Any = client._sender._session  # type: ignore[attr-defined]
+    if session is None or session.closed:
+        return PoolState(0, 0, 0)
+    connector = session.connector
+    idle = sum(len(conns) for conns in connector._conns.values())
+    busy = len(connector._acquired)
+    waiting = sum(len(w) for w in connector._waiters.values())
+    return PoolState(idle + busy, busy, busy + waiting)
 
 
 # -- a raw HTTP/1.1 server on loopback ----------------------------------------------------

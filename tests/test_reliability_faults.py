@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -228,9 +228,11 @@ class Cell:
 
 
 async def run_cell(cell: Cell, row: FaultRow, base_url: str,
-                   certs: tuple[Certificate, Certificate], sandbox: Sandbox) -> None:
+                   certs: tuple[Certificate, Certificate], sandbox: Sandbox,
+                   backend: Literal["httpx", "aiohttp"]) -> None:
     client = AliKassaClient(ACCOUNT, *certs, base_url=base_url, retry=row.policy,
-                            timeout=httpx.Timeout(row.timeout), verify=TLS)
+                            timeout=httpx.Timeout(row.timeout), verify=TLS,
+                            http_backend=backend)
     try:
         started = time.monotonic()
         try:
@@ -341,18 +343,20 @@ async def server(alikassa_certs: Any, alikassa_certificates: tuple[Certificate, 
 
 
 @pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
 @pytest.mark.parametrize(("row", "variant"), MATRIX,
                          ids=[f"{row.name}-{variant}" for row, variant in MATRIX])
 async def test_fault_matrix(row: FaultRow, variant: str, server: SandboxServer,
-                            alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+                            alikassa_certificates: tuple[Certificate, Certificate],
+                            backend: Literal["httpx", "aiohttp"]) -> None:
     sandbox = server.sandbox
     baseline = open_fds()
     before = dict(sandbox.state.requests)
-    cells = [Cell(e, f"{row.name}-{variant}-{e.kind}") for e in ENDPOINTS]
+    cells = [Cell(e, f"{row.name}-{variant}-{backend}-{e.kind}") for e in ENDPOINTS]
     try:
         with _fault_target(row, variant, server) as base_url:
-            await asyncio.gather(*(run_cell(c, row, base_url, alikassa_certificates, sandbox)
-                                   for c in cells))
+            await asyncio.gather(*(run_cell(c, row, base_url, alikassa_certificates, sandbox,
+                                            backend) for c in cells))
     finally:
         sandbox.faults.clear()
     for cell in cells:
