@@ -259,14 +259,22 @@ class AliKassaClient:
             )
         elif http_backend == "httpx":
             owned = http_client is None
+            lanes: LanePoolTransport | None = None
             if http_client is None:
+                if transport is None and not http2:
+                    # httpcore's own pool costs CPU per open connection; lanes do not.
+                    transport = lanes = LanePoolTransport(
+                        max_connections=max_connections,
+                        max_keepalive_connections=max_keepalive_connections,
+                        verify=ssl_context,
+                    )
                 http_client = self._own_http_client(
                     timeout, max_connections, max_keepalive_connections, http2, transport,
                     ssl_context,
                 )
             self._http = http_client
             self._timeout = http_client.timeout
-            self._sender = HttpxSender(http_client, owned=owned)
+            self._sender = HttpxSender(http_client, owned=owned, direct=lanes)
         else:
             raise ConfigurationError("http_backend must be 'httpx' or 'aiohttp'")
         self._closed = False
@@ -287,13 +295,6 @@ class AliKassaClient:
                 raise ConfigurationError(
                     "http2=True needs the 'h2' package: pip install 'alikassa-async[http2]'"
                 ) from None
-        elif transport is None:
-            # httpcore's own pool costs CPU per open connection; lanes do not.
-            transport = LanePoolTransport(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                verify=ssl_context,
-            )
         return httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(max_connections=max_connections,

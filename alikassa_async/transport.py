@@ -94,20 +94,38 @@ def _httpx_not_sent(exc: BaseException) -> bool:
 
 
 class HttpxSender:
-    """POST through an ``httpx.AsyncClient`` (the SDK's own or the caller's)."""
+    """POST through an ``httpx.AsyncClient`` (the SDK's own or the caller's).
 
-    def __init__(self, client: httpx.AsyncClient, *, owned: bool) -> None:
+    When the SDK owns the client and its transport (``direct``), requests go to
+    that transport straight away: the client's cookie jar, auth and redirect
+    generators and event hooks do nothing for us and cost ~0.2 ms a request.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, *, owned: bool,
+                 direct: httpx.AsyncBaseTransport | None = None) -> None:
         self.client = client
         self._owned = owned
+        self._direct = direct
+        self._timeout = client.timeout
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    time_budget: httpx.Timeout | None, deadline: float | None) -> Answer:
         try:
-            async with self.client.stream(
-                "POST", url, content=body, headers=headers,
-                timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
-            ) as response:
-                raw = await _within(deadline, _read_capped(response))
+            if self._direct is not None:
+                timeout = (self._timeout if time_budget is None else time_budget).as_dict()
+                request = httpx.Request("POST", url, content=body, headers=headers,
+                                        extensions={"timeout": timeout})
+                response = await self._direct.handle_async_request(request)
+                try:
+                    raw = await _within(deadline, _read_capped(response))
+                finally:
+                    await response.aclose()
+            else:
+                async with self.client.stream(
+                    "POST", url, content=body, headers=headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
+                ) as response:
+                    raw = await _within(deadline, _read_capped(response))
         except (httpx.HTTPError, OSError) as exc:
             raise (NotSent if _httpx_not_sent(exc) else MaybeSent)(_describe(exc)) from exc
         return Answer(response.status_code, response.headers, raw)

@@ -206,23 +206,20 @@ class AiohttpClient(BenchClient):
         await super().close()
 
 
-def _sdk_aiohttp() -> dict[str, Any]:
-    """The SDK on the aiohttp transport: its own option if it has one, else ``transport=``."""
-    from alikassa_async import AliKassaClient
+def _sdk_httpcore_pool() -> dict[str, Any]:
+    """The SDK on httpx's own pooled transport: what the lane pool replaced."""
+    import httpx
 
-    params = inspect.signature(AliKassaClient).parameters
-    if "http_backend" in params:
-        return {"http_backend": "aiohttp"}
-    from httpx_aiohttp import AiohttpTransport
-
-    return {"transport": AiohttpTransport(trust_env=False)}
+    return {"transport": httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))}
 
 
 #: SDK configurations measured as "sdk-<name>". Each returns extra AliKassaClient kwargs;
 #: it runs inside the event loop, so it may build transports.
 SDK_VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "sdk": dict,
-    "sdk-aiohttp": _sdk_aiohttp,
+    "sdk-aiohttp": lambda: {"http_backend": "aiohttp"},
+    "sdk-httpcore-pool": _sdk_httpcore_pool,
 }
 
 

@@ -298,8 +298,8 @@ async def test_no_canary_in_logs_errors_or_reprs(canaries, caplog, gateway_serve
     # And the harness really observes: the SDK and (on the wire) httpcore logged at DEBUG.
     names = {r.name.split(".")[0] for r in caplog.records}
     assert "alikassa_async" in names
-    if transport == "wire":
-        assert {"httpcore", "httpx"} <= names
+    if transport == "wire":  # (the SDK's own lane pool bypasses httpx's request logging)
+        assert "httpcore" in names
     assert any(isinstance(o, AliKassaError) for o in seen)
 
     needles = canaries.needles | set(gateway.signs)
