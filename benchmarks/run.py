@@ -40,7 +40,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
-DEFAULT_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp,proposed-sdk2,proposed-sdk2-aiohttp"
+DEFAULT_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp,sdk-httpcore-pool"
 QUICK_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp"
 BASELINES = ("httpx", "aiohttp", "vendor")
 PASSWORD = b"bench-only-password"  # throw-away keys in a temp dir, deleted on exit
@@ -275,8 +275,8 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, str, str]]:
-    """The issue's acceptance ratios from this run's cells (RSA-2048), for the SDK as it is
-    (``sdk*`` labels) and for the proposed design's prototype (``proposed-sdk2*``)."""
+    """The issue's acceptance ratios from this run's cells (RSA-2048), for the SDK
+    (``sdk*`` labels)."""
     rows: list[tuple[str, str, str, str]] = []
     labels = list(dict.fromkeys(c["label"] for c in cells))
 
@@ -289,8 +289,7 @@ def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, 
     httpx50 = find(cells, "httpx", 2048, 50, inflight)
     ceiling = (f"; the ideal at {inflight} in flight ({inflight / 0.05:,.0f}/s) would be "
                f"{inflight / 0.05 / httpx50['rps']:.2f}x" if httpx50 else "")
-    for prefix, default_label, tag in (("sdk", "sdk", "SDK"),
-                                       ("proposed-sdk2", "proposed-sdk2", "prototype")):
+    for prefix, default_label, tag in (("sdk", "sdk", "SDK"),):
         default = find(cells, default_label, 2048, 0, inflight)
         if default is None:
             continue
@@ -465,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="payouts in the memory scenario (0 = skip)")
     p.add_argument("--memory-inflight", type=int, default=64)
     p.add_argument("--memory-client", default="sdk",
-                   help="sdk, or a prototype such as proposed-sdk2")
+                   help="sdk, or another client label")
     p.add_argument("--profile", default="", help="comma list of client names to profile")
     p.add_argument("--profile-dir", default=str(HERE / "profiles"))
     p.add_argument("--output", default=str(HERE / "RESULTS.md"),
