@@ -27,7 +27,7 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -91,21 +91,35 @@ class ClientClosedError(ConfigurationError, RuntimeError):
     """The client was closed; create a new one (or keep one for the app's lifetime)."""
 
 
+#: Answer size caps. A create, status or balance answer is a few hundred bytes; an
+#: account's service list a few KiB; a history page about 200 bytes a row. Each cap is
+#: far above what the gateway sends and low enough that parsing stays bounded: a capped
+#: answer of 2 MiB parses in ~50 ms, off the event loop (see ``PARSE_INLINE_BYTES``).
+SMALL_ANSWER_BYTES = 64 * 1024
+INFO_ANSWER_BYTES = 1024 * 1024
+HISTORY_ANSWER_BYTES = 2 * 1024 * 1024
+#: Answers up to this size are parsed on the event loop (under 1 ms); bigger ones in a
+#: worker thread, so that a big history page never blocks the loop for long.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
 @attrs.frozen
 class _Endpoint(Generic[T]):
     path: str
     cert: CertKind
     response: type[T]
     creates: bool = False
+    max_bytes: int = SMALL_ANSWER_BYTES
 
 
 _PAYMENT = _Endpoint("v1/payment", "payment", PaymentCreated, creates=True)
 _PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment", PaymentStatusResponse)
-_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage)
+_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage,
+                             max_bytes=HISTORY_ANSWER_BYTES)
 _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
-_INFO = _Endpoint("v1/account/info", "payout", AccountInfo)
+_INFO = _Endpoint("v1/account/info", "payout", AccountInfo, max_bytes=INFO_ANSWER_BYTES)
 
 class _Retryable(Exception):
     """Internal: this attempt failed in a way a read may retry."""
@@ -492,7 +506,8 @@ class AliKassaClient:
     ) -> T:
         started = time.monotonic()
         try:
-            answer = await self._sender.post(url, body, headers, time_budget, deadline)
+            answer = await self._sender.post(url, body, headers, time_budget, deadline,
+                                             endpoint.max_bytes)
         except NotSent as exc:
             # The connection never opened: nothing can have reached the gateway.
             raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
@@ -506,7 +521,18 @@ class AliKassaClient:
             "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,
             f" order_id={order_id}" if order_id else "",
         )
-        return self._classify(endpoint, answer, order_id)
+        if answer.status_code != 200:
+            self._refuse(endpoint, answer, order_id)
+        if len(answer.body) > PARSE_INLINE_BYTES:
+            parsed = await asyncio.to_thread(_parse, endpoint.response, answer.body)
+        else:
+            parsed = _parse(endpoint.response, answer.body)
+        if isinstance(parsed, converters.ResponseShapeError):
+            reason = f"unreadable 200 answer: {parsed}"
+            if endpoint.creates:  # a 200 we cannot read may still mean it was created
+                raise self._unknown(endpoint, order_id, reason, parsed)
+            raise _Retryable(_api_error(APIError, reason, answer, endpoint, answer.body))
+        return parsed
 
     def _attempt_timeout(self, deadline: float | None) -> httpx.Timeout | None:
         """The client's timeouts, shortened so no attempt outlives the call's deadline."""
@@ -548,17 +574,11 @@ class AliKassaClient:
         return OutcomeUnknownError(order_id or "", endpoint=endpoint.path, reason=reason,
                                    cause=cause)
 
-    def _classify(self, endpoint: _Endpoint[T], response: Answer, order_id: str | None) -> T:
-        status, raw = response.status_code, response.body
-        if status == 200:
-            try:
-                return converters.structure(endpoint.response, converters.parse_json(raw))
-            except converters.ResponseShapeError as exc:
-                if endpoint.creates:  # a 200 we cannot read may still mean it was created
-                    raise self._unknown(endpoint, order_id, f"unreadable 200 answer: {exc}",
-                                        exc) from None
-                raise _Retryable(_api_error(APIError, f"unreadable 200 answer: {exc}", response,
-                                            endpoint, raw)) from None
+    def _refuse(self, endpoint: _Endpoint[Any], response: Answer,
+                order_id: str | None) -> NoReturn:
+        """Raise what a non-200 answer means for this endpoint."""
+        raw = response.body
+        status = response.status_code
         error = _error_for(response, endpoint, raw)
         if endpoint.creates and not isinstance(error, InvalidRequestError | AuthenticationError):
             # The vendor: a payout that got any non-200 must never be taken as cancelled.
@@ -663,6 +683,14 @@ class AliKassaClient:
     # -- end of polling and batch payouts ----------------------------------
 
 
+def _parse(cls: type[T], raw: bytes) -> T | converters.ResponseShapeError:
+    """The typed answer, or the shape error (returned, so a worker thread can hand it back)."""
+    try:
+        return converters.structure(cls, converters.parse_json(raw))
+    except converters.ResponseShapeError as exc:
+        return exc
+
+
 def _shorter(configured: float | None, remaining: float) -> float:
     return remaining if configured is None else min(configured, remaining)
 
@@ -696,6 +724,10 @@ def _error_for(response: Answer, endpoint: _Endpoint[Any], raw: bytes) -> APIErr
                           raw, retry_after=parse_retry_after(response.headers))
     if status >= 500:
         return _api_error(ServerError, message or "server error", response, endpoint, raw)
+    if 300 <= status < 400:
+        # Never followed, whatever client is in use: that would re-send the signed body.
+        return _api_error(APIError, f"redirect (HTTP {status}) not followed", response,
+                          endpoint, raw)
     return _api_error(APIError, message or f"unexpected HTTP {status}", response, endpoint, raw)
 
 
