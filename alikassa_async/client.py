@@ -72,7 +72,9 @@ from .transport import (
     LanePoolTransport,
     MaybeSent,
     NotSent,
+    Secret,
     Sender,
+    SignedBody,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
@@ -457,8 +459,12 @@ class AliKassaClient:
         """Encode once, sign once, send with the retry rules of this endpoint, and parse."""
         self._ensure_open()
         cert = self._signer(endpoint)
-        body = php_json_encode(payload)
-        headers = {**self._base_headers, "Sign": await self._signature(cert, body)}
+        # The body (card numbers) and Sign live on in these frames while the call runs:
+        # keep them in objects whose repr is redacted, for tracebacks with captured locals.
+        body = SignedBody(php_json_encode(payload))
+        del payload
+        headers = {**self._base_headers,
+                   "Sign": Secret(await self._signature(cert, body.data))}
         if extra_headers:
             headers.update(extra_headers)
         url = self.base_url + endpoint.path
@@ -498,24 +504,42 @@ class AliKassaClient:
         self,
         endpoint: _Endpoint[T],
         url: str,
-        body: bytes,
+        body: SignedBody,
         headers: Mapping[str, str],
         order_id: str | None,
         time_budget: httpx.Timeout | None,
         deadline: float | None,
     ) -> T:
         started = time.monotonic()
+        body.started = False
+        failure: NotSent | MaybeSent
         try:
             answer = await self._sender.post(url, body, headers, time_budget, deadline,
                                              endpoint.max_bytes)
-        except NotSent as exc:
-            # The connection never opened: nothing can have reached the gateway.
-            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
-        except MaybeSent as exc:
-            # Sent (or partly sent) and then broken: a create may have taken effect.
-            if endpoint.creates:
-                raise self._unknown(endpoint, order_id, str(exc), exc.__cause__ or exc) from None
-            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
+        except (NotSent, MaybeSent) as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            if endpoint.creates and body.started:
+                # The caller's own timeout or cancel: the request may have arrived, and no
+                # exception of ours will say so. The connection was closed, not reused.
+                logger.warning(
+                    "POST %s cancelled after its request may have been sent: outcome unknown "
+                    "for order_id=%s; look it up by order_id before sending it again",
+                    endpoint.path, order_id)
+            raise
+        else:
+            return await self._answered(endpoint, answer, order_id, started)
+        # Raised outside the except block, so no exception chain holds the HTTP stack's frames.
+        if isinstance(failure, NotSent):
+            # Nothing of the request can have been processed: a create may be retried.
+            raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
+        # Sent (or partly sent) and then broken: a create may have taken effect.
+        if endpoint.creates:
+            raise self._unknown(endpoint, order_id, str(failure), failure)
+        raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
+
+    async def _answered(self, endpoint: _Endpoint[T], answer: Answer, order_id: str | None,
+                        started: float) -> T:
         elapsed = (time.monotonic() - started) * 1000
         logger.debug(
             "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,

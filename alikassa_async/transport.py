@@ -46,6 +46,7 @@ __all__ = [
     "LanePoolTransport",
     "MaybeSent",
     "NotSent",
+    "Secret",
     "Sender",
     "SignedBody",
 ]
@@ -74,11 +75,20 @@ class Answer:
 
 
 class Sender(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
                    time_budget: httpx.Timeout | None, deadline: float | None,
                    max_bytes: int = MAX_RESPONSE_BYTES) -> Answer: ...
 
     async def aclose(self) -> None: ...
+
+
+class Secret(str):
+    """A header value (``Sign``) whose repr is redacted; it is sent as the plain text."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
 
 
 class SignedBody(httpx.ByteStream):
@@ -91,10 +101,11 @@ class SignedBody(httpx.ByteStream):
     cannot have been processed, whatever else happened.
     """
 
-    __slots__ = ("started",)
+    __slots__ = ("data", "started")
 
     def __init__(self, body: bytes) -> None:
         super().__init__(body)
+        self.data = body
         self.started = False
 
     def __iter__(self) -> Iterator[bytes]:
@@ -107,7 +118,7 @@ class SignedBody(httpx.ByteStream):
             yield chunk
 
     def __repr__(self) -> str:
-        return f"<SignedBody: {len(self._stream)} bytes, redacted>"
+        return f"<SignedBody: {len(self.data)} bytes, redacted>"
 
 
 # -- httpx ----------------------------------------------------------------------------
@@ -153,36 +164,39 @@ class HttpxSender:
         self._direct = direct
         self._timeout = client.timeout
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
                    time_budget: httpx.Timeout | None, deadline: float | None,
                    max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
         timeout = self._timeout if time_budget is None else time_budget
         if self._direct is not None:
-            request = httpx.Request("POST", url, content=body, headers=headers,
+            request = httpx.Request("POST", url, content=body.data, headers=headers,
                                     extensions={"timeout": timeout.as_dict()})
         else:
-            request = self.client.build_request("POST", url, content=body, headers=headers,
+            request = self.client.build_request("POST", url, content=body.data, headers=headers,
                                                 timeout=timeout)
-        stream = request.stream = SignedBody(body)
+        request.stream = body  # same bytes and Content-Length; records when they start to go
         limit = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         scope = asyncio.timeout(limit)
+        failure: NotSent | MaybeSent
         try:
             async with scope:
                 return await self._exchange(request, max_bytes)
         except TimeoutError:
             if not scope.expired():
-                raise MaybeSent("TimeoutError inside the HTTP stack") from None
-            # The attempt's connection was closed by the cancellation (httpcore closes a
-            # connection interrupted mid-exchange; the lane pool discards the lane).
-            raise (MaybeSent if stream.started else NotSent)(
-                "the call's deadline passed " + ("while waiting for the answer" if
-                                                 stream.started else "before anything was sent")
-            ) from None
+                failure = MaybeSent("TimeoutError inside the HTTP stack")
+            elif body.started:
+                # The cancellation closed the connection: httpcore closes one interrupted
+                # mid-exchange, and the lane pool discards the lane.
+                failure = MaybeSent("the call's deadline passed while waiting for the answer")
+            else:
+                failure = NotSent("the call's deadline passed before the request was sent")
         except _TooLarge as exc:
-            raise MaybeSent(str(exc)) from None
+            failure = MaybeSent(str(exc))
         except (httpx.HTTPError, OSError) as exc:
-            # from None: httpx errors hold the request (Sign, body); keep only the description.
-            raise (NotSent if _httpx_not_sent(exc) else MaybeSent)(_describe(exc)) from None
+            failure = (NotSent if _httpx_not_sent(exc) else MaybeSent)(_describe(exc))
+        # Raised outside the except block: httpx's exception holds the request (Sign, body)
+        # and its frames the bytes; none of it may ride along in the chain.
+        raise failure
 
     async def _exchange(self, request: httpx.Request, max_bytes: int) -> Answer:
         if self._direct is not None:
@@ -455,7 +469,7 @@ class AiohttpSender:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
                    time_budget: httpx.Timeout | None, deadline: float | None,
                    max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
         aiohttp = self._aiohttp
@@ -470,18 +484,23 @@ class AiohttpSender:
             # aiohttp's own total timeout says more (connect vs. read); this is the backstop.
             limit += _BACKSTOP
         scope = asyncio.timeout(limit)
+        # aiohttp has no hook for "the body starts to go": count it as gone from here on.
+        body.started = True
+        failure: NotSent | MaybeSent
         try:
             async with scope:
-                return await self._exchange(session, url, body, headers, timeout, max_bytes)
+                return await self._exchange(session, url, body.data, headers, timeout,
+                                            max_bytes)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise NotSent(_describe(exc)) from None
+            failure = NotSent(_describe(exc))
         except _TooLarge as exc:
-            raise MaybeSent(str(exc)) from None
+            failure = MaybeSent(str(exc))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if isinstance(exc, TimeoutError) and scope.expired():
-                raise MaybeSent("the call's deadline passed while waiting for the answer"
-                                ) from None
-            raise MaybeSent(_describe(exc)) from None
+            past_deadline = isinstance(exc, TimeoutError) and (
+                scope.expired() or (deadline is not None and time.monotonic() >= deadline))
+            failure = MaybeSent("the call's deadline passed while waiting for the answer"
+                                if past_deadline else _describe(exc))
+        raise failure  # outside the except block: no chain into aiohttp's frames
 
     async def _exchange(self, session: Any, url: str, body: bytes, headers: Mapping[str, str],
                         client_timeout: Any, max_bytes: int) -> Answer:
