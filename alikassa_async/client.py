@@ -25,7 +25,7 @@ from collections.abc import (
     Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
@@ -36,6 +36,8 @@ import httpx
 from . import _hpack_redaction, converters
 from . import batch as _batch
 from . import polling as _polling
+from ._arguments import count_problem, header_problem, seconds_problem
+from ._tls import check_transport_tls, tls_context
 from .encoding import php_json_encode
 from .errors import (
     AliKassaError,
@@ -100,6 +102,8 @@ class ClientClosedError(ConfigurationError, RuntimeError):
 SMALL_ANSWER_BYTES = 64 * 1024
 INFO_ANSWER_BYTES = 1024 * 1024
 HISTORY_ANSWER_BYTES = 2 * 1024 * 1024
+#: the largest ``page_size`` of a history page: 5,000 rows fit HISTORY_ANSWER_BYTES
+MAX_PAGE_SIZE = 5000
 #: Answers up to this size are parsed on the event loop (under 1 ms); bigger ones in a
 #: worker thread, so that a big history page never blocks the loop for long.
 PARSE_INLINE_BYTES = 64 * 1024
@@ -141,8 +145,54 @@ def _check_account(account: str) -> str:
         ) from None
 
 
+def _check_arguments(*, timeout: object, max_connections: object,
+                     max_keepalive_connections: object, http2: object, sign_threads: object,
+                     http_client: object, transport: object, retry: object,
+                     allow_plain_http: object, user_agent: object, tls_from_env: object,
+                     signature_hash: object) -> None:
+    """Every constructor argument that is not checked where it is used, checked now."""
+    problems: list[str] = []
+
+    def check(name: str, problem: str | None) -> None:
+        if problem is not None:
+            problems.append(f"{name} {problem}")
+
+    if isinstance(timeout, httpx.Timeout):
+        for part in ("connect", "read", "write", "pool"):
+            check(f"timeout.{part}", seconds_problem(getattr(timeout, part)))
+    else:
+        check("timeout", seconds_problem(timeout))
+    check("max_connections", count_problem(max_connections, maximum=100_000))
+    if max_keepalive_connections is not None:
+        check("max_keepalive_connections",
+              count_problem(max_keepalive_connections, minimum=0, maximum=100_000))
+    if sign_threads is not None:
+        check("sign_threads", count_problem(sign_threads, minimum=0, maximum=256))
+    for name, flag in (("http2", http2), ("allow_plain_http", allow_plain_http),
+                       ("tls_from_env", tls_from_env)):
+        if not isinstance(flag, bool):
+            problems.append(f"{name} must be True or False, not {type(flag).__name__}")
+    if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        problems.append("http_client must be an httpx.AsyncClient")
+    if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+        problems.append("transport must be an httpx.AsyncBaseTransport")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        problems.append("retry must be a RetryPolicy (or None for the default)")
+    check("user_agent", header_problem(user_agent))
+    if not isinstance(signature_hash, str):
+        problems.append("signature_hash must be 'sha1' or 'sha256'")
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
 def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
-    parts = urlsplit(base_url)
+    if not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a string, not {type(base_url).__name__}")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationError(f"base_url is not a valid URL: {base_url!r}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not allow_plain_http:
@@ -153,23 +203,15 @@ def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
     return base_url.rstrip("/") + "/"
 
 
-def _ssl_context(verify: ssl.SSLContext | str | Path | bool) -> ssl.SSLContext | bool:
-    if verify is True or isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is False:
-        raise ConfigurationError("TLS verification cannot be switched off; pass your CA instead")
-    try:
-        return ssl.create_default_context(cafile=str(verify))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"cannot load CA bundle {str(verify)!r}: {exc}") from None
-
-
 def _lookup_key(id: int | str | None, order_id: str | None) -> dict[str, str]:
     if (id is None) == (order_id is None):
         raise RequestValidationError({"id": ["give exactly one of id or order_id"]})
     if id is not None:
-        text = str(id).strip()
-        if not text or len(text) > 128 or isinstance(id, bool):
+        if isinstance(id, bool) or not isinstance(id, int | str):
+            raise RequestValidationError(
+                {"id": [f"must be an int or str, not {type(id).__name__}"]})
+        text = (str(id) if isinstance(id, str) or abs(id) < 10**128 else "").strip()
+        if not text or len(text) > 128:
             raise RequestValidationError({"id": ["must be a non-empty id of at most 128 chars"]})
         return {"id": text}
     if not isinstance(order_id, str) or not 1 <= len(order_id) <= 128:
@@ -185,19 +227,26 @@ def _history_payload(
     for name, value in (("date_from", date_from), ("date_to", date_to)):
         if value is None:
             continue
-        if isinstance(value, date):
+        if isinstance(value, datetime):
+            payload[name] = value.date().isoformat()  # the gateway filters by day
+        elif isinstance(value, date):
             payload[name] = value.isoformat()
-            continue
-        try:
-            payload[name] = date.fromisoformat(str(value)).isoformat()
-        except ValueError:
+        elif not isinstance(value, str) or len(value) > 10:
             problems[name] = ["must be a date or a YYYY-MM-DD string"]
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        problems["page"] = ["must be a positive integer"]
+        else:
+            try:
+                payload[name] = date.fromisoformat(value).isoformat()
+            except ValueError:
+                problems[name] = ["must be a date or a YYYY-MM-DD string"]
+    problem = count_problem(page)
+    if problem is not None:
+        problems["page"] = [problem]
     payload["page"] = page
     if page_size is not None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            problems["paginate"] = ["must be a positive integer"]
+        # A page must fit the history answer cap (about 200 bytes a row).
+        problem = count_problem(page_size, maximum=MAX_PAGE_SIZE)
+        if problem is not None:
+            problems["paginate"] = [problem]
         payload["paginate"] = page_size
     if problems:
         raise RequestValidationError(problems)
@@ -237,7 +286,14 @@ class AliKassaClient:
         verify: ssl.SSLContext | str | Path | bool = True,
         allow_plain_http: bool = False,
         user_agent: str = "alikassa-async/0.1",
+        tls_from_env: bool = False,
     ) -> None:
+        _check_arguments(timeout=timeout, max_connections=max_connections,
+                         max_keepalive_connections=max_keepalive_connections, http2=http2,
+                         sign_threads=sign_threads, http_client=http_client,
+                         transport=transport, retry=retry, allow_plain_http=allow_plain_http,
+                         user_agent=user_agent, tls_from_env=tls_from_env,
+                         signature_hash=signature_hash)
         self.account = _check_account(account)
         for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
             if cert is not None and not isinstance(cert, Certificate):
@@ -255,13 +311,13 @@ class AliKassaClient:
             "User-Agent": user_agent,
         }
         _hpack_redaction.install()  # HTTP/2 (ours or the caller's client) logs headers
-        if sign_threads is not None and sign_threads < 0:
-            raise ConfigurationError("sign_threads must be None (auto), 0 or a positive count")
         self._sign_threads = sign_threads
         self._sign_pool: ThreadPoolExecutor | None = None
         self._http: httpx.AsyncClient | None = None
         self._sender: Sender
-        ssl_context = _ssl_context(verify)
+        ssl_context = tls_context(verify, from_env=tls_from_env)
+        for given in (transport, getattr(http_client, "_transport", None)):
+            check_transport_tls(given)
         if http_backend == "aiohttp":
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
@@ -302,7 +358,7 @@ class AliKassaClient:
         max_keepalive_connections: int | None,
         http2: bool,
         transport: httpx.AsyncBaseTransport | None,
-        ssl_context: ssl.SSLContext | bool,
+        ssl_context: ssl.SSLContext,
     ) -> httpx.AsyncClient:
         if http2:
             try:
@@ -366,6 +422,10 @@ class AliKassaClient:
         """
         if not isinstance(request, PaymentRequest):
             raise RequestValidationError({"request": ["must be built with build_payment()"]})
+        if application is not None:
+            problem = header_problem(application)
+            if problem is not None:
+                raise RequestValidationError({"application": [problem]})
         extra = {"Application": application} if application else None
         created = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
                                    extra_headers=extra)

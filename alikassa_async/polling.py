@@ -31,11 +31,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from ._arguments import seconds_problem
 from .errors import (
     AliKassaError,
     APIError,
     PollingTimeoutError,
     RateLimitError,
+    RequestValidationError,
     TransportError,
 )
 from .models import PaymentStatus, PaymentStatusResponse, PayoutStatusResponse
@@ -79,12 +81,15 @@ Throttle = Callable[[], Awaitable[None]]
 
 
 def _check_timing(timeout: float | None, interval: float, max_interval: float) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError("timeout must be a positive number of seconds or None")
-    if not interval > 0:
-        raise ValueError("interval must be a positive number of seconds")
-    if not max_interval >= interval:
-        raise ValueError("max_interval must be at least interval")
+    problems = {name: [problem] for name, problem in (
+        ("timeout", seconds_problem(timeout)),
+        ("interval", seconds_problem(interval, allow_none=False)),
+        ("max_interval", seconds_problem(max_interval, allow_none=False)),
+    ) if problem is not None}
+    if not problems and not max_interval >= interval:
+        problems["max_interval"] = ["must be at least interval"]
+    if problems:
+        raise RequestValidationError(problems)
 
 
 def _pause(step: int, interval: float, max_interval: float) -> float:
