@@ -409,3 +409,61 @@ def test_sign_is_redacted_in_every_hpack_log_format(fmt, name, caplog, payout_ce
     assert len(texts) == 4
     assert not any("c2VjcmV0" in t for t in texts), texts
     assert sum("redacted" in t for t in texts) == 2 and sum("json" in t for t in texts) == 2
+
+
+class _Wire:
+    """What the mock gateway saw; a plain repr, so a captured local shows nothing."""
+
+    def __init__(self) -> None:
+        self.signs: list[str] = []
+
+    def __repr__(self) -> str:
+        return "<wire>"
+
+
+def _card_payout() -> object:
+    return payouts.card(order_id="LOCALS-1", amount="10.00", number=CARD)
+
+
+LOCALS_FAILURES = {
+    "http_400": lambda request: httpx.Response(400, json={"message": "invalid"}),
+    "http_500": lambda request: httpx.Response(500, json={"message": "oops"}),
+    "read_error": httpx.ReadError,
+    "connect_error": httpx.ConnectError,
+    "html_200": lambda request: httpx.Response(200, text="<html></html>"),
+}
+
+
+@pytest.mark.parametrize("failure", LOCALS_FAILURES)
+async def test_no_card_or_sign_in_tracebacks_with_captured_locals(failure, payout_cert):
+    """What an error tracker capturing locals (Sentry's default) would ship: every frame of
+    the exception and its whole chain, each local's repr, and the exception's attributes."""
+    wire = _Wire()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        wire.signs.append(request.headers["sign"])
+        await request.aread()
+        make = LOCALS_FAILURES[failure]
+        if isinstance(make, type):
+            raise make("boom", request=request)
+        return make(request)
+
+    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert,
+                              transport=httpx.MockTransport(gateway),
+                              retry=RetryPolicy.disabled()) as client:
+        try:
+            await client.create_payout(_card_payout())  # type: ignore[arg-type]
+        except AliKassaError as exc:
+            caught = exc
+        else:
+            pytest.fail("the failure did not surface")
+    assert wire.signs
+    shipped = [caught, getattr(caught, "cause", None), getattr(caught, "__cause__", None)]
+    texts = ["".join(traceback.TracebackException.from_exception(
+        e, capture_locals=True).format()) for e in shipped if e is not None]
+    texts += [repr(vars(e)) for e in shipped if e is not None]
+    for text in texts:
+        assert CARD not in text
+        for sign in wire.signs:
+            assert sign not in text
+    assert "SignedBody" in texts[0] and "<redacted>" in texts[0]  # the frames were captured
