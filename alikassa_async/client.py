@@ -96,16 +96,18 @@ class ClientClosedError(ConfigurationError, RuntimeError):
 
 
 #: Answer size caps. A create, status or balance answer is a few hundred bytes; an
-#: account's service list a few KiB; a history page about 200 bytes a row. Each cap is
-#: far above what the gateway sends and low enough that parsing stays bounded: a capped
-#: answer of 2 MiB parses in ~50 ms, off the event loop (see ``PARSE_INLINE_BYTES``).
+#: account's service list a few KiB; a history row about 200 bytes (a page of the
+#: largest ``page_size`` fits with room to spare). Each cap is far above what the gateway
+#: sends and low enough that parsing stays bounded: a 1 MiB answer is parsed off the
+#: event loop in ~40 ms, blocking the loop for under ~10 ms (json's C parser holds the
+#: GIL); 8 MiB would block it for ~250 ms (benchmarks/RESULTS-big-answers.md).
 SMALL_ANSWER_BYTES = 64 * 1024
 INFO_ANSWER_BYTES = 1024 * 1024
-HISTORY_ANSWER_BYTES = 2 * 1024 * 1024
-#: the largest ``page_size`` of a history page: 5,000 rows fit HISTORY_ANSWER_BYTES
-MAX_PAGE_SIZE = 5000
-#: Answers up to this size are parsed on the event loop (under 1 ms); bigger ones in a
-#: worker thread, so that a big history page never blocks the loop for long.
+HISTORY_ANSWER_BYTES = 1024 * 1024
+#: the largest ``page_size`` of a history page (about 500 bytes a row fit the cap)
+MAX_PAGE_SIZE = 2000
+#: Answers up to this size are parsed on the event loop (well under 1 ms); bigger ones
+#: in a worker thread.
 PARSE_INLINE_BYTES = 64 * 1024
 
 
