@@ -232,6 +232,8 @@ class SandboxState:
     def order_id_taken(self, kind: Kind, account: str, order_id: str) -> bool:
         """Payouts never reuse an order_id. A payment may reuse one whose every earlier
         payment ended ``fail``/``cancel`` — the vendor's own history example shows that (§12)."""
+        if not self.config.unique_order_ids:
+            return False
         earlier = self._by_order.get((kind, account, order_id), [])
         if kind == "payout":
             return bool(earlier)
