@@ -174,8 +174,12 @@ class ReconcilePolicy:
 
     #: status lookups per doubtful send (each already retried by the client's RetryPolicy)
     lookups: int = attrs.field(default=6, validator=attrs.validators.ge(1))
-    #: a 404 proves absence only this many seconds after the doubtful send
-    settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    #: a 404 proves absence only this many seconds after the last moment the doubtful
+    #: send could still be processed (a gateway may finish a request long after the
+    #: client gave up on it; 60 s outlasts the request time limits of a PHP gateway
+    #: behind nginx: PHP's max_execution_time, 30 s by default, and nginx's
+    #: proxy/fastcgi read timeouts, 60 s)
+    settle: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     #: sends of one order_id per run (a re-send only ever follows a proven absence)

@@ -278,6 +278,7 @@ class Sandbox:
         body = await request.body()
         account, refusal = self._authenticate(endpoint, request.headers, body)
         if refusal is not None or account is None:
+            self.state.refused_requests[endpoint] += 1
             await cast(Response, refusal)(scope, receive, send)
             return
         self.state.requests[endpoint] += 1

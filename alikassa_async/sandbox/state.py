@@ -161,6 +161,8 @@ class SandboxState:
         self.payout_create_requests: Counter[str] = Counter()
         #: signed requests received per endpoint (``"v1/payout"``, ...)
         self.requests: Counter[str] = Counter()
+        #: requests refused for their account or signature (401/403), per endpoint
+        self.refused_requests: Counter[str] = Counter()
         self.ledger: list[LedgerEntry] = []
         #: called with each record that becomes final (the sandbox sends notifications)
         self.on_final: Callable[[Record], None] | None = None
