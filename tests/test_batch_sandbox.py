@@ -142,7 +142,8 @@ def _cli(csv_path: Path, journal: Path, server_url: str, account: str, cert_dir:
          ) -> list[str]:
     return [sys.executable, "-m", "alikassa_async.cli", "payouts", "run", str(csv_path),
             "--journal", str(journal), "--concurrency", "16", "--no-progress",
-            "--account", account, "--payout-cert", str(cert_dir), "--base-url", server_url]
+            "--account", account, "--payout-cert", str(cert_dir), "--base-url", server_url,
+            "--settle", "1"]
 
 
 async def test_sigkilled_batch_resumes_without_paying_twice_or_missing_one(

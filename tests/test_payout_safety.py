@@ -28,7 +28,6 @@ from alikassa_async import (
     AuthenticationError,
     PayoutRequest,
     RequestValidationError,
-    RetryPolicy,
 )
 from alikassa_async.batch import Outcome, ReconcilePolicy
 from alikassa_async.journal import JournalState, SQLiteJournal
@@ -65,14 +64,14 @@ async def spawn(command: list[str]) -> asyncio.subprocess.Process:
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> tuple[int, str, str]:
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 60)  # noqa: ASYNC109 -> tuple[int, str, str]:
     async with asyncio.timeout(timeout):
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
-async def until(condition, timeout: float = 30.0) -> None:
+async def until(condition, timeout: float = 30.0) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - the sandbox runs in this loop
             await asyncio.sleep(0.005)
@@ -83,10 +82,10 @@ async def until(condition, timeout: float = 30.0) -> None:
 
 async def test_a_gateway_that_commits_after_the_client_gave_up_is_not_paid_twice(
         alikassa_sandbox, alikassa_account, alikassa_certificates):
-    # The gateway commits each create 2.5 s after it arrived; the client gives up after
+    # The gateway commits each create 4 s after it arrived; the client gives up after
     # 0.5 s. A 404 seen 2 s later is "not yet", not "absent".
-    alikassa_sandbox.sandbox.config.commit_delay = 2.5
-    payment_cert, payout_cert = alikassa_certificates
+    alikassa_sandbox.sandbox.config.commit_delay = 4.0
+    _payment_cert, payout_cert = alikassa_certificates
     async with AliKassaClient(alikassa_account, payout_cert=payout_cert,
                               base_url=alikassa_sandbox.url,
                               timeout=httpx.Timeout(0.5, connect=2.0)) as client:
@@ -160,7 +159,7 @@ async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_
     await first.wait()
     assert sent_meanwhile < len(ids)
     third = await spawn(command)
-    code, out, err = await finish(third)
+    code, _out, err = await finish(third)
     assert code == 0, err
     assert created_twice(server) == []
     assert set(server.state.payout_creations) == set(ids)
@@ -270,7 +269,7 @@ async def test_a_wrong_certificate_sends_one_create_not_the_whole_batch(
     payroll = _csv(tmp_path / "wrong.csv", [f"W-{i:03d}" for i in range(200)])
     command = _cli(server, alikassa_account, alikassa_certs, payroll)
     command[command.index("--payout-cert") + 1] = str(alikassa_certs.payment_dir)
-    code, out, err = await finish(await spawn(command))
+    code, _out, err = await finish(await spawn(command))
     assert code == 2
     assert server.state.refused_requests["v1/payout"] == 1  # one probe, not 200
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -322,9 +321,12 @@ async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
         journal = tmp_path / f"trial-{trial}.db"
         server.faults.set_random(0.08, seed=rng.randrange(2**32), choices=_CAMPAIGN_FAULTS,
                                  endpoints=["v1/payout", "v1/payout/status"])
+        # Sends queue for 4 connections, and the gateway takes 0.2 s per create (0.9 s
+        # at most with a delay fault): well inside `settle`, as the rule requires.
+        server.sandbox.config.commit_delay = 0.2
         command = child(server, alikassa_account, alikassa_certs, journal, ids,
-                        concurrency=16, timeout=0.35, total_timeout=5.0, settle=1.0,
-                        rate=200)
+                        concurrency=16, max_connections=4, timeout=0.35, total_timeout=5.0,
+                        settle=1.5, rate=200)
         for _ in range(rng.randint(1, 4)):
             proc = await spawn(command)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
@@ -333,6 +335,7 @@ async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
                 kills += 1
             await proc.communicate()
         server.faults.clear()
+        server.sandbox.config.commit_delay = 0.0
         code, out, err = await finish(await spawn(command), timeout=120)
         assert code == 0, err
         final = {r["order_id"]: r["outcome"] for r in map(json.loads, out.splitlines())}
