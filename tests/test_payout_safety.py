@@ -64,7 +64,8 @@ async def spawn(command: list[str]) -> asyncio.subprocess.Process:
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-async def finish(proc: asyncio.subprocess.Process, timeout: float = 60)  # noqa: ASYNC109 -> tuple[int, str, str]:
+async def finish(proc: asyncio.subprocess.Process,
+                 timeout: float = 60) -> tuple[int, str, str]:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -149,7 +150,7 @@ async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_
     first = await spawn(command)
     await until(lambda: server.state.requests["v1/payout"] >= 3)
     second = await spawn(command)
-    code, out, err = await finish(second)
+    code, _out, err = await finish(second)
     sent_meanwhile = server.state.requests["v1/payout"]
     assert code == 2
     assert f"pid {first.pid}" in err and "in use" in err and "nothing was sent" in err
