@@ -33,19 +33,25 @@ Outcomes (:class:`Outcome`):
 A send that ends in doubt (timeout after sending, dropped connection, 5xx,
 429, unreadable answer) is reconciled by ``payout_status(order_id=...)``.
 The payout is sent again only when the gateway *definitely* has no such
-payout: a 404, seen at least ``ReconcilePolicy.settle`` seconds after the
-doubtful send (a payout created a moment ago may not be visible yet), or a
-400/422 on the status call whose only complaint is Laravel's "the selected
-order id is invalid" (the ``exists`` rule, i.e. no such row). Any other
-answer leaves it ``unknown``. A 400/422 on ``order_id`` to a re-send after a
-doubt means "already taken": look it up, not "rejected". A found payout
-whose amount differs from the request is reported ``unknown`` for a human.
+payout: a 404 — or a 400/422 whose only complaint is Laravel's "the selected
+order id is invalid" (the ``exists`` rule) — seen at least
+``ReconcilePolicy.settle`` seconds after the last moment the doubtful send
+could still be processed: the end of that attempt, or for a send journaled by
+an earlier run, the start of this run (see ``_Run._reconcile``). Any other
+answer leaves it ``unknown``. A 400/422 on ``order_id`` to any send means
+"already taken": look it up, never "rejected". A found payout whose amount
+differs from the request is reported ``unknown`` for a human.
 
-With a journal (:mod:`alikassa_async.journal`) the intent is on disk before
-each send, and a re-run resumes: created items are not sent again, items in
-doubt are reconciled first, and an ``order_id`` seen before with a different
-body — or twice in one batch — is refused as a likely bug. Without a journal,
+With a journal (:mod:`alikassa_async.journal`) the run first becomes its one
+owner, the intent is on disk before each send and its departure after the
+rate limiter, and a re-run resumes: created items are not sent again, items
+in doubt are reconciled first, and an ``order_id`` seen before with a
+different body — or twice in one batch — is refused as a likely bug. A
+cancelled run journals what was in flight as ``unknown``. Without a journal,
 duplicates are caught only among items in flight at the same time.
+
+The first create goes alone: a 401 stops the batch (what was not sent is
+``not_sent``), a 403 stops that service code.
 """
 
 from __future__ import annotations
