@@ -25,7 +25,6 @@ import pytest
 
 from alikassa_async import (
     AliKassaClient,
-    AuthenticationError,
     PayoutRequest,
     RequestValidationError,
 )
