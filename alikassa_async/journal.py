@@ -49,7 +49,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from .encoding import php_json_encode
-from .errors import AliKassaError, RequestValidationError
+from .errors import JournalError, JournalInUseError, OrderIdConflictError
 from .models import PayoutRequest
 
 __all__ = [
@@ -100,19 +100,6 @@ _EXISTS = frozenset({JournalState.CREATED, JournalState.PAID, JournalState.CANCE
                      JournalState.FAIL})
 
 
-class JournalError(AliKassaError):
-    """The journal could not be read or written; nothing is sent without it."""
-
-
-class JournalInUseError(JournalError):
-    """Another live batch run owns this journal; nothing was sent."""
-
-    def __init__(self, message: str, holder: JournalHolder | None = None) -> None:
-        super().__init__(message)
-        #: who holds it, as far as the holder wrote it down
-        self.holder = holder
-
-
 @attrs.frozen
 class JournalHolder:
     """The batch run that owns a journal (or an item of it)."""
@@ -131,13 +118,6 @@ class JournalHolder:
     def describe(self) -> str:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"pid {self.pid} on host {self.host} since {when} (run {self.run_id})"
-
-
-class OrderIdConflictError(RequestValidationError):
-    """This ``order_id`` was already used with a different body, or twice in one batch."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__({"order_id": [message]})
 
 
 @attrs.frozen

@@ -11,7 +11,7 @@ PUBLIC = {
     "APIError", "AccountInfo", "AliKassaClient", "AliKassaError", "AuthenticationError",
     "Balance", "BatchProgress", "BatchResult", "Certificate", "ClientClosedError",
     "ConfigurationError", "DEFAULT_BASE_URL", "HistoryPage", "HistoryRow",
-    "InvalidRequestError", "Journal", "JournalError", "NotFoundError", "Notification",
+    "InvalidRequestError", "Journal", "JournalError", "JournalInUseError", "NotFoundError", "Notification",
     "NotificationVerifier", "OrderIdConflictError", "Outcome", "OutcomeUnknownError",
     "PaymentCreated", "PaymentRequest", "PaymentStatus", "PaymentStatusResponse",
     "PayoutCreated", "PayoutRequest", "PayoutStatusResponse", "PollingTimeoutError",
