@@ -73,6 +73,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
+from ._outcome import Outcome
 from ._protocols import PayoutSender
 from .errors import (
     AliKassaError,
@@ -88,7 +89,6 @@ from .errors import (
 )
 from .journal import (
     Journal,
-    JournalState,
     OrderIdConflictError,
     SQLiteJournal,
     body_hash,
@@ -113,22 +113,6 @@ logger = logging.getLogger("alikassa_async.batch")
 PayoutItem: TypeAlias = PayoutRequest | Mapping[str, Any]
 #: a journal, or the path of a SQLite journal file the batch opens and closes itself
 JournalSpec: TypeAlias = Journal | str | os.PathLike[str]
-
-
-class Outcome(enum.StrEnum):
-    """How one payout of a batch ended (see the module docstring)."""
-
-    CREATED = "created"
-    REJECTED = "rejected"
-    NOT_SENT = "not_sent"
-    UNKNOWN = "unknown"
-    PAID = "paid"
-    CANCEL = "cancel"
-    FAIL = "fail"
-
-    @property
-    def exists_at_gateway(self) -> bool:
-        return self in (Outcome.CREATED, Outcome.PAID, Outcome.CANCEL, Outcome.FAIL)
 
 
 @attrs.frozen
@@ -370,7 +354,7 @@ class _Run:
         """Final statuses are outcomes only with ``wait_final``; else it is "created"."""
         return Outcome(final.value) if self.wait.enabled else Outcome.CREATED
 
-    async def _note(self, item: _Item, state: JournalState, detail: str | None = None) -> None:
+    async def _note(self, item: _Item, state: Outcome, detail: str | None = None) -> None:
         if self.journal is not None:
             await self.journal.record_outcome(item.order_id, state, payout_id=item.payout_id,
                                               detail=detail)
@@ -394,9 +378,9 @@ class _Run:
         if item.send_left:
             logger.warning("order_id=%s: cancelled while its create was in flight; outcome "
                            "unknown until the next run reconciles it", item.order_id)
-            state, detail = JournalState.UNKNOWN, "cancelled while the create was in flight"
+            state, detail = Outcome.UNKNOWN, "cancelled while the create was in flight"
         else:
-            state, detail = JournalState.NOT_SENT, "cancelled before the create was sent"
+            state, detail = Outcome.NOT_SENT, "cancelled before the create was sent"
         with contextlib.suppress(Exception):  # the journal failing here changes nothing:
             await asyncio.shield(  # an intent left in place is reconciled by the next run
                 self.journal.record_outcome(item.order_id, state, detail=detail))
@@ -419,13 +403,13 @@ class _Run:
                     "(likely a bug); use a new order_id or a new journal"))
             item.payout_id = previous.payout_id
             if previous.state.exists_at_gateway:
-                if previous.state is JournalState.CREATED:
+                if previous.state is Outcome.CREATED:
                     return await self._created(item, None, park)
                 final = PaymentStatus(previous.state.value)
                 return item.result(self._outcome_for(final), status=final)
             # In doubt unless its last intended send provably never left.
-            if previous.state is JournalState.UNKNOWN or (
-                    previous.state is JournalState.INTENT and previous.last_send_left):
+            if previous.state is Outcome.UNKNOWN or (
+                    previous.state is Outcome.INTENT and previous.last_send_left):
                 in_doubt = True
                 item.doubt_since = asyncio.get_running_loop().time() - previous.idle_for
         return await self._send_until_settled(item, in_doubt, previous is not None, park)
@@ -444,18 +428,18 @@ class _Run:
                     if status.id is not None:
                         item.payout_id = status.id
                     if status.payment_status.is_final:
-                        await self._note(item, JournalState(status.payment_status.value))
+                        await self._note(item, Outcome(status.payment_status.value))
                         return item.result(self._outcome_for(status.payment_status),
                                            response=status)
-                    await self._note(item, JournalState.CREATED)
+                    await self._note(item, Outcome.CREATED)
                     return await self._created(item, status, park)
                 if verdict is _Verdict.UNDETERMINED:
-                    await self._note(item, JournalState.UNKNOWN, _detail_of(item.last_error))
+                    await self._note(item, Outcome.UNKNOWN, _detail_of(item.last_error))
                     return item.result(Outcome.UNKNOWN, error=item.last_error)
                 in_doubt = False  # proven absent: sending again cannot pay twice
             if item.attempts >= self.policy.max_sends:
                 # Every doubt so far was settled as "no such payout": nothing exists.
-                await self._note(item, JournalState.NOT_SENT, _detail_of(item.last_error))
+                await self._note(item, Outcome.NOT_SENT, _detail_of(item.last_error))
                 item.send_pending = False
                 return item.result(Outcome.NOT_SENT, error=item.last_error)
             if needs_intent and self.journal is not None:
@@ -465,7 +449,7 @@ class _Run:
             try:
                 created = await self._send_once(item)
             except _Refused as refused:
-                await self._note(item, JournalState.NOT_SENT, _detail(refused.error))
+                await self._note(item, Outcome.NOT_SENT, _detail(refused.error))
                 return item.result(Outcome.NOT_SENT, error=refused.error)
             except OutcomeUnknownError as exc:
                 item.last_error = exc
@@ -474,7 +458,7 @@ class _Run:
                 item.doubt_since = asyncio.get_running_loop().time()
                 if isinstance(exc.cause, RateLimitError):
                     self.limiter.pause(exc.cause.retry_after or self.policy.pause)
-                await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                await self._note(item, Outcome.UNKNOWN, _detail(exc))
                 continue
             except InvalidRequestError as exc:
                 item.last_error = exc
@@ -483,27 +467,27 @@ class _Run:
                     # earlier run, another process, or a journal that was lost). Look it up.
                     in_doubt = True
                     item.taken = True
-                    await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                    await self._note(item, Outcome.UNKNOWN, _detail(exc))
                     continue
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except AuthenticationError as exc:
                 self.gate.refuse(item.request.service, exc)
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except RequestValidationError as exc:
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except TransportError as exc:
                 # The connection never opened: nothing reached the gateway.
                 item.last_error = exc
                 connect_failures += 1
                 self.limiter.pause(self.policy.pause)
-                await self._note(item, JournalState.NOT_SENT, _detail(exc))
+                await self._note(item, Outcome.NOT_SENT, _detail(exc))
                 await asyncio.sleep(self.policy.backoff(connect_failures))
                 continue
             item.payout_id = created.id
-            await self._note(item, JournalState.CREATED)
+            await self._note(item, Outcome.CREATED)
             return await self._created(item, created, park)
 
     async def _send_once(self, item: _Item) -> PayoutCreated:
@@ -604,7 +588,7 @@ class _Run:
             last = exc.last_status if isinstance(exc.last_status, PayoutStatusResponse) else None
             return item.result(Outcome.CREATED, response=last or response, error=exc)
         assert final is not None
-        await self._note(item, JournalState(final.payment_status.value))
+        await self._note(item, Outcome(final.payment_status.value))
         return item.result(Outcome(final.payment_status.value), response=final)
 
 

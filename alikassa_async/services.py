@@ -291,12 +291,6 @@ def _warn_unknown(code: str, direction: Direction) -> None:
                    "the shared rules only", code, direction)
 
 
-def _absent(value: object) -> bool:
-    # None and "" both mean "not given": the gateway (Laravel) turns "" into null, and
-    # CSV/form input has empty cells for optional fields.
-    return value is None or (isinstance(value, str) and value == "")
-
-
 _Built = tuple[str, str, Decimal, dict[str, object]]  # service, order_id, amount, other fields
 
 
@@ -326,13 +320,13 @@ def _build(direction: Direction, service: object, fields: Mapping[str, object],
         spec = ServiceSpec(code, direction, None, None, None, "unknown")
 
     for name in spec.required_fields:
-        if _absent(fields.get(name)):
+        if v.not_given(fields.get(name)):
             where = f" for {spec.code}" if name in spec.required else ""
             add(name, [f"is required{where}"])
 
     out: dict[str, object] = {}
     for name, value in fields.items():
-        if _absent(value):  # required ones are reported above
+        if v.not_given(value):  # required ones are reported above
             continue
         rule = spec.rule(name)
         if rule is None:
@@ -467,7 +461,7 @@ def build_named(direction: Direction, service: object, label: str,
             errors["other_fields"] = ["must be a mapping of field name -> str or int"]
         else:
             for key, value in other.items():
-                if not _absent(merged.get(key)) or key in ("service", "amount", "order_id"):
+                if not v.not_given(merged.get(key)) or key in ("service", "amount", "order_id"):
                     errors.setdefault("other_fields", []).append(f"{key!r} is given twice")
                 else:
                     merged[key] = value
