@@ -323,7 +323,7 @@ async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, j
 
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
                 err: TextIO | None = None) -> int:
-    """Validate the CSV, then send it as a batch; the process exit code."""
+    """Check the configuration, validate the CSV, then send it as a batch; the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
     path: Path = args.csv
@@ -334,17 +334,8 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
         except ConfigurationError as exc:
             _say(err, f"error: {exc}")
             return EXIT_USAGE
-    try:
-        rows, problems, warnings = validate_file(path)
-    except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
-        _say(err, f"error: cannot read {path}: {exc}")
-        return EXIT_USAGE
-    for warning in warnings:
-        _say(err, f"warning: {warning}")
-    if problems:
-        for problem in problems:
-            _say(err, problem)
-        _say(err, f"{len(problems)} bad row(s) in {path}; nothing was sent")
+    rows = _validated_rows(path, err)
+    if rows is None:
         return EXIT_USAGE
     _say(out, f"{path}: {rows:,} payout(s), all valid")
     if args.check or rows == 0:
@@ -357,17 +348,35 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
     except KeyboardInterrupt:
         _say(err, f"interrupted; run the same command again to resume (journal: {journal})")
         return EXIT_INTERRUPTED
-    except ConfigurationError as exc:
-        _say(err, f"error: {exc}")
-        return EXIT_USAGE
-    except JournalError as exc:
+    except (ConfigurationError, JournalError) as exc:  # nothing was sent
         _say(err, f"error: {exc}")
         return EXIT_USAGE
     except AliKassaError as exc:
         _say(err, f"error: {exc}")
         _say(err, f"nothing in flight was lost: re-run to resume (journal: {journal})")
         return EXIT_ATTENTION
-    elapsed = time.monotonic() - started
+    return _summarise(counts, time.monotonic() - started, journal, results_path, out, err)
+
+
+def _validated_rows(path: Path, err: TextIO) -> int | None:
+    """The number of rows, or None after reporting every bad one."""
+    try:
+        rows, problems, warnings = validate_file(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
+        _say(err, f"error: cannot read {path}: {exc}")
+        return None
+    for warning in warnings:
+        _say(err, f"warning: {warning}")
+    if not problems:
+        return rows
+    for problem in problems:
+        _say(err, problem)
+    _say(err, f"{len(problems)} bad row(s) in {path}; nothing was sent")
+    return None
+
+
+def _summarise(counts: Counter[str], elapsed: float, journal: Path, results_path: Path,
+               out: TextIO, err: TextIO) -> int:
     attention = counts.pop("(needs attention)", 0)
     resumed = counts.pop("(resumed from journal)", 0)
     refused = counts.pop("(credentials refused)", 0)
@@ -381,11 +390,12 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
                   f"({refused:,} payout(s) refused or not sent); check --account and "
                   "--payout-cert, then run the same command again")
         return EXIT_USAGE
-    if attention:
-        _say(out, f"{attention:,} payout(s) need attention (see the results file); "
-                  "`unknown` is never `failed`: re-run to reconcile, or ask support")
-        return EXIT_ATTENTION
-    return EXIT_OK
+    if not attention:
+        return EXIT_OK
+    hint = ("; `unknown` is never `failed`: re-run to reconcile, or ask support"
+            if counts.get(Outcome.UNKNOWN.value) else "")
+    _say(out, f"{attention:,} payout(s) need attention (see the results file){hint}")
+    return EXIT_ATTENTION
 
 
 def _say(stream: IO[str], text: str) -> None:
