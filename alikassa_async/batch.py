@@ -103,6 +103,7 @@ from .journal import (
 )
 from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
 from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
+from .services import build_payout
 
 __all__ = [
     "BatchProgress",
@@ -669,8 +670,6 @@ def _as_request(item: object) -> PayoutRequest:
     if isinstance(item, PayoutRequest):
         return item
     if isinstance(item, Mapping):
-        from .services import build_payout  # the registry sits above the batch layer
-
         try:
             fields = dict(item)
         except Exception as exc:  # a mapping that cannot even be read
