@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
     {"client"},
     {"__init__"},
     {"sandbox"},  # the whole subpackage: a library for tests and the demo
-    {"cli", "cli_payouts", "__main__", "sandbox.demo"},  # commands (the demo is one)
+    # commands (the demo is one)
+    {"cli", "cli_payouts", "cli_progress", "__main__", "sandbox.demo"},
 ]
 
 
