@@ -26,9 +26,7 @@ from alikassa_async import (
     InvalidRequestError,
     NotFoundError,
     OutcomeUnknownError,
-    PaymentRequest,
     PaymentStatus,
-    PayoutRequest,
     RateLimitError,
     RequestValidationError,
     RetryPolicy,
@@ -40,24 +38,10 @@ from alikassa_async.encoding import php_json_encode
 from alikassa_async.sandbox import Fault, Sandbox, SandboxCerts
 
 from .conftest import ACCOUNT, CARD, FAST_RETRY, write_archive
+from .sandbox_helpers import PHONE, payment_request, payout_request
 from .wire import PASS, Wire, after, json_response
 
-PHONE = "79031112233"
 OTHER_ACCOUNT = "11111111-2222-4333-8444-555555555555"
-
-
-def payment_request(order_id: str = "A-1", amount: str = "500") -> PaymentRequest:
-    return PaymentRequest(
-        service="payment_card_number_rub_hpp", order_id=order_id, amount=Decimal(amount),
-        fields={"customer_ip": "18.191.80.10", "customer_user_id": "u-42",
-                "success_redirect_url": "https://shop.example/ok?o=1", "desc": "Заказ / 1"},
-    )
-
-
-def payout_request(order_id: str = "P-1", number: str = CARD,
-                   service: str = "payment_card_rub") -> PayoutRequest:
-    return PayoutRequest(service=service, order_id=order_id, amount=Decimal("3000"),
-                         fields={"number": number})
 
 
 # -- every endpoint, both key layouts, both hashes ------------------------------------

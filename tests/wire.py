@@ -95,6 +95,9 @@ class Wire(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.sent: list[Sent] = []
+        #: requests the client has outstanding right now, and the most at once
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._script: dict[str, deque[_Scripted]] = {}
 
     def script(self, path: str, *steps: Step, times: int | None = 1) -> None:
@@ -130,6 +133,14 @@ class Wire(httpx.AsyncBaseTransport):
         return scripted.step
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._handle(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         path = request.url.path.strip("/")
         self.sent.append(Sent(path, body, request.headers, time.monotonic()))
