@@ -19,7 +19,6 @@ from alikassa_async import (
     AliKassaClient,
     Certificate,
     OutcomeUnknownError,
-    RetryPolicy,
     ServerError,
     build_payout,
 )
@@ -28,9 +27,8 @@ from alikassa_async.sandbox import FAULT_KINDS, Fault, Sandbox, SandboxCerts
 from alikassa_async.sandbox.faults import FaultPlan, RandomFaults
 from alikassa_async.sandbox.server import SandboxServer
 
+from .conftest import FAST_RETRY
 from .sandbox_helpers import ACCOUNT, CARD, Api, eventually, payout_body
-
-FAST = RetryPolicy(max_attempts=4, backoff_base=0.005, backoff_max=0.02, total_timeout=20)
 
 
 def payout(order_id: str = "P-1", amount: str = "100") -> object:
@@ -41,8 +39,9 @@ def payout(order_id: str = "P-1", amount: str = "100") -> object:
 async def client(alikassa_sandbox: SandboxServer,
                  alikassa_certificates: tuple[Certificate, Certificate]
                  ) -> AsyncIterator[AliKassaClient]:
+    """Over loopback, in place of conftest's in-process client: these faults are about sockets."""
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              retry=FAST) as client:
+                              retry=FAST_RETRY) as client:
         yield client
 
 
@@ -111,7 +110,7 @@ async def test_a_read_that_keeps_failing_gives_up_after_max_attempts(
     alikassa_sandbox.faults.add("v1/account/balance", Fault.status(503), times=10)
     with pytest.raises(ServerError):
         await client.balance()
-    assert alikassa_sandbox.state.requests["v1/account/balance"] == FAST.max_attempts
+    assert alikassa_sandbox.state.requests["v1/account/balance"] == FAST_RETRY.max_attempts
 
 
 @pytest.mark.parametrize("kind", sorted(FAULT_KINDS))
@@ -139,7 +138,7 @@ async def test_a_delay_past_the_client_timeout_still_commits(
         alikassa_certificates: tuple[Certificate, Certificate]) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.delay(0.5))
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST) as client:
+                              timeout=0.1, retry=FAST_RETRY) as client:
         with pytest.raises(OutcomeUnknownError) as caught:
             await client.create_payout(payout())
     assert "Timeout" in caught.value.reason
@@ -152,7 +151,7 @@ async def test_a_slow_body_beyond_the_read_timeout_is_unknown_and_created(
         alikassa_certificates: tuple[Certificate, Certificate]) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.slow_body_200(2.0))
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST) as client:
+                              timeout=0.1, retry=FAST_RETRY) as client:
         with pytest.raises(OutcomeUnknownError):
             await client.create_payout(payout())
     assert alikassa_sandbox.state.payout_creations["P-1"] == 1
