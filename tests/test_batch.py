@@ -23,6 +23,7 @@ from alikassa_async import (
     AuthenticationError,
     BatchProgress,
     InvalidRequestError,
+    JournalError,
     Outcome,
     OutcomeUnknownError,
     PaymentStatus,
@@ -502,7 +503,7 @@ async def test_an_error_in_the_input_stops_the_batch_after_what_runs(client):
 async def test_a_journal_failure_stops_the_batch_before_sending(client, wire: Wire, tmp_path):
     journal = SQLiteJournal(tmp_path / "j.db")
     await journal.aclose()  # unusable
-    with pytest.raises(Exception, match="closed"):
+    with pytest.raises(JournalError, match="closed"):
         await run(client, [payout(1)], journal=journal)
     assert wire.sent == []
 
