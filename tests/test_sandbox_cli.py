@@ -7,13 +7,11 @@ script), the way a user runs them.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import stat
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import httpx
@@ -196,31 +194,3 @@ def test_threaded_server_serves_blocking_clients(
         record = server.call(sandbox.finalise, "payout", order_id="P-1", status="cancel")
         assert record.status == "cancel"
     assert sandbox.state.payout_creations["P-1"] == 1
-
-
-# ---------------------------------------------------------------------------
-# the pytest plugin, as a user's project sees it
-
-
-def test_the_plugin_works_for_a_user_project_in_strict_mode(tmp_path: Path) -> None:
-    (tmp_path / "test_checkout.py").write_text(textwrap.dedent("""
-        import pytest
-        from alikassa_async import build_payment
-
-        @pytest.mark.asyncio
-        async def test_checkout(alikassa_client, alikassa_sandbox):
-            created = await alikassa_client.create_payment(build_payment(
-                "payment_card_number_rub_hpp", order_id="A-1", amount="500",
-                customer_ip="18.191.80.10", customer_user_id="u-42"))
-            status = await alikassa_client.wait_for_payment(id=created.id, interval=0.02)
-            assert status.payment_status == "paid"
-            assert alikassa_sandbox.state.payment_creations["A-1"] == 1
-    """))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "-o", "asyncio_mode=strict", "-o", "asyncio_default_fixture_loop_scope=function",
-         "-W", "error", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
