@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from . import __version__, cli_payouts
 from .errors import AliKassaError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .sandbox.keys import SandboxCerts
 
 __all__ = ["COMMANDS", "DEMO_ACCOUNT", "build_parser", "main"]
 
@@ -101,40 +107,95 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _public_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError("must be an http(s) URL, e.g. https://sandbox.example")
+    return text.rstrip("/")
+
+
+def _load_sandbox_certs(certs_dir: Path) -> SandboxCerts:
+    from .sandbox import generate_certs, load_certs
+
+    if not (certs_dir / "payment" / "public.pem").exists():
+        try:
+            generate_certs(certs_dir)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write certificates to {certs_dir}/: "
+                                     f"{exc.strerror or exc}") from None
+        print(f"generated certificates in {certs_dir}/ (alikassa keygen)")
+    try:
+        return load_certs(certs_dir)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read certificates in {certs_dir}/: "
+                                 f"{exc.strerror or exc}") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from .sandbox.server import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        hint = " (in use: stop the other server, or --port 0 picks a free port)" if (
+            exc.errno == errno.EADDRINUSE) else ""
+        raise ConfigurationError(f"cannot listen on {host}:{port}: "
+                                 f"{exc.strerror or exc}{hint}") from None
+
+
 async def _serve_sandbox(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .sandbox import Sandbox, SandboxConfig, generate_certs, load_certs
+    from .sandbox import Sandbox, SandboxConfig
     from .sandbox.config import LOOPBACK_HOSTS
-    from .sandbox.server import bind_socket
+    from .sandbox.server import ignore_upgrade_offers
 
     certs_dir: Path = args.certs
-    if not (certs_dir / "payment" / "public.pem").exists():
-        generate_certs(certs_dir)
-        print(f"generated certificates in {certs_dir}/ (alikassa keygen)")
-    certs = load_certs(certs_dir)
+    certs = _load_sandbox_certs(certs_dir)
+    tls_options: dict[str, Any] = {}
+    ca_path: Path | None = None
+    if args.tls:
+        from .sandbox.tls import ensure_tls
+
+        names = [args.host] + ([urlsplit(args.public_url).hostname or ""]
+                               if args.public_url else [])
+        try:
+            tls = ensure_tls(certs_dir, names)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write TLS certificates to {certs_dir}/tls/: "
+                                     f"{exc.strerror or exc}") from None
+        tls_options = {"ssl_certfile": str(tls.cert_path), "ssl_keyfile": str(tls.key_path)}
+        ca_path = tls.ca_path
     config = SandboxConfig(
         wait_seconds=None if args.wait_seconds == 0 else args.wait_seconds,
         wait_polls=None if args.wait_polls < 0 else args.wait_polls,
         initial_balance=args.balance,
         notification_hosts=LOOPBACK_HOSTS | frozenset(args.notify_host),
+        public_url=args.public_url,
     )
     accounts = args.account or [DEMO_ACCOUNT]
     sandbox = Sandbox.from_certs(certs, accounts, config=config, currency=args.currency)
     if args.fault_rate:
         sandbox.faults.set_random(args.fault_rate, args.seed)
-    sock = bind_socket(args.host, args.port)
+    sock = _listen(args.host, args.port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
         sandbox, log_level="info" if args.access_log else "warning", access_log=args.access_log,
-        lifespan="on", http="h11", ws="none", timeout_graceful_shutdown=2))
+        lifespan="on", http="h11", ws="none", timeout_graceful_shutdown=2, **tls_options))
+    ignore_upgrade_offers()
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.01)
     if server.started:
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"AliKassa sandbox on http://{host}:{port}")
-        print(f"  base_url      http://{host}:{port}")
+        scheme = "https" if args.tls else "http"
+        listening = f"{scheme}://{host}:{port}"
+        print(f"AliKassa sandbox on {listening}")
+        print(f"  base_url      {args.public_url or listening}")
+        if args.public_url:
+            print(f"  listening on  {listening} (payment urls use --public-url)")
+        if ca_path is not None:
+            print(f"  TLS CA        {ca_path} (have the client trust this file)")
         for account in accounts:
             print(f"  account       {account} ({args.currency}, balance {args.balance})")
         print(f"  sign with     {certs.payment_dir}/ (payments), {certs.payout_dir}/ "
@@ -182,6 +243,13 @@ def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--notify-host", action="append", default=[],
                         help="also deliver notifications to this host (default: loopback only)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS with a throwaway CA written to CERTS/tls/ca.pem "
+                             "(made once, reused; give it to the client to trust)")
+    parser.add_argument("--public-url", type=_public_url, default=None, metavar="URL",
+                        help="the URL clients reach the sandbox by (behind a proxy or TLS "
+                             "front): payment answers' hosted-page urls and history links "
+                             "use it (default: the URL each request came to)")
     parser.set_defaults(func=_sandbox)
     return parser
 
