@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -92,20 +93,23 @@ def test_the_console_script_is_the_same_command() -> None:
 # alikassa sandbox, as a process
 
 
-async def start_sandbox(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+async def start_sandbox(*args: str, with_banner: bool = False) -> Any:
+    """Start ``alikassa sandbox --port 0 ARGS``; ``(proc, base_url[, banner lines])``."""
     proc = await asyncio.create_subprocess_exec(
         *PYTHON, "sandbox", "--port", "0", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     url = ""
+    banner: list[str] = []
     async with asyncio.timeout(60):
         while True:
             line = (await proc.stdout.readline()).decode()
             assert line, "the sandbox exited before it was ready"
+            banner.append(line.rstrip("\n"))
             if line.strip().startswith("base_url"):
                 url = line.split()[-1]
             if line.startswith("Press Ctrl+C"):
-                return proc, url
+                return (proc, url, banner) if with_banner else (proc, url)
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
