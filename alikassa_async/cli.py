@@ -6,6 +6,9 @@
     alikassa keygen certs                      # certs/payment, certs/payout, certs/notification
     alikassa sandbox --certs certs --port 8080 --account 93d5df06-996c-48c3-9847-348d6b580b80
     alikassa payouts run payouts.csv ...       # batch payouts (see `alikassa payouts run -h`)
+    alikassa status --payout --order-id P-1    # one status (--payment, --id N, --json)
+    alikassa balance                           # the account's balance
+    alikassa -v ...                            # the SDK's DEBUG lines; -vv adds httpx/httpcore
 
 Each subcommand lives in a ``register(subparsers)`` function that adds its
 parser and sets ``func`` (``args -> exit code``); adding a command is adding
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import __version__, cli_payouts
+from . import __version__, cli_logging, cli_lookup, cli_payouts
 from .errors import AliKassaError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -270,7 +273,6 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
                     "port, create a payment per payment service family and a payout per "
                     "payout family, wait for their final statuses, receive and verify a "
                     "signed notification, and print a table.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP calls")
     parser.set_defaults(func=_demo)
     return parser
 
@@ -280,23 +282,48 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 #: every subcommand: a function adding its parser to the subparsers
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     register_demo, register_keygen, register_sandbox, cli_payouts.register,
+    cli_lookup.register_status, cli_lookup.register_balance,
 )
+
+_VERBOSE_HELP = "-v: the SDK's DEBUG lines (each request); -vv: also httpx/httpcore"
+
+
+def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On each subcommand too (``alikassa demo -v``); SUPPRESS keeps a subcommand that was
+    # not given -v from resetting the count given before it.
+    parser.add_argument("-v", "--verbose", action="count",
+                        default=0 if top else argparse.SUPPRESS, help=_VERBOSE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="alikassa", description="AliKassa SDK tools: a local sandbox, keys, batch payouts.")
+        prog="alikassa", description="AliKassa SDK tools: a local sandbox, keys, batch payouts, "
+                                    "status and balance lookups.")
     parser.add_argument("--version", action="version", version=f"alikassa-async {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    _add_verbose(parser, top=True)
     for register in COMMANDS:
-        register(subparsers)
+        for command in _leaf_parsers(register(subparsers)):
+            if not any("-v" in action.option_strings for action in command._actions):
+                _add_verbose(command, top=False)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` itself, or the commands below it (``payouts`` -> ``payouts run``)."""
+    nested = [action for action in parser._actions
+              if isinstance(action, argparse._SubParsersAction)]
+    if not nested:
+        return [parser]
+    return [leaf for action in nested for child in action.choices.values()
+            for leaf in _leaf_parsers(child)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alikassa`` console script; returns the exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    cli_logging.configure(args.verbose)
     try:
         return int(args.func(args))
     except ConfigurationError as exc:
