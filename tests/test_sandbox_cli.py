@@ -69,7 +69,7 @@ def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path: Path,
 def test_the_parser_has_every_command_and_checks_its_arguments(
         capsys: pytest.CaptureFixture[str]) -> None:
     help_text = build_parser().format_help()
-    for command in ("demo", "keygen", "sandbox", "payouts"):
+    for command in ("demo", "keygen", "sandbox", "payouts", "status", "balance"):
         assert command in help_text
     with pytest.raises(SystemExit) as exit_info:
         main(["sandbox", "--fault-rate", "1.5"])
