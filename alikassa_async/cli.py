@@ -69,9 +69,10 @@ def register_keygen(subparsers: Any) -> argparse.ArgumentParser:
         description="Write DIR/payment, DIR/payout (private.pem as legacy encrypted PKCS#1, "
                     "password.txt, public.pem) and DIR/notification (private.pem, public.pem), "
                     "laid out like the archives from the AliKassa cabinet.")
-    parser.add_argument("dir", type=Path, metavar="DIR")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="where to write the three archives")
     parser.add_argument("--force", action="store_true", help="replace existing keys")
-    parser.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096))
+    parser.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096),
+                        help="RSA key size in bits (default 2048)")
     parser.set_defaults(func=_keygen)
     return parser
 
@@ -226,7 +227,9 @@ def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
         "sandbox", help="run the local AliKassa sandbox until interrupted",
         description="Serve the AliKassa merchant API locally: signature checks, validation, "
                     "payment/payout lifecycle, balances, signed notifications, faults.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every "
+                             "interface)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--certs", type=Path, default=Path("certs"),
                         help="certificate tree from `alikassa keygen` (created if missing)")

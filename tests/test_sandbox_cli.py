@@ -198,3 +198,14 @@ def test_threaded_server_serves_blocking_clients(
         record = server.call(sandbox.finalise, "payout", order_id="P-1", status="cancel")
         assert record.status == "cancel"
     assert sandbox.state.payout_creations["P-1"] == 1
+
+
+@pytest.mark.parametrize("command", ["demo", "keygen", "sandbox", "status", "balance"])
+def test_every_option_has_help_text(command: str) -> None:
+    import argparse
+
+    subparsers = next(a for a in build_parser()._actions
+                      if isinstance(a, argparse._SubParsersAction))
+    parser = subparsers.choices[command]
+    bare = [a.dest for a in parser._actions if not a.help and a.dest != "help"]
+    assert not bare, f"alikassa {command}: options without help: {bare}"
