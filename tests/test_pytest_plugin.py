@@ -50,6 +50,20 @@ USER_TESTS = textwrap.dedent('''
         assert starting_balance > 0
 
 
+    @pytest.mark.parametrize("order_id", ["paid-1", "cancel-1"])
+    async def test_unmarked_and_parametrized(alikassa_client, order_id):
+        created = await alikassa_client.create_payment(build_payment(
+            "payment_card_number_rub_hpp", order_id=order_id, amount="10",
+            customer_ip="18.191.80.10", customer_user_id="u-42"))
+        status = await alikassa_client.wait_for_payment(id=created.id, interval=0.02)
+        assert status.payment_status == order_id.split("-")[0]
+
+
+    class TestInAClass:
+        async def test_unmarked_method(self, alikassa_sandbox):
+            assert alikassa_sandbox.url.startswith("http://127.0.0.1:")
+
+
     def test_sync_fixtures(alikassa_certs, alikassa_account):
         assert (alikassa_certs.root / "payout" / "private.pem").exists()
         assert alikassa_account == "93d5df06-996c-48c3-9847-348d6b580b80"
@@ -75,9 +89,12 @@ def test_the_fixtures_work_from_unmarked_async_tests_in_every_mode(tmp_path: Pat
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     for name in ("test_unmarked_checkout", "test_marked",
-                 "test_unmarked_through_a_fixture_of_its_own", "test_sync_fixtures"):
+                 "test_unmarked_through_a_fixture_of_its_own", "test_sync_fixtures",
+                 "test_unmarked_and_parametrized[paid-1]",
+                 "test_unmarked_and_parametrized[cancel-1]",
+                 "TestInAClass::test_unmarked_method"):
         assert f"PASSED test_shop.py::{name}" in report, report
-    assert "4 passed" in report, report
+    assert "7 passed" in report, report
 
 def test_without_pytest_asyncio_the_failure_says_what_to_install(tmp_path: Path) -> None:
     result = run_user_project(tmp_path, None, "-p", "no:asyncio")
