@@ -181,6 +181,17 @@ async def test_the_demo_runs_end_to_end_and_exits_0() -> None:
     assert "Traceback" not in err.decode()
 
 
+async def test_demo_v_shows_the_sdks_lines_and_not_every_librarys() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *PYTHON, "demo", "-v", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode() + err.decode()[-2000:]
+    lines = err.decode().splitlines()
+    assert any(" alikassa_async: POST v1/payout -> 200" in line for line in lines)
+    assert not [line for line in lines if " httpcore." in line or " hpack." in line]
+    assert all(" alikassa_async" in line for line in lines if " DEBUG " in line)
+
+
 # ---------------------------------------------------------------------------
 # a sandbox in its own thread, for blocking clients
 
