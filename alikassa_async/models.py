@@ -56,14 +56,15 @@ class PaymentStatus(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         """``paid``, ``cancel`` and ``fail`` never change again."""
-        return self.value in _FINAL
+        return self.value in FINAL_STATUSES
 
     @property
     def is_known(self) -> bool:
         return self._name_ != "UNKNOWN"
 
 
-_FINAL = frozenset({"paid", "cancel", "fail"})
+#: the statuses that never change again
+FINAL_STATUSES = frozenset({"paid", "cancel", "fail"})
 
 
 # ---------------------------------------------------------------------------
@@ -191,11 +192,20 @@ class PaymentStatusResponse:
     service_code: str | None = None
     account_old_balance: Decimal | None = None
     account_new_balance: Decimal | None = None
+    #: paid for less than ``amount``: the gateway's ``is_partial_payment`` when it sends
+    #: one, else derived (``paid`` and ``payment_amount < amount``)
+    is_partial_payment: bool = attrs.field(
+        default=attrs.Factory(lambda self: _paid_partially(self), takes_self=True))
     raw: Mapping[str, Any] = _raw()
 
     @property
     def is_final(self) -> bool:
         return self.payment_status.is_final
+
+
+def _paid_partially(status: PaymentStatusResponse) -> bool:
+    return (status.payment_status == PaymentStatus.PAID and status.amount is not None
+            and status.payment_amount is not None and status.payment_amount < status.amount)
 
 
 @attrs.frozen

@@ -11,7 +11,8 @@ PUBLIC = {
     "APIError", "AccountInfo", "AliKassaClient", "AliKassaError", "AuthenticationError",
     "Balance", "BatchProgress", "BatchResult", "Certificate", "ClientClosedError",
     "ConfigurationError", "DEFAULT_BASE_URL", "HistoryPage", "HistoryRow",
-    "InvalidRequestError", "Journal", "JournalError", "NotFoundError", "Notification",
+    "InvalidRequestError", "Journal", "JournalError", "JournalInUseError", "NotFoundError",
+    "Notification",
     "NotificationVerifier", "OrderIdConflictError", "Outcome", "OutcomeUnknownError",
     "PaymentCreated", "PaymentRequest", "PaymentStatus", "PaymentStatusResponse",
     "PayoutCreated", "PayoutRequest", "PayoutStatusResponse", "PollingTimeoutError",
@@ -23,8 +24,11 @@ PUBLIC = {
 
 def test_exported_names_are_exactly_the_public_api():
     assert set(alikassa_async.__all__) == PUBLIC
-    for name in PUBLIC:
-        assert getattr(alikassa_async, name) is not None
+    namespace: dict[str, object] = {}
+    exec("from alikassa_async import *", namespace)  # what a user's star import binds
+    assert set(namespace) - {"__builtins__"} == PUBLIC
+    for name in PUBLIC - {"__version__", "DEFAULT_BASE_URL"}:  # ours, not a re-export
+        assert namespace[name].__module__.startswith("alikassa_async"), name  # type: ignore[attr-defined]
 
 
 def test_every_public_module_declares_all_and_it_resolves():

@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from .. import cli_logging
+from .._defaults import DEMO_ACCOUNT
 from ..batch import BatchProgress, ReconcilePolicy
 from ..client import AliKassaClient
 from ..errors import OutcomeUnknownError, SignatureError
@@ -46,7 +48,6 @@ from .server import LoopbackServer, SandboxServer
 
 __all__ = ["DEMO_ACCOUNT", "EUR_ACCOUNT", "PAYMENTS", "PAYOUTS", "run_demo"]
 
-DEMO_ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 EUR_ACCOUNT = "5f1c2a44-7b3e-4c0d-9a61-2f8e6d4b1c07"
 _IP = "18.191.80.10"
 _RU = {"customer_ip": _IP, "customer_user_id": "u-42"}
@@ -126,13 +127,16 @@ def _inbox(verifier: NotificationVerifier,
     return Starlette(routes=[Route("/alikassa/notify", notify)])
 
 
-async def run_demo(*, verbose: bool = False, out: TextIO | None = None) -> int:
-    """Run the demo; return the exit code (0: everything behaved)."""
+async def run_demo(*, verbose: int = 0, out: TextIO | None = None) -> int:
+    """Run the demo; return the exit code (0: everything behaved).
+
+    ``verbose``: 1 logs the SDK's requests (DEBUG), 2 adds httpx/httpcore.
+    """
     out = out or sys.stdout
     sdk_logger = logging.getLogger("alikassa_async")
     quiet = logging.NullHandler()
     if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        cli_logging.configure(verbose)
     else:  # the faults are deliberate: keep their warnings off the terminal
         sdk_logger.addHandler(quiet)
         sdk_logger.propagate = False
@@ -274,7 +278,7 @@ class _Progress:
     """The batch progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, stream: TextIO) -> None:
-        from ..cli_payouts import ProgressBar
+        from ..cli_progress import ProgressBar
 
         self._bar = ProgressBar(stream) if stream.isatty() else None
 
