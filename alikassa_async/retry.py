@@ -25,11 +25,15 @@ from .errors import ConfigurationError
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
+class RetryPolicyError(ConfigurationError, ValueError):
+    """A ``RetryPolicy`` field of the wrong type or range (also a ``ValueError``, as before)."""
+
+
 def _count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         problem = count_problem(value, minimum=minimum, maximum=1000)
         if problem is not None:
-            raise ConfigurationError(f"RetryPolicy.{attribute.name} {problem}")
+            raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
     return check
 
 
@@ -38,13 +42,13 @@ def _delay(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     problem = None if value == 0 and not isinstance(value, bool) else seconds_problem(
         value, allow_none=False)
     if problem is not None:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} {problem}")
+        raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
 
 
 def _deadline(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     problem = seconds_problem(value)
     if problem is not None:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} {problem}")
+        raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
 
 
 @attrs.frozen
