@@ -49,6 +49,7 @@ from ._defaults import (
     DEMO_ACCOUNT,
     LOOPBACK_HOSTS,
 )
+from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
 from ._tls import check_transport_tls, tls_context
 from .encoding import php_json_encode
 from .errors import (
@@ -295,6 +296,8 @@ class AliKassaClient:
         allow_plain_http: bool = False,
         user_agent: str = DEFAULT_USER_AGENT,
         tls_from_env: bool = False,
+        hooks: Hooks | None = None,
+        send_request_id: bool = False,
     ) -> None:
         _check_arguments(timeout=timeout, max_connections=max_connections,
                          max_keepalive_connections=max_keepalive_connections, http2=http2,
@@ -302,6 +305,12 @@ class AliKassaClient:
                          transport=transport, retry=retry, allow_plain_http=allow_plain_http,
                          user_agent=user_agent, tls_from_env=tls_from_env,
                          signature_hash=signature_hash)
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
+        if not isinstance(send_request_id, bool):
+            raise ConfigurationError("send_request_id must be True or False")
+        self._hooks = hooks or NO_HOOKS
+        self._send_request_id = send_request_id
         self.account = _check_account(account)
         for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
             if cert is not None and not isinstance(cert, Certificate):
@@ -312,6 +321,8 @@ class AliKassaClient:
         hash_algorithm(signature_hash)  # fail now on a typo, not on the first call
         self.signature_hash: SignatureHash = signature_hash
         self.base_url = _check_base_url(base_url, allow_plain_http)
+        parts = urlsplit(self.base_url)
+        self._host, self._port = parts.hostname or "", parts.port
         self.retry = retry if retry is not None else RetryPolicy()
         self._base_headers = {
             "Content-Type": "application/json",
@@ -443,7 +454,8 @@ class AliKassaClient:
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PaymentStatusResponse:
         """Status of one payment, by AliKassa ``id`` (preferred) or your ``order_id``."""
-        return await self._call(_PAYMENT_STATUS, _lookup_key(id, order_id))
+        key = _lookup_key(id, order_id)
+        return await self._call(_PAYMENT_STATUS, key, lookup=key)
 
     async def payment_history_page(
         self,
@@ -495,7 +507,8 @@ class AliKassaClient:
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PayoutStatusResponse:
         """Status of one payout, by AliKassa ``id`` or your ``order_id``."""
-        return await self._call(_PAYOUT_STATUS, _lookup_key(id, order_id))
+        key = _lookup_key(id, order_id)
+        return await self._call(_PAYOUT_STATUS, key, lookup=key)
 
     async def balance(self) -> Balance:
         """Balance of the account (signed with the payout certificate)."""
@@ -523,30 +536,51 @@ class AliKassaClient:
         *,
         order_id: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        lookup: dict[str, str] | None = None,
     ) -> T:
         """Encode once, sign once, send with the retry rules of this endpoint, and parse."""
         self._ensure_open()
         cert = self._signer(endpoint)
+        trace = CallTrace(endpoint.path, host=self._host, port=self._port, hooks=self._hooks,
+                          order_id=order_id, lookup=lookup)
         # The body (card numbers) and Sign live on in these frames while the call runs:
         # keep them in objects whose repr is redacted, for tracebacks with captured locals.
         body = SignedBody(php_json_encode(payload))
         del payload
         headers = {**self._base_headers,
                    "Sign": Secret(await self._signature(cert, body.data))}
+        if self._send_request_id:
+            headers[REQUEST_ID_HEADER] = trace.request_id
         if extra_headers:
             headers.update(extra_headers)
+        with trace.operation():
+            try:
+                result = await self._send_with_retries(endpoint, body, headers, trace)
+            except AliKassaError as exc:
+                exc.request_id = trace.request_id
+                exc.gateway_request_id = trace.gateway_request_id
+                if isinstance(exc, OutcomeUnknownError):
+                    await trace.outcome_unknown(exc.reason)
+                else:
+                    trace.outcome("rejected" if endpoint.creates else "error")
+                raise
+            if endpoint.creates:
+                trace.outcome("created")
+            return result
+
+    async def _send_with_retries(self, endpoint: _Endpoint[T], body: SignedBody,
+                                 headers: Mapping[str, str], trace: CallTrace) -> T:
         url = self.base_url + endpoint.path
         policy = self.retry
         deadline = None if policy.total_timeout is None else time.monotonic() + policy.total_timeout
-        attempt = 0
         while True:
-            attempt += 1
             started = time.monotonic()
             try:
-                return await self._attempt(endpoint, url, body, headers, order_id,
+                return await self._attempt(endpoint, url, body, headers, trace,
                                            self._attempt_timeout(deadline), deadline)
             except _Retryable as failure:
                 error = failure.error
+                attempt = trace.attempt
                 retries_allowed = (
                     policy.create_connect_retries + 1 if endpoint.creates else policy.max_attempts
                 )
@@ -558,14 +592,16 @@ class AliKassaClient:
                     or (remaining is not None and delay >= remaining)
                 ):
                     logger.warning(
-                        "POST %s failed after %d attempt(s): %s", endpoint.path, attempt, error
-                    )
+                        "POST %s failed after %d attempt(s): %s%s", endpoint.path, attempt,
+                        error, trace.describe(), extra=trace.log_context(
+                            error=type(error).__name__))
                     raise error from None
                 logger.info(
-                    "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s",
+                    "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s%s",
                     endpoint.path, attempt, (time.monotonic() - started) * 1000,
-                    type(error).__name__, delay,
-                )
+                    type(error).__name__, delay, trace.describe(),
+                    extra=trace.log_context(error=type(error).__name__, retry_in=delay))
+                await trace.retrying(delay, error)
                 await asyncio.sleep(delay)
 
     async def _attempt(
@@ -574,11 +610,12 @@ class AliKassaClient:
         url: str,
         body: SignedBody,
         headers: Mapping[str, str],
-        order_id: str | None,
+        trace: CallTrace,
         time_budget: httpx.Timeout | None,
         deadline: float | None,
     ) -> T:
-        started = time.monotonic()
+        order_id = trace.order_id
+        await trace.attempt_starts()
         body.started = False
         failure: NotSent | MaybeSent
         try:
@@ -586,35 +623,39 @@ class AliKassaClient:
                                              endpoint.max_bytes)
         except (NotSent, MaybeSent) as exc:
             failure = exc
-        except asyncio.CancelledError:
+            trace.failed(exc)
+        except asyncio.CancelledError as exc:
+            trace.failed(exc)
             if endpoint.creates and body.started:
                 # The caller's own timeout or cancel: the request may have arrived, and no
                 # exception of ours will say so. The connection was closed, not reused.
                 logger.warning(
                     "POST %s cancelled after its request may have been sent: outcome unknown "
-                    "for order_id=%s; look it up by order_id before sending it again",
-                    endpoint.path, order_id)
+                    "for order_id=%s; look it up by order_id before sending it again%s",
+                    endpoint.path, order_id, trace.describe(),
+                    extra=trace.log_context(outcome="unknown", cancelled=True))
             raise
         else:
-            return await self._answered(endpoint, answer, order_id, started)
+            elapsed = await trace.answered(answer.status_code, answer.headers)
+            return await self._answered(endpoint, answer, trace, elapsed)
         # Raised outside the except block, so no exception chain holds the HTTP stack's frames.
         if isinstance(failure, NotSent):
             # Nothing of the request can have been processed: a create may be retried.
             raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
         # Sent (or partly sent) and then broken: a create may have taken effect.
         if endpoint.creates:
-            raise self._unknown(endpoint, order_id, str(failure), failure)
+            raise self._unknown(endpoint, trace, str(failure), failure)
         raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
 
-    async def _answered(self, endpoint: _Endpoint[T], answer: Answer, order_id: str | None,
-                        started: float) -> T:
-        elapsed = (time.monotonic() - started) * 1000
+    async def _answered(self, endpoint: _Endpoint[T], answer: Answer, trace: CallTrace,
+                        elapsed: float) -> T:
         logger.debug(
             "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,
-            f" order_id={order_id}" if order_id else "",
+            trace.describe(), extra=trace.log_context(status=answer.status_code,
+                                                      duration_ms=round(elapsed, 3)),
         )
         if answer.status_code != 200:
-            self._refuse(endpoint, answer, order_id)
+            self._refuse(endpoint, answer, trace)
         if len(answer.body) > PARSE_INLINE_BYTES:
             parsed = await asyncio.to_thread(_parse, endpoint.response, answer.body)
         else:
@@ -622,7 +663,7 @@ class AliKassaClient:
         if isinstance(parsed, converters.ResponseShapeError):
             reason = f"unreadable 200 answer: {parsed}"
             if endpoint.creates:  # a 200 we cannot read may still mean it was created
-                raise self._unknown(endpoint, order_id, reason, parsed)
+                raise self._unknown(endpoint, trace, reason, parsed)
             raise _Retryable(_api_error(APIError, reason, answer, endpoint, answer.body))
         return parsed
 
@@ -658,23 +699,25 @@ class AliKassaClient:
             self._sign_pool, cert.sign, body, self.signature_hash)
 
     def _unknown(
-        self, endpoint: _Endpoint[Any], order_id: str | None, reason: str, cause: BaseException
+        self, endpoint: _Endpoint[Any], trace: CallTrace, reason: str, cause: BaseException
     ) -> OutcomeUnknownError:
         logger.warning(
-            "POST %s outcome unknown for order_id=%s: %s", endpoint.path, order_id, reason
+            "POST %s outcome unknown for order_id=%s: %s (request_id=%s)", endpoint.path,
+            trace.order_id, reason, trace.request_id,
+            extra=trace.log_context(outcome="unknown", reason=reason),
         )
-        return OutcomeUnknownError(order_id or "", endpoint=endpoint.path, reason=reason,
+        return OutcomeUnknownError(trace.order_id or "", endpoint=endpoint.path, reason=reason,
                                    cause=cause)
 
     def _refuse(self, endpoint: _Endpoint[Any], response: Answer,
-                order_id: str | None) -> NoReturn:
+                trace: CallTrace) -> NoReturn:
         """Raise what a non-200 answer means for this endpoint."""
         raw = response.body
         status = response.status_code
         error = _error_for(response, endpoint, raw)
         if endpoint.creates and not isinstance(error, InvalidRequestError | AuthenticationError):
             # The vendor: a payout that got any non-200 must never be taken as cancelled.
-            raise self._unknown(endpoint, order_id, f"HTTP {status}", error)
+            raise self._unknown(endpoint, trace, f"HTTP {status}", error)
         if isinstance(error, RateLimitError | ServerError):
             raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
                              else parse_retry_after(response.headers))
