@@ -59,7 +59,15 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sized,
+)
 from contextlib import aclosing
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -309,6 +317,8 @@ class _Run:
         self.policy = policy
         self.wait = wait
         self.run_id = uuid.uuid4().hex
+        #: awaited right before each create (after the limiter); may raise to stop the send
+        self.before_send: Callable[[_Item], Awaitable[None]] | None = None
 
     def _outcome_for(self, final: PaymentStatus) -> Outcome:
         """Final statuses are outcomes only with ``wait_final``; else it is "created"."""
@@ -378,6 +388,8 @@ class _Run:
                 await self.journal.record_send(item.order_id)
             needs_intent = True
             await self.limiter.acquire()
+            if self.before_send is not None:
+                await self.before_send(item)
             item.attempts += 1
             try:
                 created = await self.client.create_payout(item.request)

@@ -78,20 +78,28 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument("--check", action="store_true",
                      help="only validate the file; send nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
-                     help="account UUID (env ALIKASSA_ACCOUNT)")
-    run.add_argument("--payout-cert", type=Path,
-                     default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
-                     help="payout certificate dir: private.pem, password.txt "
-                          "(env ALIKASSA_PAYOUT_CERT_DIR)")
-    run.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
-                                                           DEFAULT_BASE_URL),
-                     help="API host (env ALIKASSA_BASE_URL)")
-    run.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
-                     help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
-    run.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1")
+    add_client_arguments(run)
     run.set_defaults(func=run_command, handler=run_command)
+    from . import cli_workers  # load / work / status / results: a batch shared on PostgreSQL
+
+    cli_workers.register(commands)
     return payouts
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Account, certificate and host flags (and their ``ALIKASSA_*`` variables)."""
+    parser.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
+                        help="account UUID (env ALIKASSA_ACCOUNT)")
+    parser.add_argument("--payout-cert", type=Path,
+                        default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
+                        help="payout certificate dir: private.pem, password.txt "
+                             "(env ALIKASSA_PAYOUT_CERT_DIR)")
+    parser.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
+                                                              DEFAULT_BASE_URL),
+                        help="API host (env ALIKASSA_BASE_URL)")
+    parser.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
+                        help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
+    parser.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1")
 
 
 def main(argv: list[str] | None = None) -> int:

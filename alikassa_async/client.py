@@ -27,7 +27,7 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -74,6 +74,10 @@ from .transport import (
     NotSent,
     Sender,
 )
+
+if TYPE_CHECKING:
+    from .pg_journal import PostgresJournal
+    from .worker import WorkerPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
@@ -659,6 +663,31 @@ class AliKassaClient:
         return _batch.payouts_batch(self, items, concurrency=concurrency, rate=rate,
                                     journal=journal, wait_final=wait_final, progress=progress,
                                     **options)
+
+    def payouts_worker(
+        self,
+        journal: PostgresJournal,
+        *,
+        batch: str,
+        concurrency: int = 64,
+        rate: float | None = None,
+        reconcile: _batch.ReconcilePolicy | None = None,
+        policy: WorkerPolicy | None = None,
+        worker_id: str | None = None,
+    ) -> AsyncGenerator[_batch.BatchResult, None]:
+        """Work on a batch loaded into PostgreSQL, alongside any number of other workers
+        (extra ``postgres``; :mod:`alikassa_async.worker`).
+
+        >>> async for r in client.payouts_worker(journal, batch="payroll-2026-12"):
+        ...     print(r.order_id, r.outcome)
+        """
+        from . import worker as _worker  # psycopg is an extra
+
+        if journal.payout_cert is None:
+            journal.payout_cert = self._certs["payout"]
+        return _worker.payouts_worker(self, journal, batch=batch, concurrency=concurrency,
+                                      rate=rate, reconcile=reconcile, policy=policy,
+                                      worker_id=worker_id)
 
     # -- end of polling and batch payouts ----------------------------------
 

@@ -129,6 +129,8 @@ def _migrations(schema: str) -> dict[int, list[str]]:
                 rounds integer NOT NULL DEFAULT 0,
                 payout_id bigint,
                 detail text,
+                resumed boolean NOT NULL DEFAULT false,
+                reconciled boolean NOT NULL DEFAULT false,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 updated_at timestamptz NOT NULL DEFAULT now())""",
             f"CREATE INDEX payouts_claimable ON {s}.payouts (batch, seq) "
@@ -192,6 +194,9 @@ class Outcome:
     detail: str | None = None
     #: for ``unknown``: the item may be claimed again (to reconcile) after this many seconds
     retry_in: float | None = None
+    #: taken over from an earlier owner / settled by a status lookup (for the results)
+    resumed: bool = False
+    reconciled: bool = False
 
 
 @attrs.frozen
@@ -219,6 +224,8 @@ class ResultRow:
     payout_id: int | None
     sends: int
     detail: str | None
+    resumed: bool = False
+    reconciled: bool = False
 
 
 def _redacted(dsn: str) -> str:
@@ -571,7 +578,7 @@ class PostgresJournal:
             cur = await conn.execute(
                 f"UPDATE {self.schema}.payouts SET lease_until = now() + "
                 "make_interval(secs => %s) WHERE token = ANY(%s) AND owner = %s "
-                "AND state = 'intent' RETURNING token", (lease, list(tokens), worker))
+                "RETURNING token", (lease, list(tokens), worker))
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
 
@@ -608,10 +615,13 @@ class PostgresJournal:
                     lease_until = now(),
                     retry_after = CASE WHEN v.retry_in IS NULL THEN NULL
                         ELSE now() + make_interval(secs => v.retry_in) END,
+                    resumed = p.resumed OR v.resumed, reconciled = v.reconciled,
                     updated_at = now()
                 FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[],
-                            %(payouts)s::bigint[], %(details)s::text[], %(retry)s::float8[])
-                     AS v(order_id, token, state, payout_id, detail, retry_in)
+                            %(payouts)s::bigint[], %(details)s::text[], %(retry)s::float8[],
+                            %(resumed)s::boolean[], %(reconciled)s::boolean[])
+                     AS v(order_id, token, state, payout_id, detail, retry_in, resumed,
+                          reconciled)
                 WHERE p.order_id = v.order_id AND p.token = v.token AND p.owner = %(worker)s
                 RETURNING p.order_id""",
                 {"erase": list(_ERASE), "worker": worker,
@@ -619,7 +629,9 @@ class PostgresJournal:
                  "states": [o.state for o in outcomes],
                  "payouts": [o.payout_id for o in outcomes],
                  "details": [o.detail for o in outcomes],
-                 "retry": [o.retry_in for o in outcomes]})
+                 "retry": [o.retry_in for o in outcomes],
+                 "resumed": [o.resumed for o in outcomes],
+                 "reconciled": [o.reconciled for o in outcomes]})
             return {r[0] for r in await cur.fetchall()}
 
     async def pending_later(self, batch: str, *, max_rounds: int) -> float | None:
@@ -677,11 +689,13 @@ class PostgresJournal:
             async with conn.transaction():
                 cur = conn.cursor(name="alikassa_results", row_factory=tuple_row)
                 await cur.execute(
-                    f"SELECT line, seq, order_id, state, payout_id, sends, detail "
+                    f"SELECT line, seq, order_id, state, payout_id, sends, detail, resumed, "
+                    "reconciled "
                     f"FROM {self.schema}.payouts WHERE batch = %s ORDER BY seq", (batch,))
                 async for r in cur:
                     yield ResultRow(line=r[0], seq=r[1], order_id=r[2], state=r[3],
-                                    payout_id=r[4], sends=r[5], detail=r[6])
+                                    payout_id=r[4], sends=r[5], detail=r[6],
+                                    resumed=r[7], reconciled=r[8])
 
     # -- the Journal protocol (payouts_batch with journal="postgresql://...") --------------
 

@@ -1,0 +1,431 @@
+"""One worker of a batch shared on PostgreSQL: claim, send once, record, repeat.
+
+>>> async with PostgresJournal(dsn, payout_cert=cert) as journal:
+...     async for result in client.payouts_worker(journal, batch="payroll-2026-12",
+...                                               concurrency=64, rate=50):
+...         print(result.order_id, result.outcome)
+
+Start as many workers as you like, on any machines; each ends when the batch
+has nothing left (no item pending, none owned by anyone, no ``unknown`` one due
+for another reconcile round). The rules each keeps, and why:
+
+- **A claim is the durable intent.** An item is sent only after the statement
+  that marked it ``intent`` with this worker's id, a fencing token and a lease
+  (database clock) has committed (:meth:`PostgresJournal.claim_items`). A
+  re-send after proven absence first commits a fenced ``mark_resend``.
+- **A send ends well inside its lease.** The lease is longer than the client's
+  ``RetryPolicy.total_timeout`` plus a margin, and before each send the worker
+  checks that its lease (as last confirmed by the database, counted from the
+  moment it *asked*) has at least that much left; if not, it waits for a
+  renewal and sends nothing meanwhile. Leases of items still in flight are
+  renewed every ``heartbeat`` seconds. Without the database there are no
+  renewals, so sending stops by itself; it resumes when renewals succeed again.
+- **Every outcome write is fenced** (``WHERE token = mine AND owner = me``): a
+  worker that lost an item changes nothing, and stops working on it.
+- **Takeover only reconciles.** An item whose lease expired is claimed in
+  doubt; it is looked up by ``order_id`` with the single-process runner's
+  reconcile logic (:mod:`alikassa_async.batch`), and a 404 proves absence only
+  ``settle`` after the previous owner's lease ended (the latest moment it could
+  have sent, on the database clock). Only proven absence leads to a send.
+- **``rate`` is batch-wide.** Each worker heartbeats into the ``workers`` table
+  and takes ``rate / live workers`` (live: a heartbeat within three intervals,
+  database clock). A new worker waits one heartbeat interval before its first
+  request so the others have seen it; a dead one stops counting after three
+  intervals (the others then speed up). Brief undershoot, never overshoot by
+  more than one interval's worth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from .batch import (
+    BatchResult,
+    Outcome,
+    RateLimiter,
+    ReconcilePolicy,
+    _detail,
+    _Item,
+    _Run,
+    _WaitSettings,
+)
+from .errors import ConfigurationError
+from .journal import JournalError, JournalState, OrderIdConflictError
+from .pg_journal import (
+    Claim,
+    JournalUnavailableError,
+    LeaseLostError,
+    PostgresJournal,
+)
+from .pg_journal import Outcome as StoredOutcome
+from .sealing import SealError
+
+if TYPE_CHECKING:
+    from .client import AliKassaClient
+
+__all__ = ["WorkerPolicy", "payouts_worker"]
+
+logger = logging.getLogger("alikassa_async.worker")
+
+
+@attrs.frozen
+class WorkerPolicy:
+    """Timings of a worker. The defaults suit a real gateway; tests scale them down."""
+
+    #: seconds a claim is owned without renewal (None: 2 x the client's total_timeout + 30)
+    lease: float | None = None
+    #: seconds between heartbeats and lease renewals
+    heartbeat: float = 2.0
+    #: an ``unknown`` item is reconciled again after this many seconds ...
+    retry_unknown: float = 30.0
+    #: ... at most this many extra rounds (then it waits for a human or a new load)
+    max_rounds: int = 3
+    #: longest pause between claims while other workers' leases run
+    idle_poll: float = 1.0
+
+
+class _Lost(Exception):
+    """This worker no longer owns the item: stop, report nothing (its new owner will)."""
+
+
+class _SharedLimiter(RateLimiter):
+    """The batch rate, divided among the live workers (re-divided at each heartbeat)."""
+
+    def __init__(self, rate: float | None) -> None:
+        super().__init__(rate)
+        self.batch_rate = rate
+
+    def share(self, workers: int) -> None:
+        if self.batch_rate is not None:
+            self._interval = max(workers, 1) / self.batch_rate
+
+
+@attrs.define
+class _Owned:
+    claim: Claim
+    #: local monotonic time by which the lease has surely ended
+    deadline: float
+    lost: bool = False
+    task: asyncio.Task[BatchResult | None] | None = None
+    item: _Item | None = None
+
+
+class _Worker:
+    def __init__(self, client: AliKassaClient, journal: PostgresJournal, batch: str,
+                 concurrency: int, rate: float | None, reconcile: ReconcilePolicy,
+                 policy: WorkerPolicy, worker_id: str | None) -> None:
+        budget = client.retry.total_timeout
+        if budget is None:
+            raise ConfigurationError(
+                "payouts_worker needs a bounded send: give the client a "
+                "RetryPolicy(total_timeout=...) so every send ends inside its lease")
+        self.client = client
+        self.journal = journal
+        self.batch = batch
+        self.concurrency = concurrency
+        self.policy = policy
+        self.send_budget = budget
+        self.margin = max(1.0, 0.25 * budget, 2 * policy.heartbeat)
+        self.lease = policy.lease if policy.lease is not None else 2 * budget + 30.0
+        if self.lease < self.send_budget + self.margin + policy.heartbeat:
+            raise ConfigurationError(
+                f"lease {self.lease:g}s is too short: a send may take {budget:g}s "
+                f"(total_timeout) and must end {self.margin:g}s before the lease does")
+        self.worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.limiter = _SharedLimiter(rate)
+        self.rate = rate
+        self.run = _Run(client, None, self.limiter, reconcile,
+                        _WaitSettings(False, None, 1.0, 1.0))
+        self.run.before_send = self._before_send
+        self.run.journal = _ItemJournal(self)
+        self.owned: dict[str, _Owned] = {}
+        self.renewed = asyncio.Event()
+        self.pending_writes: asyncio.Queue[tuple[StoredOutcome, asyncio.Future[bool]]] = (
+            asyncio.Queue())
+
+    # -- leases --------------------------------------------------------------------
+
+    async def _before_send(self, item: _Item) -> None:
+        """Send only with enough lease left for the whole send (client total_timeout)."""
+        owned = self.owned.get(item.order_id)
+        if owned is None or owned.lost:
+            raise _Lost(item.order_id)
+        while owned.deadline - time.monotonic() < self.send_budget + self.margin:
+            if owned.lost or time.monotonic() >= owned.deadline:
+                # Nothing confirmed the lease in time: someone may take it over now.
+                raise _Lost(item.order_id)
+            self.renewed.clear()
+            try:
+                await asyncio.wait_for(self.renewed.wait(), self.policy.heartbeat)
+            except TimeoutError:
+                pass
+            if owned.lost:
+                raise _Lost(item.order_id)
+
+    async def _renew(self) -> None:
+        tokens = {o.claim.token: o for o in self.owned.values() if not o.lost}
+        if not tokens:
+            return
+        renewed, deadline = await self.journal.renew(self.worker, list(tokens),
+                                                     lease=self.lease)
+        for token, owned in tokens.items():
+            if token in renewed:
+                owned.deadline = max(owned.deadline, deadline)
+            elif owned.claim.token == token:
+                owned.lost = True
+                if owned.task is not None and not owned.task.done():
+                    owned.task.cancel()  # its lease ended, so its sends already did
+        self.renewed.set()
+
+    async def heartbeats(self) -> None:
+        failures = 0
+        while True:
+            try:
+                live = await self.journal.heartbeat(
+                    self.worker, self.batch, live_within=3 * self.policy.heartbeat)
+                self.limiter.share(live)
+                await self._renew()
+                failures = 0
+            except JournalUnavailableError as exc:
+                failures += 1
+                if failures == 1:
+                    logger.warning("worker %s: database unreachable, sending paused: %s",
+                                   self.worker, exc)
+            await asyncio.sleep(self.policy.heartbeat * (1 if not failures else 0.5))
+
+    # -- one item -----------------------------------------------------------------------
+
+    async def write(self, outcome: StoredOutcome) -> None:
+        """A fenced outcome write (group-committed with others); _Lost if fenced out."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending_writes.put_nowait((outcome, future))
+        if not await future:
+            raise _Lost(outcome.order_id)
+
+    async def writer(self) -> None:
+        """Apply queued outcome writes in one transaction each round; retry while the
+        database is away (the items stay owned, their leases renewed when it returns)."""
+        while True:
+            group = [await self.pending_writes.get()]
+            while not self.pending_writes.empty() and len(group) < 512:
+                group.append(self.pending_writes.get_nowait())
+            delay = 0.05
+            while True:
+                try:
+                    applied = await self.journal.write_outcomes(
+                        self.worker, [outcome for outcome, _ in group])
+                    break
+                except JournalUnavailableError:
+                    await asyncio.sleep(delay + random.uniform(0, delay))
+                    delay = min(delay * 2, self.policy.heartbeat)
+            for outcome, future in group:
+                if not future.done():
+                    future.set_result(outcome.order_id in applied)
+
+    async def process(self, owned: _Owned) -> BatchResult | None:
+        claim = owned.claim
+        index = max(claim.line - 1, 0)
+        try:
+            request = self.journal.open_claim(self.batch, claim)
+        except SealError as exc:
+            state = Outcome.UNKNOWN if claim.in_doubt else Outcome.REJECTED
+            await self.write(StoredOutcome(claim.order_id, claim.token, state.value,
+                                           detail=_detail(exc)))
+            return BatchResult(index=index, order_id=claim.order_id, outcome=state, error=exc)
+        item = owned.item = _Item(index, request, resumed=claim.sends > 1 or claim.in_doubt)
+        item.payout_id = claim.payout_id
+        if claim.in_doubt:
+            assert claim.sent_ago is not None
+            # The previous owner could have sent it until its lease ended, sent_ago
+            # seconds ago on the database clock: settle counts from there.
+            item.doubt_since = asyncio.get_running_loop().time() - claim.sent_ago
+        try:
+            result = await self.run._send_until_settled(
+                item, claim.in_doubt, claim.in_doubt, lambda: None)
+        except (_Lost, LeaseLostError):
+            logger.info("order_id=%s: lease lost to another worker; it reconciles it",
+                        claim.order_id)
+            return None
+        if result.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT):
+            await self.write(StoredOutcome(
+                claim.order_id, claim.token, result.outcome.value, payout_id=item.payout_id,
+                detail=None if result.error is None else _detail(result.error),
+                retry_in=self.policy.retry_unknown, resumed=item.resumed,
+                reconciled=item.reconciled))
+        return result
+
+    async def claim(self, free: int) -> list[Claim]:
+        return await self.journal.claim_items(self.batch, self.worker, free, lease=self.lease,
+                                              max_rounds=self.policy.max_rounds)
+
+
+class _ItemJournal:
+    """What the batch runner's per-item logic writes, turned into fenced writes."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self._worker = worker
+
+    def _owned(self, order_id: str) -> _Owned:
+        owned = self._worker.owned.get(order_id)
+        if owned is None or owned.lost:
+            raise _Lost(order_id)
+        return owned
+
+    async def record_send(self, order_id: str) -> None:
+        owned = self._owned(order_id)
+        delay = 0.1
+        while True:
+            try:
+                owned.deadline = await self._worker.journal.mark_resend(
+                    self._worker.worker, order_id, owned.claim.token, lease=self._worker.lease)
+                return
+            except JournalUnavailableError:
+                if time.monotonic() >= owned.deadline:
+                    raise _Lost(order_id) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._worker.policy.heartbeat)
+
+    async def record_outcome(self, order_id: str, state: JournalState, *,
+                             payout_id: int | None = None, detail: str | None = None) -> None:
+        # "unknown"/"not_sent" mid-item are not final: the row stays "intent" (owned, in
+        # doubt) until the item settles; process() writes the final one.
+        if state in (JournalState.UNKNOWN, JournalState.NOT_SENT, JournalState.INTENT):
+            return
+        owned = self._owned(order_id)
+        item = owned.item
+        await self._worker.write(StoredOutcome(
+            order_id, owned.claim.token, state.value, payout_id=payout_id, detail=detail,
+            resumed=item is not None and item.resumed,
+            reconciled=item is not None and item.reconciled))
+
+    # the rest of the Journal protocol is not used by the per-item logic
+    async def claim(self, order_id: str, body_hash: str, run_id: str) -> None:
+        raise OrderIdConflictError("a worker never claims through the protocol")
+
+    async def get(self, order_id: str) -> None:
+        return None
+
+    async def counts(self) -> dict[JournalState, int]:
+        return {}
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def payouts_worker(
+    client: AliKassaClient,
+    journal: PostgresJournal,
+    *,
+    batch: str,
+    concurrency: int = 64,
+    rate: float | None = None,
+    reconcile: ReconcilePolicy | None = None,
+    policy: WorkerPolicy | None = None,
+    worker_id: str | None = None,
+) -> AsyncGenerator[BatchResult, None]:
+    """Work on ``batch`` with other workers until it has nothing left; yield each result.
+
+    ``concurrency`` items are owned at once; ``rate`` is the batch-wide request rate
+    shared with the other live workers. Results of items another worker took over
+    are reported by that worker, not this one.
+
+    >>> async for r in client.payouts_worker(journal, batch="payroll-2026-12", rate=50):
+    ...     print(r.order_id, r.outcome)
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError("concurrency must be a positive integer")
+    if not isinstance(journal, PostgresJournal):
+        raise ConfigurationError("payouts_worker needs a PostgresJournal")
+    policy = policy or WorkerPolicy()
+    worker = _Worker(client, journal, batch, concurrency, rate, reconcile or ReconcilePolicy(),
+                     policy, worker_id)
+    await journal.check_batch(batch)
+    done: asyncio.Queue[_Owned] = asyncio.Queue()
+    background: list[asyncio.Task[None]] = []
+    try:
+        live = await journal.heartbeat(worker.worker, batch,
+                                       live_within=3 * policy.heartbeat)
+        if rate is not None:
+            # Let the other workers see us before we take our share of the rate.
+            await asyncio.sleep(policy.heartbeat)
+            live = await journal.heartbeat(worker.worker, batch,
+                                           live_within=3 * policy.heartbeat)
+        worker.limiter.share(live)
+        background = [asyncio.create_task(worker.heartbeats(), name="alikassa-heartbeat"),
+                      asyncio.create_task(worker.writer(), name="alikassa-outcomes")]
+        backoff = 0.1
+        while True:
+            free = concurrency - len(worker.owned)
+            claims: list[Claim] = []
+            try:
+                if free > 0:
+                    claims = await worker.claim(free)
+                if not worker.owned and not claims:
+                    later = await journal.pending_later(batch, max_rounds=policy.max_rounds)
+                    if later is None:
+                        break  # nothing pending, owned by anyone, or due again: done
+                    await asyncio.sleep(min(max(later, 0.05), policy.idle_poll))
+                    continue
+                backoff = 0.1
+            except JournalUnavailableError as exc:
+                logger.warning("worker %s: database unreachable, no new claims: %s",
+                               worker.worker, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, policy.heartbeat)
+                if not worker.owned:
+                    continue
+            for claim in claims:
+                owned = _Owned(claim, claim.lease_deadline)
+                worker.owned[claim.order_id] = owned
+                owned.task = asyncio.create_task(worker.process(owned),
+                                                 name=f"payout order_id={claim.order_id}")
+                owned.task.add_done_callback(_notify(done, owned))
+            try:
+                first = await asyncio.wait_for(done.get(), policy.idle_poll)
+            except TimeoutError:
+                continue  # poll for leases that ran out meanwhile
+            for owned in [first, *_drain(done)]:
+                worker.owned.pop(owned.claim.order_id, None)
+                assert owned.task is not None
+                if owned.task.cancelled():
+                    continue
+                result = owned.task.result()  # a journal or config error ends the worker
+                if result is not None:
+                    yield result
+    finally:
+        tasks = [o.task for o in worker.owned.values() if o.task is not None and not o.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            logger.warning("worker %s stopped with %d payout(s) owned; their leases run out "
+                           "and another worker reconciles them", worker.worker, len(tasks))
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        try:
+            await journal.leave(worker.worker)
+        except JournalError:
+            pass
+
+
+def _notify(queue: asyncio.Queue[_Owned], owned: _Owned
+            ) -> Callable[[asyncio.Task[BatchResult | None]], None]:
+    return lambda _task: queue.put_nowait(owned)
+
+
+def _drain(queue: asyncio.Queue[_Owned]) -> list[_Owned]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
