@@ -32,9 +32,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from .batch import BatchProgress, BatchResult, Outcome
+from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient
-from .errors import AliKassaError, ConfigurationError, RequestValidationError
+from .errors import (
+    AliKassaError,
+    AuthenticationError,
+    ConfigurationError,
+    RequestValidationError,
+)
+from .journal import JournalError
 from .models import PayoutRequest
 from .services import build_payout, get_service
 from .signing import Certificate
@@ -75,6 +81,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                      help="report each payout once paid / cancel / fail")
     run.add_argument("--wait-timeout", type=_positive_float, default=600.0,
                      help="seconds to wait for a final status with --wait-final (default 600)")
+    run.add_argument("--settle", type=_non_negative_float, default=ReconcilePolicy().settle,
+                     help="a 'no such payout' answer proves absence only this many seconds "
+                          "after a doubtful send could last have been processed "
+                          f"(default {ReconcilePolicy().settle:g})")
     run.add_argument("--check", action="store_true",
                      help="only validate the file; send nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -119,6 +129,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
     return value
 
 
@@ -241,22 +258,23 @@ class ProgressBar:
 # -- the run ------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> AliKassaClient:
+def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the client needs, checked (``ConfigurationError``) before any row is read."""
     if not args.account:
         raise ConfigurationError("no account: pass --account or set ALIKASSA_ACCOUNT")
     if args.payout_cert is None:
         raise ConfigurationError("no payout certificate: pass --payout-cert DIR or set "
                                  "ALIKASSA_PAYOUT_CERT_DIR")
-    options: dict[str, Any] = {}
+    settings: dict[str, Any] = {
+        "account": args.account, "payout_cert": Certificate.from_dir(args.payout_cert),
+        "base_url": args.base_url, "signature_hash": args.signature_hash,
+        "max_connections": args.concurrency + AliKassaClient.max_status_in_flight,
+        "max_keepalive_connections": args.concurrency + AliKassaClient.max_status_in_flight,
+    }
     if args.ca_bundle is not None:
-        options["verify"] = args.ca_bundle
-    client = AliKassaClient(
-        args.account, payout_cert=Certificate.from_dir(args.payout_cert),
-        base_url=args.base_url, signature_hash=args.signature_hash,
-        max_connections=args.concurrency + AliKassaClient.max_status_in_flight,
-        max_keepalive_connections=args.concurrency + AliKassaClient.max_status_in_flight,
-        **options)
-    return client
+        settings["verify"] = args.ca_bundle
+    asyncio.run(AliKassaClient(**settings).aclose())  # checks every setting; opens nothing
+    return settings
 
 
 def _result_row(line: int, result: BatchResult) -> list[str]:
@@ -274,8 +292,8 @@ def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
     return not (result.outcome is Outcome.CREATED and result.error is None)
 
 
-async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path: Path,
-                err: TextIO) -> Counter[str]:
+async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, journal: Path,
+                results_path: Path, err: TextIO) -> Counter[str]:
     lines: dict[int, int] = {}  # index -> CSV line, for items in flight only
 
     def items() -> Iterator[PayoutRequest]:
@@ -286,7 +304,7 @@ async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path
 
     counts: Counter[str] = Counter()
     bar = None if args.no_progress else ProgressBar(err)
-    async with _client(args) as client:
+    async with AliKassaClient(**settings) as client:
         with results_path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(_RESULT_COLUMNS)
@@ -294,9 +312,12 @@ async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path
                 async for result in client.payouts_batch(
                         items(), concurrency=args.concurrency, rate=args.rate, journal=journal,
                         wait_final=args.wait_final, wait_timeout=args.wait_timeout,
-                        progress=bar, total=rows):
+                        progress=bar, total=rows,
+                        reconcile=ReconcilePolicy(settle=args.settle)):
                     writer.writerow(_result_row(lines.pop(result.index, 0), result))
                     counts[result.outcome.value] += 1
+                    if isinstance(result.error, AuthenticationError):
+                        counts["(credentials refused)"] += 1
                     if result.resumed:
                         counts["(resumed from journal)"] += 1
                     if _needs_attention(result, args.wait_final):
@@ -313,6 +334,13 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
     out = out or sys.stdout
     err = err or sys.stderr
     path: Path = args.csv
+    settings: dict[str, Any] = {}
+    if not args.check:  # the configuration first: a wrong one makes the file report moot
+        try:
+            settings = _client_settings(args)
+        except ConfigurationError as exc:
+            _say(err, f"error: {exc}")
+            return EXIT_USAGE
     try:
         rows, problems, warnings = validate_file(path)
     except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
@@ -332,22 +360,34 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
     results_path = args.results or path.with_name(path.stem + ".results.csv")
     started = time.monotonic()
     try:
-        counts = asyncio.run(_send(args, rows, journal, results_path, err))
+        counts = asyncio.run(_send(args, settings, rows, journal, results_path, err))
     except KeyboardInterrupt:
         _say(err, f"interrupted; run the same command again to resume (journal: {journal})")
         return EXIT_INTERRUPTED
+    except ConfigurationError as exc:
+        _say(err, f"error: {exc}")
+        return EXIT_USAGE
+    except JournalError as exc:
+        _say(err, f"error: {exc}")
+        return EXIT_USAGE
     except AliKassaError as exc:
         _say(err, f"error: {exc}")
         _say(err, f"nothing in flight was lost: re-run to resume (journal: {journal})")
-        return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ATTENTION
+        return EXIT_ATTENTION
     elapsed = time.monotonic() - started
     attention = counts.pop("(needs attention)", 0)
     resumed = counts.pop("(resumed from journal)", 0)
+    refused = counts.pop("(credentials refused)", 0)
     _say(out, f"done in {elapsed:,.1f}s: " + ", ".join(
         f"{outcome} {n:,}" for outcome, n in sorted(counts.items())))
     if resumed:
         _say(out, f"{resumed:,} already known to the journal {journal}")
     _say(out, f"results: {results_path}")
+    if refused:
+        _say(err, f"error: the gateway refused the account or payout certificate "
+                  f"({refused:,} payout(s) refused or not sent); check --account and "
+                  "--payout-cert, then run the same command again")
+        return EXIT_USAGE
     if attention:
         _say(out, f"{attention:,} payout(s) need attention (see the results file); "
                   "`unknown` is never `failed`: re-run to reconcile, or ask support")

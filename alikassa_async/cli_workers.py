@@ -36,8 +36,12 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from . import cli_payouts
+from .batch import ReconcilePolicy
+from .client import AliKassaClient
 from .errors import AliKassaError, ConfigurationError
+from .retry import RetryPolicy
 from .signing import Certificate
+from .worker import WorkerPolicy
 
 __all__ = ["register"]
 
@@ -64,6 +68,26 @@ def register(commands: Any) -> None:
     work.add_argument("--rate", type=cli_payouts._positive_float, default=None,
                       help="at most this many requests per second, for the whole batch "
                            "(shared by the live workers)")
+    work.add_argument("--settle", type=cli_payouts._non_negative_float,
+                      default=ReconcilePolicy().settle,
+                      help="a 'no such payout' answer proves absence only this many seconds "
+                           "after the last moment a send could have left "
+                           f"(default {ReconcilePolicy().settle:g})")
+    work.add_argument("--timeout", type=cli_payouts._positive_float, default=None,
+                      help="give up one request after this many seconds, retries included "
+                           "(default: the client's, 30 per attempt and 60 in all)")
+    work.add_argument("--lease", type=cli_payouts._positive_float, default=None,
+                      help="seconds an item is owned between renewals (default: 2 x the "
+                           "request budget + 30)")
+    work.add_argument("--heartbeat", type=cli_payouts._positive_float,
+                      default=WorkerPolicy().heartbeat,
+                      help="seconds between heartbeats and lease renewals "
+                           f"(default {WorkerPolicy().heartbeat:g})")
+    work.add_argument("--retry-unknown", type=cli_payouts._non_negative_float,
+                      default=WorkerPolicy().retry_unknown,
+                      help="seconds before an `unknown` payout is reconciled again "
+                           f"(default {WorkerPolicy().retry_unknown:g}; at most "
+                           f"{WorkerPolicy().max_rounds} rounds)")
     work.add_argument("--no-progress", action="store_true", help="no progress lines")
     cli_payouts.add_client_arguments(work)
 
@@ -95,6 +119,11 @@ def _run(func: Any, args: argparse.Namespace) -> int:
         from .pg_journal import JournalUnavailableError
     except ImportError as exc:
         raise ConfigurationError(str(exc)) from None
+    if func is _work:  # account, certificate, host: checked before anything else
+        args.client_settings = cli_payouts._client_settings(args)
+        if args.timeout is not None:
+            args.client_settings["timeout"] = args.timeout
+            args.client_settings["retry"] = RetryPolicy(total_timeout=args.timeout)
     try:
         return int(asyncio.run(func(args, sys.stdout, sys.stderr)))
     except KeyboardInterrupt:
@@ -157,14 +186,16 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _work(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    client = cli_payouts._client(args)  # account, certificate, host: checked first
+    client = AliKassaClient(**args.client_settings)
     counts: Counter[str] = Counter()
     started = time.monotonic()
     last = started
+    policy = WorkerPolicy(lease=args.lease, heartbeat=args.heartbeat,
+                          retry_unknown=args.retry_unknown)
     async with client, _journal(args) as journal:
-        async for result in client.payouts_worker(journal, batch=args.batch,
-                                                  concurrency=args.concurrency,
-                                                  rate=args.rate):
+        async for result in client.payouts_worker(
+                journal, batch=args.batch, concurrency=args.concurrency, rate=args.rate,
+                reconcile=ReconcilePolicy(settle=args.settle), policy=policy):
             counts[result.outcome.value] += 1
             now = time.monotonic()
             if not args.no_progress and now - last >= 5.0:

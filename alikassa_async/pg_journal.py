@@ -36,6 +36,8 @@ each migration, and an SDK older than the database's schema refuses it with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -43,22 +45,24 @@ import socket
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-try:
+if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
-    from psycopg.rows import tuple_row
-    from psycopg_pool import AsyncConnectionPool
-except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError("PostgresJournal needs psycopg 3 and its pool: "
-                      "pip install 'alikassa-async[postgres]'") from exc
 
 from .encoding import php_json_encode
 from .errors import RequestValidationError
-from .journal import JournalError, JournalRecord, JournalState, OrderIdConflictError
+from .journal import (
+    JournalError,
+    JournalHolder,
+    JournalInUseError,
+    JournalRecord,
+    JournalState,
+    OrderIdConflictError,
+)
 from .models import PayoutRequest
 from .sealing import BatchSeal, SealError
 from .signing import Certificate
@@ -85,6 +89,17 @@ PENDING = "pending"
 _FINAL_WITH_PAYOUT = ("created", "paid", "cancel", "fail")
 #: once an item is in one of these, its sealed body is never needed again: erased
 _ERASE = (*_FINAL_WITH_PAYOUT, "rejected")
+
+
+def _driver() -> tuple[Any, Any]:
+    """psycopg and psycopg_pool, imported on first use (they are the ``postgres`` extra)."""
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as exc:
+        raise ImportError("PostgresJournal needs psycopg 3 and its pool: "
+                          "pip install 'alikassa-async[postgres]'") from exc
+    return psycopg, psycopg_pool
 
 
 def is_postgres_dsn(spec: object) -> bool:
@@ -126,6 +141,8 @@ def _migrations(schema: str) -> dict[int, list[str]]:
                 send_horizon timestamptz,
                 retry_after timestamptz,
                 sends integer NOT NULL DEFAULT 0,
+                sent integer NOT NULL DEFAULT 0,
+                sent_at timestamptz,
                 rounds integer NOT NULL DEFAULT 0,
                 payout_id bigint,
                 detail text,
@@ -171,6 +188,8 @@ class Claim:
     #: ``intent``/``unknown`` (an earlier owner may have sent it: reconcile first)
     previous: str
     sends: int
+    #: intended sends that left for the network (``sent < sends``: the last one never did)
+    sent: int
     payout_id: int | None
     #: seconds since the latest moment an earlier owner could have sent it (database
     #: clock); ``None`` if no earlier owner can have sent it
@@ -180,7 +199,12 @@ class Claim:
 
     @property
     def in_doubt(self) -> bool:
-        return self.previous in ("intent", "unknown")
+        """An earlier owner may have sent it: look it up before any send."""
+        if self.previous == "unknown":
+            return True
+        # An intent whose send never left: every earlier send was proven absent before
+        # this intent was recorded (a re-send only follows proven absence).
+        return self.previous == "intent" and self.sent >= self.sends
 
 
 @attrs.frozen
@@ -229,6 +253,7 @@ class ResultRow:
 
 
 def _redacted(dsn: str) -> str:
+    psycopg, _ = _driver()
     try:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -263,7 +288,8 @@ class PostgresJournal:
         self.batch = _check_batch(batch)
         self.payout_cert = payout_cert
         self._seals: dict[str, BatchSeal] = {}
-        self._pool = AsyncConnectionPool(
+        self._psycopg, pool = _driver()
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] = pool.AsyncConnectionPool(
             dsn, min_size=1, max_size=max(max_connections, 2), open=False,
             kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
             configure=self._configure, timeout=connect_timeout,
@@ -271,7 +297,8 @@ class PostgresJournal:
         self._ready = False
         self._closed = False
         self._open_lock = asyncio.Lock()
-        self._protocol_tokens: dict[str, int] = {}
+        self._lock_conn: psycopg.AsyncConnection[Any] | None = None
+        self._owned_since: float | None = None
 
     def __repr__(self) -> str:
         return f"PostgresJournal({_redacted(self.dsn)!r}, schema={self.schema!r})"
@@ -303,7 +330,10 @@ class PostgresJournal:
                 return
             try:
                 await self._pool.open(wait=True, timeout=self._pool.timeout)
-            except psycopg_pool.PoolTimeout as exc:
+            except self._psycopg.OperationalError as exc:
+                raise JournalUnavailableError(
+                    f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
+            except _driver()[1].PoolTimeout as exc:
                 raise JournalUnavailableError(
                     f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
             await self._migrate()
@@ -343,6 +373,7 @@ class PostgresJournal:
     async def aclose(self) -> None:
         if self._closed:
             return
+        await self.release()
         self._closed = True
         await self._pool.close()
 
@@ -552,7 +583,7 @@ class PostgresJournal:
                     state = 'intent', retry_after = NULL, updated_at = now()
                 FROM picked WHERE p.order_id = picked.order_id
                 RETURNING p.order_id, p.token, p.seq, p.line, p.sealed, p.body_digest,
-                    picked.was, p.sends, p.payout_id,
+                    picked.was, p.sends, p.sent, p.payout_id,
                     EXTRACT(EPOCH FROM (now() - p.send_horizon))::float8""",
                 {"batch": batch, "worker": worker, "limit": limit, "lease": lease,
                  "rounds": max_rounds})
@@ -560,9 +591,9 @@ class PostgresJournal:
         deadline = before + lease  # now() was taken after `before`: the lease ends later
         claims = [
             Claim(order_id=r[0], token=r[1], seq=r[2], line=r[3], sealed=r[4],
-                  body_digest=r[5], previous=r[6], sends=r[7], payout_id=r[8],
-                  sent_ago=None if r[6] not in ("intent", "unknown") or r[9] is None
-                  else max(float(r[9]), 0.0),
+                  body_digest=r[5], previous=r[6], sends=r[7], sent=r[8], payout_id=r[9],
+                  sent_ago=None if r[6] not in ("intent", "unknown") or r[10] is None
+                  else max(float(r[10]), 0.0),
                   lease_deadline=deadline)
             for r in rows]
         claims.sort(key=lambda c: c.seq)
@@ -596,6 +627,23 @@ class PostgresJournal:
             if cur.rowcount != 1:
                 raise LeaseLostError(f"order_id={order_id!r} is no longer owned by this worker")
         return before + lease
+
+    async def mark_sent(self, worker: str, tokens: Sequence[int], *, lease: float
+                        ) -> tuple[set[int], float]:
+        """Record that the intended sends of ``tokens`` leave now (fenced), renewing their
+        leases; (tokens marked, local lease deadline). Awaited before the bytes leave:
+        an intent without this mark was provably never sent."""
+        if not tokens:
+            return set(), time.monotonic() + lease
+        before = time.monotonic()
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
+                "lease_until = now() + make_interval(secs => %s), updated_at = now() "
+                "WHERE token = ANY(%s) AND owner = %s AND state = 'intent' RETURNING token",
+                (lease, list(tokens), worker))
+            marked = {int(r[0]) for r in await cur.fetchall()}
+        return marked, before + lease
 
     async def write_outcomes(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
         """Apply fenced outcome writes in one transaction; the order_ids that applied.
@@ -687,7 +735,7 @@ class PostgresJournal:
         async with self._connection() as conn:
             await self._check_batch_key(conn, batch, None)
             async with conn.transaction():
-                cur = conn.cursor(name="alikassa_results", row_factory=tuple_row)
+                cur = conn.cursor(name="alikassa_results")
                 await cur.execute(
                     f"SELECT line, seq, order_id, state, payout_id, sends, detail, resumed, "
                     "reconciled "
@@ -698,6 +746,67 @@ class PostgresJournal:
                                     resumed=r[7], reconciled=r[8])
 
     # -- the Journal protocol (payouts_batch with journal="postgresql://...") --------------
+    #
+    # One payouts_batch run owns the protocol ``batch`` at a time: a session advisory
+    # lock held on a connection of its own. A holder that dies (SIGKILL) loses its
+    # connection, and with it the lock. Shared batches use leases per item instead.
+
+    def _lock_key(self) -> int:
+        digest = hashlib.sha256(f"{self.schema}/{self.batch}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    async def acquire(self, run_id: str) -> None:
+        await self._ensure_open()
+        if self._lock_conn is not None:
+            self._owned_since = time.monotonic()
+            return
+        psycopg = self._psycopg
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=max(int(self._pool.timeout), 1))
+        except psycopg.OperationalError as exc:
+            raise JournalUnavailableError(
+                f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
+        holder = JournalHolder.this_process(run_id)
+        try:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key(),))
+            row = await cur.fetchone()
+            if not (row and row[0]):
+                other = await self._holder()
+                raise JournalInUseError(
+                    f"batch {self.batch!r} in {_redacted(self.dsn)} is in use by "
+                    f"{other.describe() if other else 'another process'}; nothing was sent",
+                    other)
+            await conn.execute(
+                f"INSERT INTO {self.schema}.workers (worker, batch, host, pid) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT (worker) DO NOTHING",
+                ("run:" + run_id, self.batch, holder.host[:100], holder.pid))
+        except BaseException:
+            await conn.close()
+            raise
+        self._lock_conn = conn
+        self._owned_since = time.monotonic()
+
+    async def _holder(self) -> JournalHolder | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"SELECT worker, pid, host, EXTRACT(EPOCH FROM started_at)::float8 "
+                f"FROM {self.schema}.workers WHERE batch = %s AND worker LIKE 'run:%%' "
+                "ORDER BY started_at DESC LIMIT 1", (self.batch,))
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return JournalHolder(run_id=row[0][4:], pid=row[1], host=row[2], since=row[3])
+
+    async def release(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        self._owned_since = None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.execute(f"DELETE FROM {self.schema}.workers WHERE batch = %s AND "
+                               "worker LIKE 'run:%%' AND pid = %s", (self.batch, os.getpid()))
+        await conn.close()
 
     async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
         await self._ensure_open()
@@ -711,7 +820,11 @@ class PostgresJournal:
                 (order_id, self.batch, body_hash, run_id))
             if (await cur.fetchone()) is not None:
                 return None
-            record = await self._get(conn, order_id)
+            # Every earlier owner had ended when this one took over (the lock says so):
+            # their sends could be in flight until then, not later.
+            owned = self._owned_since
+            record = await self._get(conn, order_id,
+                                     0.0 if owned is None else time.monotonic() - owned)
             assert record is not None
             if record.body_hash == body_hash and record.run_id != run_id:
                 await conn.execute(f"UPDATE {s}.payouts SET owner = %s WHERE order_id = %s",
@@ -722,6 +835,12 @@ class PostgresJournal:
         async with self._connection() as conn:
             await conn.execute(
                 f"UPDATE {self.schema}.payouts SET state = 'intent', sends = sends + 1, "
+                "updated_at = now() WHERE order_id = %s", (order_id,))
+
+    async def record_sent(self, order_id: str) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
                 "updated_at = now() WHERE order_id = %s", (order_id,))
 
     async def record_outcome(self, order_id: str, state: JournalState, *,
@@ -740,10 +859,11 @@ class PostgresJournal:
         async with self._connection() as conn:
             return await self._get(conn, order_id)
 
-    async def _get(self, conn: psycopg.AsyncConnection[Any], order_id: str
-                   ) -> JournalRecord | None:
+    async def _get(self, conn: psycopg.AsyncConnection[Any], order_id: str,
+                   idle_for: float = 0.0) -> JournalRecord | None:
         cur = await conn.execute(
-            f"SELECT order_id, body_digest, state, payout_id, sends, COALESCE(owner, ''), "
+            f"SELECT order_id, body_digest, state, payout_id, sends, sent, "
+            f"EXTRACT(EPOCH FROM sent_at)::float8, COALESCE(owner, ''), "
             f"EXTRACT(EPOCH FROM updated_at)::float8, detail FROM {self.schema}.payouts "
             "WHERE order_id = %s", (order_id,))
         row = await cur.fetchone()
@@ -751,7 +871,8 @@ class PostgresJournal:
             return None
         state = JournalState.INTENT if row[2] == PENDING else JournalState(row[2])
         return JournalRecord(order_id=row[0], body_hash=row[1], state=state, payout_id=row[3],
-                             sends=row[4], run_id=row[5], updated_at=row[6], detail=row[7])
+                             sends=row[4], sent=row[5], sent_at=row[6], run_id=row[7],
+                             updated_at=row[8], detail=row[9], idle_for=idle_for)
 
     async def counts(self) -> dict[JournalState, int]:
         """Records of this journal's protocol ``batch`` in each state."""
@@ -775,7 +896,7 @@ class _Connection:
         try:
             self._cm = self._journal._pool.connection()
             conn: psycopg.AsyncConnection[Any] = await self._cm.__aenter__()
-        except psycopg_pool.PoolTimeout as exc:
+        except _driver()[1].PoolTimeout as exc:
             raise JournalUnavailableError(
                 f"no connection to {_redacted(self._journal.dsn)}: {exc}") from None
         return conn
@@ -783,6 +904,7 @@ class _Connection:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: Any) -> None:
         await self._cm.__aexit__(exc_type, exc, tb)
+        psycopg = self._journal._psycopg
         if isinstance(exc, psycopg.OperationalError):
             raise JournalUnavailableError(
                 f"lost the connection to {_redacted(self._journal.dsn)}: "

@@ -45,7 +45,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
@@ -120,6 +120,15 @@ class _Owned:
     item: _Item | None = None
 
 
+@attrs.frozen
+class _SentMark:
+    order_id: str
+    token: int
+
+
+_Write: TypeAlias = StoredOutcome | _SentMark
+
+
 class _Worker:
     def __init__(self, client: AliKassaClient, journal: PostgresJournal, batch: str,
                  concurrency: int, rate: float | None, reconcile: ReconcilePolicy,
@@ -132,7 +141,6 @@ class _Worker:
         self.client = client
         self.journal = journal
         self.batch = batch
-        self.concurrency = concurrency
         self.policy = policy
         self.send_budget = budget
         self.margin = max(1.0, 0.25 * budget, 2 * policy.heartbeat)
@@ -140,37 +148,17 @@ class _Worker:
         if self.lease < self.send_budget + self.margin + policy.heartbeat:
             raise ConfigurationError(
                 f"lease {self.lease:g}s is too short: a send may take {budget:g}s "
-                f"(total_timeout) and must end {self.margin:g}s before the lease does")
+                f"(total_timeout) and must end {self.margin:g}s before the lease does, "
+                f"with a {policy.heartbeat:g}s heartbeat")
         self.worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limiter = _SharedLimiter(rate)
-        self.rate = rate
-        self.run = _Run(client, None, self.limiter, reconcile,
-                        _WaitSettings(False, None, 1.0, 1.0))
-        self.run.before_send = self._before_send
-        self.run.journal = _ItemJournal(self)
+        self.run = _Run(client, _ItemJournal(self), self.limiter, reconcile,
+                        _WaitSettings(False, None, 1.0, 1.0), concurrency)
         self.owned: dict[str, _Owned] = {}
-        self.renewed = asyncio.Event()
-        self.pending_writes: asyncio.Queue[tuple[StoredOutcome, asyncio.Future[bool]]] = (
+        self.pending_writes: asyncio.Queue[tuple[_Write, asyncio.Future[float | None]]] = (
             asyncio.Queue())
 
-    # -- leases --------------------------------------------------------------------
-
-    async def _before_send(self, item: _Item) -> None:
-        """Send only with enough lease left for the whole send (client total_timeout)."""
-        owned = self.owned.get(item.order_id)
-        if owned is None or owned.lost:
-            raise _Lost(item.order_id)
-        while owned.deadline - time.monotonic() < self.send_budget + self.margin:
-            if owned.lost or time.monotonic() >= owned.deadline:
-                # Nothing confirmed the lease in time: someone may take it over now.
-                raise _Lost(item.order_id)
-            self.renewed.clear()
-            try:
-                await asyncio.wait_for(self.renewed.wait(), self.policy.heartbeat)
-            except TimeoutError:
-                pass
-            if owned.lost:
-                raise _Lost(item.order_id)
+    # -- leases ----------------------------------------------------------------------
 
     async def _renew(self) -> None:
         tokens = {o.claim.token: o for o in self.owned.values() if not o.lost}
@@ -181,11 +169,11 @@ class _Worker:
         for token, owned in tokens.items():
             if token in renewed:
                 owned.deadline = max(owned.deadline, deadline)
-            elif owned.claim.token == token:
+            else:
                 owned.lost = True
                 if owned.task is not None and not owned.task.done():
-                    owned.task.cancel()  # its lease ended, so its sends already did
-        self.renewed.set()
+                    # Its lease ran out (nobody takes a live one), so its sends had ended.
+                    owned.task.cancel()
 
     async def heartbeats(self) -> None:
         failures = 0
@@ -195,42 +183,56 @@ class _Worker:
                     self.worker, self.batch, live_within=3 * self.policy.heartbeat)
                 self.limiter.share(live)
                 await self._renew()
+                if failures:
+                    logger.warning("worker %s: database back", self.worker)
                 failures = 0
             except JournalUnavailableError as exc:
                 failures += 1
                 if failures == 1:
-                    logger.warning("worker %s: database unreachable, sending paused: %s",
-                                   self.worker, exc)
-            await asyncio.sleep(self.policy.heartbeat * (1 if not failures else 0.5))
+                    logger.warning("worker %s: database unreachable; no send starts until it "
+                                   "is back: %s", self.worker, exc)
+            await asyncio.sleep(self.policy.heartbeat / (2 if failures else 1))
 
-    # -- one item -----------------------------------------------------------------------
+    # -- writes ------------------------------------------------------------------------
 
-    async def write(self, outcome: StoredOutcome) -> None:
-        """A fenced outcome write (group-committed with others); _Lost if fenced out."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending_writes.put_nowait((outcome, future))
-        if not await future:
-            raise _Lost(outcome.order_id)
+    async def write(self, write: _Write) -> float:
+        """A fenced write, group-committed with the others; the new local lease deadline
+        for a sent mark. Raises _Lost if the item is no longer this worker's."""
+        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        self.pending_writes.put_nowait((write, future))
+        deadline = await future
+        if deadline is None:
+            raise _Lost(write.order_id)
+        return deadline
 
     async def writer(self) -> None:
-        """Apply queued outcome writes in one transaction each round; retry while the
-        database is away (the items stay owned, their leases renewed when it returns)."""
+        """Apply the queued writes, a group per round trip; retry while the database is
+        away (the items stay owned: nothing else can take them meanwhile)."""
         while True:
             group = [await self.pending_writes.get()]
             while not self.pending_writes.empty() and len(group) < 512:
                 group.append(self.pending_writes.get_nowait())
+            marks = [w for w, _ in group if isinstance(w, _SentMark)]
+            outcomes = [w for w, _ in group if isinstance(w, StoredOutcome)]
             delay = 0.05
             while True:
                 try:
-                    applied = await self.journal.write_outcomes(
-                        self.worker, [outcome for outcome, _ in group])
+                    marked, deadline = await self.journal.mark_sent(
+                        self.worker, [m.token for m in marks], lease=self.lease)
+                    applied = await self.journal.write_outcomes(self.worker, outcomes)
                     break
                 except JournalUnavailableError:
                     await asyncio.sleep(delay + random.uniform(0, delay))
                     delay = min(delay * 2, self.policy.heartbeat)
-            for outcome, future in group:
-                if not future.done():
-                    future.set_result(outcome.order_id in applied)
+            for write, future in group:
+                if future.done():
+                    continue
+                if isinstance(write, _SentMark):
+                    future.set_result(deadline if write.token in marked else None)
+                else:
+                    future.set_result(0.0 if write.order_id in applied else None)
+
+    # -- one item ------------------------------------------------------------------------
 
     async def process(self, owned: _Owned) -> BatchResult | None:
         claim = owned.claim
@@ -247,53 +249,71 @@ class _Worker:
         if claim.in_doubt:
             assert claim.sent_ago is not None
             # The previous owner could have sent it until its lease ended, sent_ago
-            # seconds ago on the database clock: settle counts from there.
+            # seconds ago on the database clock: the settle period counts from there.
             item.doubt_since = asyncio.get_running_loop().time() - claim.sent_ago
         try:
+            # A fresh claim (or one whose last send never left) is already the intent of
+            # the first send; an item in doubt records a new intent before any re-send.
             result = await self.run._send_until_settled(
                 item, claim.in_doubt, claim.in_doubt, lambda: None)
         except (_Lost, LeaseLostError):
-            logger.info("order_id=%s: lease lost to another worker; it reconciles it",
+            logger.info("order_id=%s: lease lost; its new owner reconciles it",
                         claim.order_id)
             return None
         if result.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT):
-            await self.write(StoredOutcome(
-                claim.order_id, claim.token, result.outcome.value, payout_id=item.payout_id,
-                detail=None if result.error is None else _detail(result.error),
-                retry_in=self.policy.retry_unknown, resumed=item.resumed,
-                reconciled=item.reconciled))
+            try:
+                await self.write(StoredOutcome(
+                    claim.order_id, claim.token, result.outcome.value, payout_id=item.payout_id,
+                    detail=None if result.error is None else _detail(result.error),
+                    retry_in=self.policy.retry_unknown, resumed=item.resumed,
+                    reconciled=item.reconciled))
+            except _Lost:
+                return None
         return result
 
     async def claim(self, free: int) -> list[Claim]:
         return await self.journal.claim_items(self.batch, self.worker, free, lease=self.lease,
                                               max_rounds=self.policy.max_rounds)
 
-
-class _ItemJournal:
-    """What the batch runner's per-item logic writes, turned into fenced writes."""
-
-    def __init__(self, worker: _Worker) -> None:
-        self._worker = worker
-
-    def _owned(self, order_id: str) -> _Owned:
-        owned = self._worker.owned.get(order_id)
+    def owned_item(self, order_id: str) -> _Owned:
+        owned = self.owned.get(order_id)
         if owned is None or owned.lost:
             raise _Lost(order_id)
         return owned
 
+
+class _ItemJournal:
+    """The batch runner's per-item journal calls, as this worker's fenced writes."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self._worker = worker
+
     async def record_send(self, order_id: str) -> None:
-        owned = self._owned(order_id)
-        delay = 0.1
+        """The durable intent of a re-send after proven absence."""
+        worker = self._worker
+        owned = worker.owned_item(order_id)
+        delay = 0.05
         while True:
             try:
-                owned.deadline = await self._worker.journal.mark_resend(
-                    self._worker.worker, order_id, owned.claim.token, lease=self._worker.lease)
+                owned.deadline = await worker.journal.mark_resend(
+                    worker.worker, order_id, owned.claim.token, lease=worker.lease)
                 return
             except JournalUnavailableError:
-                if time.monotonic() >= owned.deadline:
-                    raise _Lost(order_id) from None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._worker.policy.heartbeat)
+                delay = min(delay * 2, worker.policy.heartbeat)
+                worker.owned_item(order_id)
+
+    async def record_sent(self, order_id: str) -> None:
+        """Right before the bytes leave: mark the send (fenced, renewing the lease), and
+        go ahead only with enough lease left for the whole send."""
+        worker = self._worker
+        while True:
+            owned = worker.owned_item(order_id)
+            owned.deadline = max(owned.deadline,
+                                 await worker.write(_SentMark(order_id, owned.claim.token)))
+            if owned.deadline - time.monotonic() >= worker.send_budget + worker.margin:
+                return
+            # The database answered too slowly for this lease: mark again (renewing it).
 
     async def record_outcome(self, order_id: str, state: JournalState, *,
                              payout_id: int | None = None, detail: str | None = None) -> None:
@@ -301,16 +321,22 @@ class _ItemJournal:
         # doubt) until the item settles; process() writes the final one.
         if state in (JournalState.UNKNOWN, JournalState.NOT_SENT, JournalState.INTENT):
             return
-        owned = self._owned(order_id)
+        owned = self._worker.owned_item(order_id)
         item = owned.item
         await self._worker.write(StoredOutcome(
             order_id, owned.claim.token, state.value, payout_id=payout_id, detail=detail,
             resumed=item is not None and item.resumed,
             reconciled=item is not None and item.reconciled))
 
-    # the rest of the Journal protocol is not used by the per-item logic
+    # The rest of the Journal protocol: the worker's claims and leases replace it.
+    async def acquire(self, run_id: str) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
     async def claim(self, order_id: str, body_hash: str, run_id: str) -> None:
-        raise OrderIdConflictError("a worker never claims through the protocol")
+        raise OrderIdConflictError("a worker claims through PostgresJournal.claim_items")
 
     async def get(self, order_id: str) -> None:
         return None
@@ -365,11 +391,16 @@ async def payouts_worker(
                       asyncio.create_task(worker.writer(), name="alikassa-outcomes")]
         backoff = 0.1
         while True:
-            free = concurrency - len(worker.owned)
+            refusal = worker.run.gate.refused.get(None)
+            free = 0 if refusal else concurrency - len(worker.owned)
             claims: list[Claim] = []
             try:
                 if free > 0:
                     claims = await worker.claim(free)
+                if refusal is not None and not worker.owned:
+                    # A 401: the certificate or account is wrong for every item. What this
+                    # worker claimed is back to not_sent for a worker that has the right ones.
+                    raise refusal
                 if not worker.owned and not claims:
                     later = await journal.pending_later(batch, max_rounds=policy.max_rounds)
                     if later is None:

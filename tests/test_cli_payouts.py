@@ -32,11 +32,10 @@ def test_every_bad_row_is_reported_with_its_line_before_anything_is_sent(tmp_pat
         f'payment_card_rub,P-4,"10\n0",{CARD}',       # a quoted newline: lines 6-7
         f"payment_card_rub,P-5,1.5.5,{CARD}",          # line 8
     ])
-    # No account or certificate given: validation must not need them, nor the network.
+    # --check: no certificate given; validation must not need it, nor the network.
     proc = subprocess.run(
         [sys.executable, "-m", "alikassa_async.cli_payouts", "payouts", "run", str(csv_path),
-         "--account", "93d5df06-996c-48c3-9847-348d6b580b80",
-         "--base-url", "http://127.0.0.1:9"],
+         "--check", "--base-url", "http://127.0.0.1:9"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
@@ -51,18 +50,27 @@ def test_every_bad_row_is_reported_with_its_line_before_anything_is_sent(tmp_pat
 
 
 def test_missing_columns_and_missing_credentials_are_usage_errors(tmp_path, monkeypatch,
-                                                                  capsys):
+                                                                  capsys, cert_dir):
     for name in ("ALIKASSA_ACCOUNT", "ALIKASSA_PAYOUT_CERT_DIR", "ALIKASSA_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     bad_header = write_csv(tmp_path / "a.csv", [f"payment_card_rub,P-1,{CARD}"],
                            header="service,order_id,number")
-    assert main(["payouts", "run", str(bad_header)]) == 2
+    assert main(["payouts", "run", str(bad_header), "--check"]) == 2
     assert "header lacks column(s) amount" in capsys.readouterr().err
     good = write_csv(tmp_path / "b.csv", [f"payment_card_rub,P-1,100,{CARD}"])
     assert main(["payouts", "run", str(good), "--check"]) == 0
     assert "1 payout(s), all valid" in capsys.readouterr().out
-    assert main(["payouts", "run", str(good)]) == 2
-    assert "no account" in capsys.readouterr().err
+    # A real run checks its configuration first, before it reports on the file.
+    assert main(["payouts", "run", str(bad_header)]) == 2
+    err = capsys.readouterr().err
+    assert "no account" in err and "header" not in err and "re-run" not in err
+    assert main(["payouts", "run", str(good), "--account", "not-a-uuid",
+                 "--payout-cert", str(cert_dir / "payout")]) == 2
+    assert "account must be the account UUID" in capsys.readouterr().err
+    assert main(["payouts", "run", str(good), "--account", "93d5df06-996c-48c3-9847-"
+                 "348d6b580b80", "--payout-cert", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "valid" not in err and "re-run" not in err
 
 
 def test_extra_columns_fill_the_extra_object_and_empty_cells_are_left_out(tmp_path):

@@ -161,6 +161,8 @@ class SandboxState:
         self.payout_create_requests: Counter[str] = Counter()
         #: signed requests received per endpoint (``"v1/payout"``, ...)
         self.requests: Counter[str] = Counter()
+        #: requests refused for their account or signature (401/403), per endpoint
+        self.refused_requests: Counter[str] = Counter()
         self.ledger: list[LedgerEntry] = []
         #: called with each record that becomes final (the sandbox sends notifications)
         self.on_final: Callable[[Record], None] | None = None
@@ -232,6 +234,8 @@ class SandboxState:
     def order_id_taken(self, kind: Kind, account: str, order_id: str) -> bool:
         """Payouts never reuse an order_id. A payment may reuse one whose every earlier
         payment ended ``fail``/``cancel`` — the vendor's own history example shows that (§12)."""
+        if not self.config.unique_order_ids:
+            return False
         earlier = self._by_order.get((kind, account, order_id), [])
         if kind == "payout":
             return bool(earlier)
