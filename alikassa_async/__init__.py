@@ -2,6 +2,7 @@
 
 import logging
 
+from ._defaults import __version__
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient, ClientClosedError
 from .errors import (
@@ -38,8 +39,6 @@ from .retry import RetryPolicy
 from .services import build_payment, build_payout
 from .signing import Certificate, Verifier
 from .webhooks import Notification, NotificationVerifier, Redirect
-
-__version__ = "0.1.0"
 
 # A library never configures logging; this only silences "no handler" fallbacks.
 logging.getLogger("alikassa_async").addHandler(logging.NullHandler())

@@ -33,19 +33,25 @@ Outcomes (:class:`Outcome`):
 A send that ends in doubt (timeout after sending, dropped connection, 5xx,
 429, unreadable answer) is reconciled by ``payout_status(order_id=...)``.
 The payout is sent again only when the gateway *definitely* has no such
-payout: a 404, seen at least ``ReconcilePolicy.settle`` seconds after the
-doubtful send (a payout created a moment ago may not be visible yet), or a
-400/422 on the status call whose only complaint is Laravel's "the selected
-order id is invalid" (the ``exists`` rule, i.e. no such row). Any other
-answer leaves it ``unknown``. A 400/422 on ``order_id`` to a re-send after a
-doubt means "already taken": look it up, not "rejected". A found payout
-whose amount differs from the request is reported ``unknown`` for a human.
+payout: a 404 — or a 400/422 whose only complaint is Laravel's "the selected
+order id is invalid" (the ``exists`` rule) — seen at least
+``ReconcilePolicy.settle`` seconds after the last moment the doubtful send
+could still be processed: the end of that attempt, or for a send journaled by
+an earlier run, the start of this run (see ``_Run._reconcile``). Any other
+answer leaves it ``unknown``. A 400/422 on ``order_id`` to any send means
+"already taken": look it up, never "rejected". A found payout whose amount
+differs from the request is reported ``unknown`` for a human.
 
-With a journal (:mod:`alikassa_async.journal`) the intent is on disk before
-each send, and a re-run resumes: created items are not sent again, items in
-doubt are reconciled first, and an ``order_id`` seen before with a different
-body — or twice in one batch — is refused as a likely bug. Without a journal,
+With a journal (:mod:`alikassa_async.journal`) the run first becomes its one
+owner, the intent is on disk before each send and its departure after the
+rate limiter, and a re-run resumes: created items are not sent again, items
+in doubt are reconciled first, and an ``order_id`` seen before with a
+different body — or twice in one batch — is refused as a likely bug. A
+cancelled run journals what was in flight as ``unknown``. Without a journal,
 duplicates are caught only among items in flight at the same time.
+
+The first create goes alone: a 401 stops the batch (what was not sent is
+``not_sent``), a 403 stops that service code.
 """
 
 from __future__ import annotations
@@ -62,10 +68,12 @@ from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sized
 from contextlib import aclosing
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
+from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
+from ._protocols import PayoutSender
 from .errors import (
     AliKassaError,
     APIError,
@@ -87,9 +95,6 @@ from .journal import (
 )
 from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
 from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
-
-if TYPE_CHECKING:
-    from .client import AliKassaClient
 
 __all__ = [
     "BatchProgress",
@@ -180,7 +185,7 @@ class ReconcilePolicy:
     #: client gave up on it; 60 s outlasts the request time limits of a PHP gateway
     #: behind nginx: PHP's max_execution_time, 30 s by default, and nginx's
     #: proxy/fastcgi read timeouts, 60 s)
-    settle: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    settle: float = attrs.field(default=DEFAULT_SETTLE, validator=attrs.validators.ge(0))
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     #: sends of one order_id per run (a re-send only ever follows a proven absence)
@@ -350,7 +355,7 @@ class _CredentialsGate:
 class _Run:
     """Everything one batch run shares between its items."""
 
-    def __init__(self, client: AliKassaClient, journal: Journal | None, limiter: RateLimiter,
+    def __init__(self, client: PayoutSender, journal: Journal | None, limiter: RateLimiter,
                  policy: ReconcilePolicy, wait: _WaitSettings, concurrency: int) -> None:
         self.client = client
         self.journal = journal
@@ -593,7 +598,7 @@ class _Run:
             async with aclosing(poll_until_final(
                     fetch, what=f"payout order_id={item.order_id}", timeout=self.wait.timeout,
                     interval=self.wait.interval, max_interval=self.wait.max_interval,
-                    slots=client._status_semaphore(), throttle=self.limiter.acquire)) as changes:
+                    slots=client.status_slots, throttle=self.limiter.acquire)) as changes:
                 async for status in changes:
                     final = status
         except PollingTimeoutError as exc:
@@ -720,10 +725,10 @@ def _open_journal(journal: JournalSpec | None) -> tuple[Journal | None, bool]:
 
 
 async def payouts_batch(
-    client: AliKassaClient,
+    client: PayoutSender,
     items: Iterable[PayoutItem] | AsyncIterable[PayoutItem],
     *,
-    concurrency: int = 64,
+    concurrency: int = DEFAULT_CONCURRENCY,
     rate: float | None = None,
     journal: JournalSpec | None = None,
     wait_final: bool = False,
@@ -732,7 +737,7 @@ async def payouts_batch(
     wait_timeout: float | None = DEFAULT_TIMEOUT,
     wait_interval: float = DEFAULT_INTERVAL,
     wait_max_interval: float = DEFAULT_MAX_INTERVAL,
-    max_waiting: int = 1024,
+    max_waiting: int = DEFAULT_MAX_WAITING,
     reconcile: ReconcilePolicy | None = None,
 ) -> AsyncGenerator[BatchResult, None]:
     """Create many payouts; yield one :class:`BatchResult` per item as each completes.

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from ._defaults import DEFAULT_MAX_STATUS_IN_FLIGHT
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient
 from .errors import (
@@ -268,8 +269,8 @@ def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "account": args.account, "payout_cert": Certificate.from_dir(args.payout_cert),
         "base_url": args.base_url, "signature_hash": args.signature_hash,
-        "max_connections": args.concurrency + AliKassaClient.max_status_in_flight,
-        "max_keepalive_connections": args.concurrency + AliKassaClient.max_status_in_flight,
+        "max_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
+        "max_keepalive_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
     }
     if args.ca_bundle is not None:
         settings["verify"] = args.ca_bundle

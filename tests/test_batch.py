@@ -487,7 +487,8 @@ class _InstantClient:
         return PayoutStatusResponse(payment_status=PaymentStatus.WAIT, order_id=order_id,
                                     amount=Decimal("10.00"))
 
-    def _status_semaphore(self) -> asyncio.Semaphore:
+    @property
+    def status_slots(self) -> asyncio.Semaphore:
         return self.semaphore
 
 

@@ -12,11 +12,11 @@ from typing import Literal
 
 import attrs
 
+from .._defaults import LOOPBACK_HOSTS
 from ..signing import SignatureHash
 
 __all__ = ["LOOPBACK_HOSTS", "SandboxConfig"]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _CENT = Decimal("0.01")
 
 
