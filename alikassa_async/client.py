@@ -686,7 +686,7 @@ class AliKassaClient:
         journal: PostgresJournal,
         *,
         batch: str,
-        concurrency: int = 64,
+        concurrency: int = DEFAULT_CONCURRENCY,
         rate: float | None = None,
         reconcile: _batch.ReconcilePolicy | None = None,
         policy: WorkerPolicy | None = None,

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
+from ._defaults import DEFAULT_CONCURRENCY
 from .batch import (
     BatchResult,
     Outcome,
@@ -353,7 +354,7 @@ async def payouts_worker(
     journal: PostgresJournal,
     *,
     batch: str,
-    concurrency: int = 64,
+    concurrency: int = DEFAULT_CONCURRENCY,
     rate: float | None = None,
     reconcile: ReconcilePolicy | None = None,
     policy: WorkerPolicy | None = None,

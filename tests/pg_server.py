@@ -23,9 +23,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import psycopg  # the dev extra installs it (extra "postgres")
+import pytest
 
 
 def _binaries() -> Path | None:

@@ -251,12 +251,16 @@ async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(
     await journal.load("b1", payouts(2))
     old = {c.order_id: c for c in await journal.claim_items("b1", "w1", 10, lease=0.3,
                                                             max_rounds=3)}
+    marked, _ = await journal.mark_sent("w1", [old["P-0"].token], lease=0.3)  # P-0 left
+    assert marked == {old["P-0"].token}
     await asyncio.sleep(0.8)
     new = {c.order_id: c for c in await journal.claim_items("b1", "w2", 10, lease=30,
                                                             max_rounds=3)}
     assert set(new) == set(old)
     claim = new["P-0"]
     assert claim.in_doubt and claim.previous == "intent"
+    # P-1's intent never left (no sent mark): nothing to reconcile, its claim is the intent
+    assert not new["P-1"].in_doubt and new["P-1"].sends == 1
     # the old owner could last have sent at its lease expiry: ~0.5 s ago, database clock
     assert claim.sent_ago is not None and 0.3 <= claim.sent_ago <= 3.0
     # every write of the old owner is now fenced off
