@@ -734,12 +734,11 @@ class PostgresJournal:
         await self._ensure_open()
         async with self._connection() as conn:
             await self._check_batch_key(conn, batch, None)
-            async with conn.transaction():
-                cur = conn.cursor(name="alikassa_results")
+            async with conn.transaction(), conn.cursor(name="alikassa_results") as cur:
                 await cur.execute(
                     f"SELECT line, seq, order_id, state, payout_id, sends, detail, resumed, "
-                    "reconciled "
-                    f"FROM {self.schema}.payouts WHERE batch = %s ORDER BY seq", (batch,))
+                    f"reconciled FROM {self.schema}.payouts WHERE batch = %s ORDER BY seq",
+                    (batch,))
                 async for r in cur:
                     yield ResultRow(line=r[0], seq=r[1], order_id=r[2], state=r[3],
                                     payout_id=r[4], sends=r[5], detail=r[6],
