@@ -38,7 +38,7 @@ from typing import IO, Any, TextIO
 from . import cli_payouts
 from .batch import ReconcilePolicy
 from .client import AliKassaClient
-from .errors import AliKassaError, ConfigurationError
+from .errors import AliKassaError, ConfigurationError, RequestValidationError
 from .retry import RetryPolicy
 from .signing import Certificate
 from .worker import WorkerPolicy
@@ -134,6 +134,9 @@ def _run(func: Any, args: argparse.Namespace) -> int:
         return EXIT_JOURNAL
     except ConfigurationError:
         raise
+    except RequestValidationError as exc:  # a changed body on reload, an order_id elsewhere
+        _say(sys.stderr, f"error: {exc}")
+        return EXIT_USAGE
     except AliKassaError as exc:
         _say(sys.stderr, f"error: {exc}")
         return EXIT_JOURNAL if type(exc).__name__.startswith("Journal") else EXIT_ATTENTION
