@@ -88,6 +88,8 @@ def register(commands: Any) -> None:
                       help="seconds before an `unknown` payout is reconciled again "
                            f"(default {WorkerPolicy().retry_unknown:g}; at most "
                            f"{WorkerPolicy().max_rounds} rounds)")
+    work.add_argument("--http-backend", choices=("httpx", "aiohttp"), default=None,
+                      help="the client's HTTP backend (aiohttp: extra [aiohttp])")
     work.add_argument("--no-progress", action="store_true", help="no progress lines")
     cli_payouts.add_client_arguments(work)
 
@@ -121,6 +123,8 @@ def _run(func: Any, args: argparse.Namespace) -> int:
         raise ConfigurationError(str(exc)) from None
     if func is _work:  # account, certificate, host: checked before anything else
         args.client_settings = cli_payouts._client_settings(args)
+        if args.http_backend is not None:
+            args.client_settings["http_backend"] = args.http_backend
         if args.timeout is not None:
             args.client_settings["timeout"] = args.timeout
             args.client_settings["retry"] = RetryPolicy(total_timeout=args.timeout)

@@ -628,22 +628,35 @@ class PostgresJournal:
                 raise LeaseLostError(f"order_id={order_id!r} is no longer owned by this worker")
         return before + lease
 
+    async def write_group(self, worker: str, sent: Sequence[int], outcomes: Sequence[Outcome],
+                          *, lease: float) -> tuple[set[int], set[str], float]:
+        """:meth:`mark_sent` and :meth:`write_outcomes` in one transaction (one commit)."""
+        before = time.monotonic()
+        async with self._connection() as conn, conn.transaction():
+            marked = await self._mark_sent(conn, worker, sent, lease)
+            applied = await self._write_outcomes(conn, worker, outcomes)
+        return marked, applied, before + lease
+
     async def mark_sent(self, worker: str, tokens: Sequence[int], *, lease: float
                         ) -> tuple[set[int], float]:
         """Record that the intended sends of ``tokens`` leave now (fenced), renewing their
         leases; (tokens marked, local lease deadline). Awaited before the bytes leave:
         an intent without this mark was provably never sent."""
-        if not tokens:
-            return set(), time.monotonic() + lease
         before = time.monotonic()
         async with self._connection() as conn:
-            cur = await conn.execute(
-                f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
-                "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-                "WHERE token = ANY(%s) AND owner = %s AND state = 'intent' RETURNING token",
-                (lease, list(tokens), worker))
-            marked = {int(r[0]) for r in await cur.fetchall()}
+            marked = await self._mark_sent(conn, worker, tokens, lease)
         return marked, before + lease
+
+    async def _mark_sent(self, conn: psycopg.AsyncConnection[Any], worker: str,
+                         tokens: Sequence[int], lease: float) -> set[int]:
+        if not tokens:
+            return set()
+        cur = await conn.execute(
+            f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
+            "lease_until = now() + make_interval(secs => %s), updated_at = now() "
+            "WHERE token = ANY(%s) AND owner = %s AND state = 'intent' RETURNING token",
+            (lease, list(tokens), worker))
+        return {int(r[0]) for r in await cur.fetchall()}
 
     async def write_outcomes(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
         """Apply fenced outcome writes in one transaction; the order_ids that applied.
@@ -652,35 +665,39 @@ class PostgresJournal:
         sealed body erased in the same write. ``unknown`` releases the item with
         its lease ended now, so the next claim's ``send_horizon`` is this moment.
         """
+        async with self._connection() as conn:
+            return await self._write_outcomes(conn, worker, outcomes)
+
+    async def _write_outcomes(self, conn: psycopg.AsyncConnection[Any], worker: str,
+                              outcomes: Sequence[Outcome]) -> set[str]:
         if not outcomes:
             return set()
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                f"""UPDATE {self.schema}.payouts p SET
-                    state = v.state, payout_id = COALESCE(v.payout_id, p.payout_id),
-                    detail = v.detail,
-                    sealed = CASE WHEN v.state = ANY(%(erase)s) THEN NULL ELSE p.sealed END,
-                    lease_until = now(),
-                    retry_after = CASE WHEN v.retry_in IS NULL THEN NULL
-                        ELSE now() + make_interval(secs => v.retry_in) END,
-                    resumed = p.resumed OR v.resumed, reconciled = v.reconciled,
-                    updated_at = now()
-                FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[],
-                            %(payouts)s::bigint[], %(details)s::text[], %(retry)s::float8[],
-                            %(resumed)s::boolean[], %(reconciled)s::boolean[])
-                     AS v(order_id, token, state, payout_id, detail, retry_in, resumed,
-                          reconciled)
-                WHERE p.order_id = v.order_id AND p.token = v.token AND p.owner = %(worker)s
-                RETURNING p.order_id""",
-                {"erase": list(_ERASE), "worker": worker,
-                 "ids": [o.order_id for o in outcomes], "tokens": [o.token for o in outcomes],
-                 "states": [o.state for o in outcomes],
-                 "payouts": [o.payout_id for o in outcomes],
-                 "details": [o.detail for o in outcomes],
-                 "retry": [o.retry_in for o in outcomes],
-                 "resumed": [o.resumed for o in outcomes],
-                 "reconciled": [o.reconciled for o in outcomes]})
-            return {r[0] for r in await cur.fetchall()}
+        cur = await conn.execute(
+            f"""UPDATE {self.schema}.payouts p SET
+                state = v.state, payout_id = COALESCE(v.payout_id, p.payout_id),
+                detail = v.detail,
+                sealed = CASE WHEN v.state = ANY(%(erase)s) THEN NULL ELSE p.sealed END,
+                lease_until = now(),
+                retry_after = CASE WHEN v.retry_in IS NULL THEN NULL
+                    ELSE now() + make_interval(secs => v.retry_in) END,
+                resumed = p.resumed OR v.resumed, reconciled = v.reconciled,
+                updated_at = now()
+            FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[],
+                        %(payouts)s::bigint[], %(details)s::text[], %(retry)s::float8[],
+                        %(resumed)s::boolean[], %(reconciled)s::boolean[])
+                 AS v(order_id, token, state, payout_id, detail, retry_in, resumed,
+                      reconciled)
+            WHERE p.order_id = v.order_id AND p.token = v.token AND p.owner = %(worker)s
+            RETURNING p.order_id""",
+            {"erase": list(_ERASE), "worker": worker,
+             "ids": [o.order_id for o in outcomes], "tokens": [o.token for o in outcomes],
+             "states": [o.state for o in outcomes],
+             "payouts": [o.payout_id for o in outcomes],
+             "details": [o.detail for o in outcomes],
+             "retry": [o.retry_in for o in outcomes],
+             "resumed": [o.resumed for o in outcomes],
+             "reconciled": [o.reconciled for o in outcomes]})
+        return {r[0] for r in await cur.fetchall()}
 
     async def pending_later(self, batch: str, *, max_rounds: int) -> float | None:
         """Nothing claimable now: seconds until something may be (a lease ending, an

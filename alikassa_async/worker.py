@@ -78,6 +78,8 @@ __all__ = ["WorkerPolicy", "payouts_worker"]
 
 logger = logging.getLogger("alikassa_async.worker")
 
+_WRITERS = 3  # concurrent group writes (each on its own pooled connection)
+
 
 @attrs.frozen
 class WorkerPolicy:
@@ -218,9 +220,8 @@ class _Worker:
             delay = 0.05
             while True:
                 try:
-                    marked, deadline = await self.journal.mark_sent(
-                        self.worker, [m.token for m in marks], lease=self.lease)
-                    applied = await self.journal.write_outcomes(self.worker, outcomes)
+                    marked, applied, deadline = await self.journal.write_group(
+                        self.worker, [m.token for m in marks], outcomes, lease=self.lease)
                     break
                 except JournalUnavailableError:
                     await asyncio.sleep(delay + random.uniform(0, delay))
@@ -388,15 +389,22 @@ async def payouts_worker(
             live = await journal.heartbeat(worker.worker, batch,
                                            live_within=3 * policy.heartbeat)
         worker.limiter.share(live)
+        # Several writers: while one waits for its commit the next group is on its way, and
+        # the server flushes concurrent commits together.
         background = [asyncio.create_task(worker.heartbeats(), name="alikassa-heartbeat"),
-                      asyncio.create_task(worker.writer(), name="alikassa-outcomes")]
+                      *(asyncio.create_task(worker.writer(), name=f"alikassa-writes-{i}")
+                        for i in range(_WRITERS))]
         backoff = 0.1
+        # Own up to twice `concurrency` (the runner's send slots still allow `concurrency`
+        # creates at once): a claimed item waits ready while another's outcome commits.
+        most = 2 * concurrency
         while True:
             refusal = worker.run.gate.refused.get(None)
-            free = 0 if refusal else concurrency - len(worker.owned)
+            free = 0 if refusal else most - len(worker.owned)
             claims: list[Claim] = []
             try:
-                if free > 0:
+                if free >= max(1, concurrency // 4) or (free > 0 and len(worker.owned) <
+                                                         concurrency):
                     claims = await worker.claim(free)
                 if refusal is not None and not worker.owned:
                     # A 401: the certificate or account is wrong for every item. What this
