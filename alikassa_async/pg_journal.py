@@ -613,6 +613,15 @@ class PostgresJournal:
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
 
+    async def release_items(self, worker: str, tokens: Sequence[int]) -> None:
+        """End the leases of ``tokens`` now (a worker stopping with nothing in flight)."""
+        if not tokens:
+            return
+        async with self._connection() as conn:
+            await conn.execute(
+                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE token = ANY(%s) "
+                "AND owner = %s AND state = 'intent'", (list(tokens), worker))
+
     async def mark_resend(self, worker: str, order_id: str, token: int, *, lease: float
                           ) -> float:
         """The durable intent of a re-send (after proven absence): fenced; renews the lease.

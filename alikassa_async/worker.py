@@ -189,11 +189,11 @@ class _Worker:
                 if failures:
                     logger.warning("worker %s: database back", self.worker)
                 failures = 0
-            except JournalUnavailableError as exc:
+            except JournalError as exc:  # unreachable, or a statement failed: try again
                 failures += 1
                 if failures == 1:
-                    logger.warning("worker %s: database unreachable; no send starts until it "
-                                   "is back: %s", self.worker, exc)
+                    logger.warning("worker %s: no heartbeat (%s); no send starts until the "
+                                   "database confirms the leases again", self.worker, exc)
             await asyncio.sleep(self.policy.heartbeat / (2 if failures else 1))
 
     # -- writes ------------------------------------------------------------------------
@@ -226,6 +226,12 @@ class _Worker:
                 except JournalUnavailableError:
                     await asyncio.sleep(delay + random.uniform(0, delay))
                     delay = min(delay * 2, self.policy.heartbeat)
+                except JournalError as exc:  # not the connection: the items' tasks raise it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    group = []
+                    break
             for write, future in group:
                 if future.done():
                     continue
@@ -448,8 +454,17 @@ async def payouts_worker(
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-            logger.warning("worker %s stopped with %d payout(s) owned; their leases run out "
-                           "and another worker reconciles them", worker.worker, len(tasks))
+            # Their sends have ended (cancelled): end the leases now, so another worker takes
+            # them over at once; the settle period counts from this moment.
+            tokens = [o.claim.token for o in worker.owned.values() if not o.lost]
+            try:
+                await journal.release_items(worker.worker, tokens)
+                logger.warning("worker %s stopped with %d payout(s) owned; released for "
+                               "another worker to reconcile", worker.worker, len(tasks))
+            except JournalError:
+                logger.warning("worker %s stopped with %d payout(s) owned; their leases run "
+                               "out and another worker reconciles them", worker.worker,
+                               len(tasks))
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -204,3 +204,29 @@ async def test_payouts_batch_takes_a_postgresql_dsn_and_one_owner(
                     pass
     assert set(server.state.payout_creations.values()) == {1}
     assert len(server.state.payout_creations) == 20
+
+
+async def test_a_worker_that_stops_releases_what_it_owned(
+        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    from contextlib import aclosing
+
+    server = alikassa_sandbox
+    server.faults.add("v1/payout", Fault.delay(0.3), times=10_000)
+    cert = alikassa_certs.payout_certificate()
+    async with (PostgresJournal(pg_dsn, payout_cert=cert) as journal,
+                client_for(server, alikassa_account, alikassa_certs) as client):
+        await journal.load("b1", items(100))
+        async with aclosing(client.payouts_worker(journal, batch="b1", concurrency=8,
+                                                  policy=POLICY, reconcile=RECONCILE)) as run:
+            async for _ in run:
+                break  # the consumer leaves: the worker stops with items owned
+        import psycopg
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            cur = await conn.execute("SELECT count(*), bool_and(lease_until <= now()) FROM "
+                                     "alikassa.payouts WHERE state = 'intent'")
+            owned, released = await cur.fetchone()
+        assert owned > 0 and released  # taken over at once, not after the 3 s lease
+        rest = await work(client, journal)
+    assert len(rest) + 1 >= 100
+    assert set(server.state.payout_creations.values()) == {1}
+    assert len(server.state.payout_creations) == 100
