@@ -4,14 +4,18 @@ import logging
 
 from ._defaults import __version__
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
-from .client import DEFAULT_BASE_URL, AliKassaClient, ClientClosedError
+from .client import DEFAULT_BASE_URL, AliKassaClient
 from .errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     InvalidRequestError,
+    JournalError,
+    JournalInUseError,
     NotFoundError,
+    OrderIdConflictError,
     OutcomeUnknownError,
     PollingTimeoutError,
     RateLimitError,
@@ -20,7 +24,7 @@ from .errors import (
     SignatureError,
     TransportError,
 )
-from .journal import Journal, JournalError, OrderIdConflictError, SQLiteJournal
+from .journal import Journal, SQLiteJournal
 from .models import (
     AccountInfo,
     Balance,
@@ -61,6 +65,7 @@ __all__ = [
     "InvalidRequestError",
     "Journal",
     "JournalError",
+    "JournalInUseError",
     "NotFoundError",
     "Notification",
     "NotificationVerifier",

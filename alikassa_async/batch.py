@@ -65,7 +65,15 @@ import os
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sized,
+)
 from contextlib import aclosing
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -73,6 +81,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
+from ._outcome import Outcome
 from ._protocols import PayoutSender
 from .errors import (
     AliKassaError,
@@ -88,13 +97,13 @@ from .errors import (
 )
 from .journal import (
     Journal,
-    JournalState,
     OrderIdConflictError,
     SQLiteJournal,
     body_hash,
 )
 from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
 from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
+from .services import build_payout
 
 __all__ = [
     "BatchProgress",
@@ -114,22 +123,6 @@ PayoutItem: TypeAlias = PayoutRequest | Mapping[str, Any]
 #: a journal, or the path of a SQLite journal file (or a ``postgresql://`` DSN) the batch
 #: opens and closes itself
 JournalSpec: TypeAlias = Journal | str | os.PathLike[str]
-
-
-class Outcome(enum.StrEnum):
-    """How one payout of a batch ended (see the module docstring)."""
-
-    CREATED = "created"
-    REJECTED = "rejected"
-    NOT_SENT = "not_sent"
-    UNKNOWN = "unknown"
-    PAID = "paid"
-    CANCEL = "cancel"
-    FAIL = "fail"
-
-    @property
-    def exists_at_gateway(self) -> bool:
-        return self in (Outcome.CREATED, Outcome.PAID, Outcome.CANCEL, Outcome.FAIL)
 
 
 @attrs.frozen
@@ -356,13 +349,14 @@ class _Run:
     """Everything one batch run shares between its items."""
 
     def __init__(self, client: PayoutSender, journal: Journal | None, limiter: RateLimiter,
-                 policy: ReconcilePolicy, wait: _WaitSettings, concurrency: int) -> None:
+                 policy: ReconcilePolicy, wait: _WaitSettings, concurrency: int, *,
+                 run_id: str | None = None) -> None:
         self.client = client
         self.journal = journal
         self.limiter = limiter
         self.policy = policy
         self.wait = wait
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex
         self.gate = _CredentialsGate()
         #: creates on the wire at once; a parked item re-sending takes a slot too
         self.send_slots = asyncio.Semaphore(concurrency)
@@ -371,7 +365,7 @@ class _Run:
         """Final statuses are outcomes only with ``wait_final``; else it is "created"."""
         return Outcome(final.value) if self.wait.enabled else Outcome.CREATED
 
-    async def _note(self, item: _Item, state: JournalState, detail: str | None = None) -> None:
+    async def _note(self, item: _Item, state: Outcome, detail: str | None = None) -> None:
         if self.journal is not None:
             await self.journal.record_outcome(item.order_id, state, payout_id=item.payout_id,
                                               detail=detail)
@@ -395,9 +389,9 @@ class _Run:
         if item.send_left:
             logger.warning("order_id=%s: cancelled while its create was in flight; outcome "
                            "unknown until the next run reconciles it", item.order_id)
-            state, detail = JournalState.UNKNOWN, "cancelled while the create was in flight"
+            state, detail = Outcome.UNKNOWN, "cancelled while the create was in flight"
         else:
-            state, detail = JournalState.NOT_SENT, "cancelled before the create was sent"
+            state, detail = Outcome.NOT_SENT, "cancelled before the create was sent"
         with contextlib.suppress(Exception):  # the journal failing here changes nothing:
             await asyncio.shield(  # an intent left in place is reconciled by the next run
                 self.journal.record_outcome(item.order_id, state, detail=detail))
@@ -420,13 +414,13 @@ class _Run:
                     "(likely a bug); use a new order_id or a new journal"))
             item.payout_id = previous.payout_id
             if previous.state.exists_at_gateway:
-                if previous.state is JournalState.CREATED:
+                if previous.state is Outcome.CREATED:
                     return await self._created(item, None, park)
                 final = PaymentStatus(previous.state.value)
                 return item.result(self._outcome_for(final), status=final)
             # In doubt unless its last intended send provably never left.
-            if previous.state is JournalState.UNKNOWN or (
-                    previous.state is JournalState.INTENT and previous.last_send_left):
+            if previous.state is Outcome.UNKNOWN or (
+                    previous.state is Outcome.INTENT and previous.last_send_left):
                 in_doubt = True
                 item.doubt_since = asyncio.get_running_loop().time() - previous.idle_for
         return await self._send_until_settled(item, in_doubt, previous is not None, park)
@@ -445,18 +439,18 @@ class _Run:
                     if status.id is not None:
                         item.payout_id = status.id
                     if status.payment_status.is_final:
-                        await self._note(item, JournalState(status.payment_status.value))
+                        await self._note(item, Outcome(status.payment_status.value))
                         return item.result(self._outcome_for(status.payment_status),
                                            response=status)
-                    await self._note(item, JournalState.CREATED)
+                    await self._note(item, Outcome.CREATED)
                     return await self._created(item, status, park)
                 if verdict is _Verdict.UNDETERMINED:
-                    await self._note(item, JournalState.UNKNOWN, _detail_of(item.last_error))
+                    await self._note(item, Outcome.UNKNOWN, _detail_of(item.last_error))
                     return item.result(Outcome.UNKNOWN, error=item.last_error)
                 in_doubt = False  # proven absent: sending again cannot pay twice
             if item.attempts >= self.policy.max_sends:
                 # Every doubt so far was settled as "no such payout": nothing exists.
-                await self._note(item, JournalState.NOT_SENT, _detail_of(item.last_error))
+                await self._note(item, Outcome.NOT_SENT, _detail_of(item.last_error))
                 item.send_pending = False
                 return item.result(Outcome.NOT_SENT, error=item.last_error)
             if needs_intent and self.journal is not None:
@@ -466,7 +460,7 @@ class _Run:
             try:
                 created = await self._send_once(item)
             except _Refused as refused:
-                await self._note(item, JournalState.NOT_SENT, _detail(refused.error))
+                await self._note(item, Outcome.NOT_SENT, _detail(refused.error))
                 return item.result(Outcome.NOT_SENT, error=refused.error)
             except OutcomeUnknownError as exc:
                 item.last_error = exc
@@ -475,7 +469,7 @@ class _Run:
                 item.doubt_since = asyncio.get_running_loop().time()
                 if isinstance(exc.cause, RateLimitError):
                     self.limiter.pause(exc.cause.retry_after or self.policy.pause)
-                await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                await self._note(item, Outcome.UNKNOWN, _detail(exc))
                 continue
             except InvalidRequestError as exc:
                 item.last_error = exc
@@ -484,27 +478,27 @@ class _Run:
                     # earlier run, another process, or a journal that was lost). Look it up.
                     in_doubt = True
                     item.taken = True
-                    await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                    await self._note(item, Outcome.UNKNOWN, _detail(exc))
                     continue
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except AuthenticationError as exc:
                 self.gate.refuse(item.request.service, exc)
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except RequestValidationError as exc:
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except TransportError as exc:
                 # The connection never opened: nothing reached the gateway.
                 item.last_error = exc
                 connect_failures += 1
                 self.limiter.pause(self.policy.pause)
-                await self._note(item, JournalState.NOT_SENT, _detail(exc))
+                await self._note(item, Outcome.NOT_SENT, _detail(exc))
                 await asyncio.sleep(self.policy.backoff(connect_failures))
                 continue
             item.payout_id = created.id
-            await self._note(item, JournalState.CREATED)
+            await self._note(item, Outcome.CREATED)
             return await self._created(item, created, park)
 
     async def _send_once(self, item: _Item) -> PayoutCreated:
@@ -605,7 +599,7 @@ class _Run:
             last = exc.last_status if isinstance(exc.last_status, PayoutStatusResponse) else None
             return item.result(Outcome.CREATED, response=last or response, error=exc)
         assert final is not None
-        await self._note(item, JournalState(final.payment_status.value))
+        await self._note(item, Outcome(final.payment_status.value))
         return item.result(Outcome(final.payment_status.value), response=final)
 
 
@@ -677,8 +671,6 @@ def _as_request(item: object) -> PayoutRequest:
     if isinstance(item, PayoutRequest):
         return item
     if isinstance(item, Mapping):
-        from .services import build_payout  # the registry sits above the batch layer
-
         try:
             fields = dict(item)
         except Exception as exc:  # a mapping that cannot even be read
@@ -755,111 +747,156 @@ async def payouts_batch(
     ...     async for r in results:
     ...         print(r.order_id, r.outcome)
     """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError("concurrency must be a positive integer")
-    if max_waiting < 1:
-        raise ValueError("max_waiting must be a positive integer")
-    limiter = RateLimiter(rate)
+    _check_positive(concurrency=concurrency, max_waiting=max_waiting)
     if total is None and isinstance(items, Sized):
         total = len(items)
-    opened_journal, owns_journal = _open_journal(journal)
-    run = _Run(client, opened_journal, limiter, reconcile or ReconcilePolicy(),
-               _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval),
-               concurrency)
-    if opened_journal is not None:
+    run_id = uuid.uuid4().hex
+    async with _journal_owned_by(journal, run_id) as owned:
+        run = _Run(client, owned, RateLimiter(rate), reconcile or ReconcilePolicy(),
+                   _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval),
+                   concurrency, run_id=run_id)
+        source = _Source(items)
+        scheduler = _Scheduler(run, concurrency=concurrency, max_waiting=max_waiting,
+                               progress=progress, total=total)
         try:
-            await opened_journal.acquire(run.run_id)  # before anything is read or sent
-        except BaseException:
-            if owns_journal:
-                await opened_journal.aclose()
-            raise
-    source = _Source(items)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    counts: Counter[str] = Counter()
-    events: asyncio.Queue[tuple[str, asyncio.Task[BatchResult]]] = asyncio.Queue()
-    sending: set[asyncio.Task[BatchResult]] = set()
-    waiting: set[asyncio.Task[BatchResult]] = set()
-    in_flight_ids: dict[asyncio.Task[BatchResult], str] = {}
-    ids_in_flight: set[str] = set()
+            while True:
+                while scheduler.has_room() and not source.exhausted:
+                    raw = await source.next()
+                    if raw is _END:
+                        break
+                    refused = scheduler.admit(raw, source.pulled - 1)
+                    if refused is not None:
+                        yield refused
+                if scheduler.idle:
+                    break
+                result = await scheduler.next_result()
+                if result is not None:
+                    yield result
+            if source.error is not None:
+                raise source.error
+        finally:
+            await scheduler.stop()
+            await source.aclose()
 
-    def report(result: BatchResult) -> BatchResult:
-        counts[result.outcome.value] += 1
-        if progress is not None:
-            elapsed = loop.time() - started
-            done = sum(counts.values())
-            progress(BatchProgress(done=done, total=total, counts=dict(counts),
-                                   elapsed=elapsed, rate=done / elapsed if elapsed > 0 else 0.0,
-                                   in_flight=len(sending) + len(waiting)))
-        return result
 
-    def spawn(item: _Item) -> None:
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer")
+
+
+@contextlib.asynccontextmanager
+async def _journal_owned_by(spec: JournalSpec | None, run_id: str
+                            ) -> AsyncIterator[Journal | None]:
+    """The journal (opened from a path if need be), owned by ``run_id`` throughout."""
+    journal, opened_here = _open_journal(spec)
+    if journal is None:
+        yield None
+        return
+    try:
+        await journal.acquire(run_id)  # before anything is read or sent
+        try:
+            yield journal
+        finally:
+            await journal.release()
+    finally:
+        if opened_here:
+            await journal.aclose()
+
+
+class _Scheduler:
+    """Runs items as tasks: ``concurrency`` sending, ``max_waiting`` parked, results in
+    completion order, progress after each. Where the items come from is the caller's."""
+
+    def __init__(self, run: _Run, *, concurrency: int, max_waiting: int,
+                 progress: Callable[[BatchProgress], None] | None, total: int | None) -> None:
+        self.run = run
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.progress = progress
+        self.total = total
+        self.counts: Counter[str] = Counter()
+        self._started = asyncio.get_running_loop().time()
+        self._events: asyncio.Queue[tuple[str, asyncio.Task[BatchResult]]] = asyncio.Queue()
+        self._sending: set[asyncio.Task[BatchResult]] = set()
+        self._waiting: set[asyncio.Task[BatchResult]] = set()
+        #: order_id of every unfinished task, and the set of them (duplicates in flight)
+        self._order_ids: dict[asyncio.Task[BatchResult], str] = {}
+        self._ids: set[str] = set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._sending and not self._waiting
+
+    def has_room(self) -> bool:
+        return len(self._sending) < self.concurrency and len(self._waiting) < self.max_waiting
+
+    def admit(self, raw: object, index: int) -> BatchResult | None:
+        """Start ``raw`` as item ``index``, or return its ``rejected`` result."""
+        try:
+            request = _as_request(raw)
+        except RequestValidationError as exc:  # this item's problem, not the batch's
+            return self._report(BatchResult(index=index, order_id=_order_id_of(raw),
+                                            outcome=Outcome.REJECTED, error=exc))
+        if request.order_id in self._ids:
+            return self._report(BatchResult(
+                index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
+                error=OrderIdConflictError(
+                    "this order_id appears more than once in the batch (likely a bug)")))
+        self._spawn(_Item(index, request))
+        return None
+
+    def _spawn(self, item: _Item) -> None:
         task: asyncio.Task[BatchResult] | None = None
 
         def park() -> None:
             assert task is not None
-            events.put_nowait(("waiting", task))
+            self._events.put_nowait(("waiting", task))
 
-        task = asyncio.create_task(run.process(item, park),
+        task = asyncio.create_task(self.run.process(item, park),
                                    name=f"payout order_id={item.order_id}")
-        task.add_done_callback(lambda t: events.put_nowait(("done", t)))
-        sending.add(task)
-        in_flight_ids[task] = item.order_id
-        ids_in_flight.add(item.order_id)
+        task.add_done_callback(lambda t: self._events.put_nowait(("done", t)))
+        self._sending.add(task)
+        self._order_ids[task] = item.order_id
+        self._ids.add(item.order_id)
 
-    try:
-        while True:
-            while (not source.exhausted and len(sending) < concurrency
-                   and len(waiting) < max_waiting):
-                raw = await source.next()
-                if raw is _END:
-                    break
-                index = source.pulled - 1
-                try:
-                    request = _as_request(raw)
-                except RequestValidationError as exc:  # this item's problem, not the batch's
-                    yield report(BatchResult(index=index, order_id=_order_id_of(raw),
-                                             outcome=Outcome.REJECTED, error=exc))
-                    continue
-                if request.order_id in ids_in_flight:
-                    yield report(BatchResult(
-                        index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
-                        error=OrderIdConflictError(
-                            "this order_id appears more than once in the batch (likely a bug)")))
-                    continue
-                spawn(_Item(index, request))
-            if not sending and not waiting:
-                break
-            kind, task = await events.get()
-            if kind == "waiting":
-                if task in sending:
-                    sending.discard(task)
-                    waiting.add(task)
-                continue
-            if task not in sending and task not in waiting:
-                continue  # already handled
-            sending.discard(task)
-            waiting.discard(task)
-            ids_in_flight.discard(in_flight_ids.pop(task))
-            yield report(task.result())  # an unexpected error (journal, config) ends the batch
-        if source.error is not None:
-            raise source.error
-    finally:
-        unfinished = [t for t in (*sending, *waiting) if not t.done()]
+    async def next_result(self) -> BatchResult | None:
+        """The next finished item's result, or None when only a send slot freed up."""
+        kind, task = await self._events.get()
+        if kind == "waiting":
+            if task in self._sending:
+                self._sending.discard(task)
+                self._waiting.add(task)
+            return None
+        if task not in self._order_ids:
+            return None  # already handled
+        self._sending.discard(task)
+        self._waiting.discard(task)
+        self._ids.discard(self._order_ids.pop(task))
+        return self._report(task.result())  # an unexpected error (journal) ends the batch
+
+    def _report(self, result: BatchResult) -> BatchResult:
+        self.counts[result.outcome.value] += 1
+        if self.progress is not None:
+            elapsed = asyncio.get_running_loop().time() - self._started
+            done = sum(self.counts.values())
+            self.progress(BatchProgress(
+                done=done, total=self.total, counts=dict(self.counts), elapsed=elapsed,
+                rate=done / elapsed if elapsed > 0 else 0.0,
+                in_flight=len(self._sending) + len(self._waiting)))
+        return result
+
+    async def stop(self) -> None:
+        """Cancel what is unfinished and wait until each has journaled where it stands."""
+        unfinished = [t for t in self._order_ids if not t.done()]
         for task in unfinished:
             task.cancel()
-        if unfinished:
-            await asyncio.gather(*unfinished, return_exceptions=True)
-            ids = [in_flight_ids[t] for t in unfinished]
-            logger.warning("batch stopped with %d payout(s) unfinished; %s", len(ids),
-                           "the journal has them: the next run reconciles them"
-                           if opened_journal is not None else
-                           "without a journal nothing records them: look them up by "
-                           f"order_id ({', '.join(ids[:20])})")
-        await source.aclose()
-        if opened_journal is not None:
-            if owns_journal:
-                await opened_journal.aclose()
-            else:
-                await opened_journal.release()
-
+        if not unfinished:
+            return
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        ids = [self._order_ids[t] for t in unfinished]
+        logger.warning("batch stopped with %d payout(s) unfinished; %s", len(ids),
+                       "the journal has them: the next run reconciles them"
+                       if self.run.journal is not None else
+                       "without a journal nothing records them: look them up by "
+                       f"order_id ({', '.join(ids[:20])})")

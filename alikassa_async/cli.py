@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from . import __version__, cli_payouts
+from . import __version__, cli_workers
 from .errors import AliKassaError, ConfigurationError
 
 __all__ = ["COMMANDS", "DEMO_ACCOUNT", "build_parser", "main"]
@@ -211,7 +211,7 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 
 #: every subcommand: a function adding its parser to the subparsers
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
-    register_demo, register_keygen, register_sandbox, cli_payouts.register,
+    register_demo, register_keygen, register_sandbox, cli_workers.register_payouts,
 )
 
 

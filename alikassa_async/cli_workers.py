@@ -43,7 +43,7 @@ from .retry import RetryPolicy
 from .signing import Certificate
 from .worker import WorkerPolicy
 
-__all__ = ["register"]
+__all__ = ["register", "register_payouts"]
 
 EXIT_OK = cli_payouts.EXIT_OK
 EXIT_ATTENTION = cli_payouts.EXIT_ATTENTION
@@ -52,6 +52,11 @@ EXIT_INTERRUPTED = cli_payouts.EXIT_INTERRUPTED
 EXIT_JOURNAL = 3  # the database refused or could not be reached
 
 _ATTENTION_FREE = ("created", "paid")
+
+
+def register_payouts(subparsers: Any) -> argparse.ArgumentParser:
+    """``alikassa payouts``: ``run`` (one process) and the four shared-batch commands."""
+    return cli_payouts.register(subparsers, more=register)
 
 
 def register(commands: Any) -> None:

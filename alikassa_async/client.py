@@ -53,6 +53,7 @@ from .errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     InvalidRequestError,
     NotFoundError,
@@ -98,10 +99,6 @@ logger = logging.getLogger("alikassa_async")
 
 T = TypeVar("T")
 CertKind = Literal["payment", "payout"]
-
-
-class ClientClosedError(ConfigurationError, RuntimeError):
-    """The client was closed; create a new one (or keep one for the app's lifetime)."""
 
 
 @attrs.frozen

@@ -33,7 +33,6 @@ batch of thousands pays for far fewer fsyncs than payouts.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import json
 import os
@@ -48,8 +47,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from ._outcome import Outcome
 from .encoding import php_json_encode
-from .errors import AliKassaError, RequestValidationError
+from .errors import JournalError, JournalInUseError, OrderIdConflictError
 from .models import PayoutRequest
 
 __all__ = [
@@ -70,47 +70,9 @@ _SCHEMA_VERSION = 2
 _MAX_GROUP = 256  # operations per commit
 
 
-class JournalState(enum.StrEnum):
-    """What the journal knows about one ``order_id``."""
-
-    #: about to be sent, or sent with no answer recorded yet (a crash leaves this)
-    INTENT = "intent"
-    CREATED = "created"
-    REJECTED = "rejected"
-    #: sent, and whether the gateway created it could not be determined
-    UNKNOWN = "unknown"
-    #: the connection never opened: definitely not created
-    NOT_SENT = "not_sent"
-    PAID = "paid"
-    CANCEL = "cancel"
-    FAIL = "fail"
-
-    @property
-    def exists_at_gateway(self) -> bool:
-        """The gateway definitely has this payout."""
-        return self in _EXISTS
-
-    @property
-    def in_doubt(self) -> bool:
-        """The gateway may or may not have it: look it up before sending again."""
-        return self in (JournalState.INTENT, JournalState.UNKNOWN)
-
-
-_EXISTS = frozenset({JournalState.CREATED, JournalState.PAID, JournalState.CANCEL,
-                     JournalState.FAIL})
-
-
-class JournalError(AliKassaError):
-    """The journal could not be read or written; nothing is sent without it."""
-
-
-class JournalInUseError(JournalError):
-    """Another live batch run owns this journal; nothing was sent."""
-
-    def __init__(self, message: str, holder: JournalHolder | None = None) -> None:
-        super().__init__(message)
-        #: who holds it, as far as the holder wrote it down
-        self.holder = holder
+#: what the journal knows about one ``order_id``: the batch's own outcome enum
+#: (``INTENT``: about to be sent, or sent with no answer recorded)
+JournalState = Outcome
 
 
 @attrs.frozen
@@ -131,13 +93,6 @@ class JournalHolder:
     def describe(self) -> str:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"pid {self.pid} on host {self.host} since {when} (run {self.run_id})"
-
-
-class OrderIdConflictError(RequestValidationError):
-    """This ``order_id`` was already used with a different body, or twice in one batch."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__({"order_id": [message]})
 
 
 @attrs.frozen

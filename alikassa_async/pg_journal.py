@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
+from ._defaults import __version__
 from .encoding import php_json_encode
 from .errors import RequestValidationError
 from .journal import (
@@ -65,6 +66,7 @@ from .journal import (
 )
 from .models import PayoutRequest
 from .sealing import BatchSeal, SealError
+from .services import build_payout
 from .signing import Certificate
 
 __all__ = [
@@ -356,7 +358,6 @@ class PostgresJournal:
                     f"the journal schema {s!r} in {_redacted(self.dsn)} is version {current}, "
                     f"but this alikassa-async knows only up to {SCHEMA_VERSION}: upgrade "
                     "alikassa-async on this machine (nothing was changed)")
-            from . import __version__
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in migrations[version]:
                     await conn.execute(statement)
@@ -457,8 +458,6 @@ class PostgresJournal:
     async def load_numbered(self, batch: str,
                             items: AsyncIterable[tuple[int, object]]) -> LoadReport:
         """:meth:`load` of ``(line, item)`` pairs (the CLI passes CSV line numbers)."""
-        from .batch import _as_request  # the one place that turns a mapping into a request
-
         batch = _check_batch(batch)
         await self._ensure_open()
         seal = self.seal_for(batch)
@@ -943,6 +942,23 @@ def _check_batch(batch: str) -> str:
     if not isinstance(batch, str) or not batch.strip() or len(batch) > 200:
         raise JournalError("batch must be a non-empty name of at most 200 characters")
     return batch
+
+
+def _as_request(item: object) -> PayoutRequest:
+    """A loaded item as a request (a :class:`PayoutRequest`, or a mapping of payout fields
+    with ``service``), or the ``RequestValidationError`` saying what is wrong with it."""
+    if isinstance(item, PayoutRequest):
+        return item
+    if not isinstance(item, Mapping):
+        raise RequestValidationError({"request": [
+            f"must be a PayoutRequest (build_payout) or a mapping, not {type(item).__name__}"]})
+    fields = dict(item)
+    if any(not isinstance(key, str) for key in fields):
+        raise RequestValidationError({"request": ["field names must be strings"]})
+    service = fields.pop("service", None)
+    if not isinstance(service, str) or not service:
+        raise RequestValidationError({"service": ["is required"]})
+    return build_payout(service, **fields)
 
 
 def request_from_body(body: bytes) -> PayoutRequest:

@@ -1,6 +1,6 @@
 """Payout safety v2: never paid twice, never reported refused when it went through.
 
-Each test reproduces one way the batch runner's promise broke (issue 11) against
+Each test reproduces one way the batch runner's promise used to break, against
 the loopback sandbox with its order_id uniqueness check *off*: a re-send is then
 a second payout (``state.payout_creations[order_id] == 2``), not a refused
 duplicate the gateway happens to catch.

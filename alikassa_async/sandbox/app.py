@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from ..encoding import php_json_encode
 from ..errors import SignatureError
 from ..signing import Certificate, Verifier
+from ..validation import not_given
 from . import rules, views
 from .config import SandboxConfig
 from .faults import ENDPOINTS, Fault, FaultPlan
@@ -407,7 +408,7 @@ class Sandbox:
     def _not_found(self, kind: Kind, data: Mapping[str, Any]) -> Response:
         if self.config.not_found_status == 404:
             return _json(404, {"message": f"{kind.capitalize()} not found."})
-        field = "id" if data.get("id") not in (None, "") else "order_id"
+        field = "order_id" if not_given(data.get("id")) else "id"
         return _invalid({field: [f"The selected {field.replace('_', ' ')} is invalid."]})
 
     def _history(self, account: Account, data: dict[str, Any], base_url: str) -> Response:

@@ -274,7 +274,7 @@ class _Progress:
     """The batch progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, stream: TextIO) -> None:
-        from ..cli_payouts import ProgressBar
+        from ..cli_progress import ProgressBar
 
         self._bar = ProgressBar(stream) if stream.isatty() else None
 

@@ -27,7 +27,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ..models import FINAL_STATUSES
 from ..signing import Verifier
+from ..validation import mask, not_given
 from .config import SandboxConfig
 from .outcomes import Outcome, plan_outcome
 from .rules import SERVICE_RULES
@@ -43,7 +45,6 @@ __all__ = [
 ]
 
 Kind = Literal["payment", "payout"]
-FINAL_STATUSES = frozenset({"paid", "cancel", "fail"})
 _CENT = Decimal("0.01")
 
 
@@ -138,9 +139,10 @@ class LedgerEntry:
 
 
 def _mask(number: object) -> str | None:
+    """The gateway's ``card_mask`` of a card number; None for anything else."""
     if not isinstance(number, str) or len(number) < 12 or not number.isdigit():
         return None
-    return f"{number[:6]}{'*' * (len(number) - 10)}{number[-4:]}"
+    return mask(number)
 
 
 class SandboxState:
@@ -212,14 +214,14 @@ class SandboxState:
     def find(self, kind: Kind, account: str, *, id: object = None,
              order_id: object = None) -> Record | None:
         """The record a status request names: by ``id`` if given, else the latest by order_id."""
-        if id is not None and id != "":
+        if not not_given(id):
             try:
                 record = self._table(kind).get(int(str(id).strip()))
             except ValueError:
                 return None
             if record is None or record.account != account:
                 return None
-            if order_id not in (None, "") and record.order_id != order_id:
+            if not not_given(order_id) and record.order_id != order_id:
                 return None
             return record
         if not isinstance(order_id, str):
