@@ -598,28 +598,31 @@ class PostgresJournal:
         claims.sort(key=lambda c: c.seq)
         return claims
 
-    async def renew(self, worker: str, tokens: Sequence[int], *, lease: float
+    async def renew(self, worker: str, claims: Sequence[tuple[str, int]], *, lease: float
                     ) -> tuple[set[int], float]:
-        """Extend the leases of ``tokens`` still owned; (tokens renewed, local deadline)."""
-        if not tokens:
+        """Extend the leases of ``claims`` (order_id, token) still owned; (tokens renewed,
+        local deadline)."""
+        if not claims:
             return set(), time.monotonic() + lease
         before = time.monotonic()
         async with self._connection() as conn:
             cur = await conn.execute(
                 f"UPDATE {self.schema}.payouts SET lease_until = now() + "
-                "make_interval(secs => %s) WHERE token = ANY(%s) AND owner = %s "
-                "RETURNING token", (lease, list(tokens), worker))
+                "make_interval(secs => %(lease)s) WHERE order_id = ANY(%(ids)s) "
+                "AND token = ANY(%(tokens)s) AND owner = %(worker)s RETURNING token",
+                {"lease": lease, "worker": worker, **_pairs(claims)})
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
 
-    async def release_items(self, worker: str, tokens: Sequence[int]) -> None:
-        """End the leases of ``tokens`` now (a worker stopping with nothing in flight)."""
-        if not tokens:
+    async def release_items(self, worker: str, claims: Sequence[tuple[str, int]]) -> None:
+        """End the leases of ``claims`` now (a worker stopping with nothing in flight)."""
+        if not claims:
             return
         async with self._connection() as conn:
             await conn.execute(
-                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE token = ANY(%s) "
-                "AND owner = %s AND state = 'intent'", (list(tokens), worker))
+                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE "
+                "order_id = ANY(%(ids)s) AND token = ANY(%(tokens)s) AND owner = %(worker)s "
+                "AND state = 'intent'", {"worker": worker, **_pairs(claims)})
 
     async def mark_resend(self, worker: str, order_id: str, token: int, *, lease: float
                           ) -> float:
@@ -636,16 +639,43 @@ class PostgresJournal:
                 raise LeaseLostError(f"order_id={order_id!r} is no longer owned by this worker")
         return before + lease
 
-    async def write_group(self, worker: str, sent: Sequence[int], outcomes: Sequence[Outcome],
+    async def write_group(self, worker: str, sent: Sequence[tuple[str, int]],
+                          outcomes: Sequence[Outcome],
                           *, lease: float) -> tuple[set[int], set[str], float]:
         """:meth:`mark_sent` and :meth:`write_outcomes` in one transaction (one commit)."""
         before = time.monotonic()
-        async with self._connection() as conn, conn.transaction():
-            marked = await self._mark_sent(conn, worker, sent, lease)
-            applied = await self._write_outcomes(conn, worker, outcomes)
-        return marked, applied, before + lease
+        if not sent or not outcomes:
+            async with self._connection() as conn:
+                marked = await self._mark_sent(conn, worker, sent, lease)
+                applied = await self._write_outcomes(conn, worker, outcomes)
+            return marked, applied, before + lease
+        # One statement, one round trip, one commit. (No row is in both parts: an item's
+        # outcome is written only after its send, whose mark came back first.)
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"WITH marked AS ({self._mark_sql()}), done AS ({self._outcomes_sql()}) "
+                "SELECT 'm', token::text FROM marked UNION ALL SELECT 'o', order_id FROM done",
+                {**self._mark_params(worker, sent, lease), **self._outcome_params(worker,
+                                                                                  outcomes)})
+            rows = await cur.fetchall()
+        return ({int(v) for k, v in rows if k == "m"}, {v for k, v in rows if k == "o"},
+                before + lease)
 
-    async def mark_sent(self, worker: str, tokens: Sequence[int], *, lease: float
+    def _mark_sql(self) -> str:
+        return (f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
+                "lease_until = now() + make_interval(secs => %(lease)s), updated_at = now() "
+                "WHERE order_id = ANY(%(sent_ids)s) AND token = ANY(%(sent)s) "
+                "AND owner = %(worker)s AND state = 'intent' "
+                "RETURNING token")
+
+    @staticmethod
+    def _mark_params(worker: str, claims: Sequence[tuple[str, int]], lease: float
+                     ) -> dict[str, Any]:
+        pairs = _pairs(claims)
+        return {"lease": lease, "sent_ids": pairs["ids"], "sent": pairs["tokens"],
+                "worker": worker}
+
+    async def mark_sent(self, worker: str, tokens: Sequence[tuple[str, int]], *, lease: float
                         ) -> tuple[set[int], float]:
         """Record that the intended sends of ``tokens`` leave now (fenced), renewing their
         leases; (tokens marked, local lease deadline). Awaited before the bytes leave:
@@ -656,14 +686,10 @@ class PostgresJournal:
         return marked, before + lease
 
     async def _mark_sent(self, conn: psycopg.AsyncConnection[Any], worker: str,
-                         tokens: Sequence[int], lease: float) -> set[int]:
+                         tokens: Sequence[tuple[str, int]], lease: float) -> set[int]:
         if not tokens:
             return set()
-        cur = await conn.execute(
-            f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
-            "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-            "WHERE token = ANY(%s) AND owner = %s AND state = 'intent' RETURNING token",
-            (lease, list(tokens), worker))
+        cur = await conn.execute(self._mark_sql(), self._mark_params(worker, tokens, lease))
         return {int(r[0]) for r in await cur.fetchall()}
 
     async def write_outcomes(self, worker: str, outcomes: Sequence[Outcome]) -> set[str]:
@@ -680,8 +706,11 @@ class PostgresJournal:
                               outcomes: Sequence[Outcome]) -> set[str]:
         if not outcomes:
             return set()
-        cur = await conn.execute(
-            f"""UPDATE {self.schema}.payouts p SET
+        cur = await conn.execute(self._outcomes_sql(), self._outcome_params(worker, outcomes))
+        return {r[0] for r in await cur.fetchall()}
+
+    def _outcomes_sql(self) -> str:
+        return f"""UPDATE {self.schema}.payouts p SET
                 state = v.state, payout_id = COALESCE(v.payout_id, p.payout_id),
                 detail = v.detail,
                 sealed = CASE WHEN v.state = ANY(%(erase)s) THEN NULL ELSE p.sealed END,
@@ -696,16 +725,18 @@ class PostgresJournal:
                  AS v(order_id, token, state, payout_id, detail, retry_in, resumed,
                       reconciled)
             WHERE p.order_id = v.order_id AND p.token = v.token AND p.owner = %(worker)s
-            RETURNING p.order_id""",
-            {"erase": list(_ERASE), "worker": worker,
-             "ids": [o.order_id for o in outcomes], "tokens": [o.token for o in outcomes],
-             "states": [o.state for o in outcomes],
-             "payouts": [o.payout_id for o in outcomes],
-             "details": [o.detail for o in outcomes],
-             "retry": [o.retry_in for o in outcomes],
-             "resumed": [o.resumed for o in outcomes],
-             "reconciled": [o.reconciled for o in outcomes]})
-        return {r[0] for r in await cur.fetchall()}
+            RETURNING p.order_id"""
+
+    @staticmethod
+    def _outcome_params(worker: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
+        return {"erase": list(_ERASE), "worker": worker,
+                "ids": [o.order_id for o in outcomes], "tokens": [o.token for o in outcomes],
+                "states": [o.state for o in outcomes],
+                "payouts": [o.payout_id for o in outcomes],
+                "details": [o.detail for o in outcomes],
+                "retry": [o.retry_in for o in outcomes],
+                "resumed": [o.resumed for o in outcomes],
+                "reconciled": [o.reconciled for o in outcomes]}
 
     async def pending_later(self, batch: str, *, max_rounds: int) -> float | None:
         """Nothing claimable now: seconds until something may be (a lease ending, an
@@ -936,6 +967,13 @@ class _Connection:
         if isinstance(exc, psycopg.Error):
             raise JournalError(f"journal statement failed: {' '.join(str(exc).split())[:300]}"
                                ) from None
+
+
+def _pairs(claims: Sequence[tuple[str, int]]) -> dict[str, list[Any]]:
+    """(order_id, token) pairs as the two arrays the fenced statements match on: the
+    primary key finds the rows, the token (unique per claim) fences them."""
+    return {"ids": [order_id for order_id, _ in claims],
+            "tokens": [token for _, token in claims]}
 
 
 def _check_batch(batch: str) -> str:

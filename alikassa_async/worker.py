@@ -167,8 +167,9 @@ class _Worker:
         tokens = {o.claim.token: o for o in self.owned.values() if not o.lost}
         if not tokens:
             return
-        renewed, deadline = await self.journal.renew(self.worker, list(tokens),
-                                                     lease=self.lease)
+        renewed, deadline = await self.journal.renew(
+            self.worker, [(o.claim.order_id, token) for token, o in tokens.items()],
+            lease=self.lease)
         for token, owned in tokens.items():
             if token in renewed:
                 owned.deadline = max(owned.deadline, deadline)
@@ -221,7 +222,8 @@ class _Worker:
             while True:
                 try:
                     marked, applied, deadline = await self.journal.write_group(
-                        self.worker, [m.token for m in marks], outcomes, lease=self.lease)
+                        self.worker, [(m.order_id, m.token) for m in marks], outcomes,
+                        lease=self.lease)
                     break
                 except JournalUnavailableError:
                     await asyncio.sleep(delay + random.uniform(0, delay))
@@ -456,7 +458,8 @@ async def payouts_worker(
             await asyncio.gather(*tasks, return_exceptions=True)
             # Their sends have ended (cancelled): end the leases now, so another worker takes
             # them over at once; the settle period counts from this moment.
-            tokens = [o.claim.token for o in worker.owned.values() if not o.lost]
+            tokens = [(o.claim.order_id, o.claim.token) for o in worker.owned.values()
+                      if not o.lost]
             try:
                 await journal.release_items(worker.worker, tokens)
                 logger.warning("worker %s stopped with %d payout(s) owned; released for "

@@ -251,7 +251,7 @@ async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(
     await journal.load("b1", payouts(2))
     old = {c.order_id: c for c in await journal.claim_items("b1", "w1", 10, lease=0.3,
                                                             max_rounds=3)}
-    marked, _ = await journal.mark_sent("w1", [old["P-0"].token], lease=0.3)  # P-0 left
+    marked, _ = await journal.mark_sent("w1", [("P-0", old["P-0"].token)], lease=0.3)  # P-0 left
     assert marked == {old["P-0"].token}
     await asyncio.sleep(0.8)
     new = {c.order_id: c for c in await journal.claim_items("b1", "w2", 10, lease=30,
@@ -268,7 +268,7 @@ async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(
     assert await journal.write_outcomes("w1", [Outcome("P-0", stale.token, "rejected")]) == set()
     with pytest.raises(LeaseLostError):
         await journal.mark_resend("w1", "P-0", stale.token, lease=30)
-    renewed, _ = await journal.renew("w1", [stale.token], lease=30)
+    renewed, _ = await journal.renew("w1", [("P-0", stale.token)], lease=30)
     assert renewed == set()
     # ... and a stale token stays fenced even when the same worker id owns it again
     assert await journal.write_outcomes("w2", [Outcome("P-0", stale.token, "rejected")]) == set()
@@ -285,7 +285,8 @@ async def test_renewal_keeps_a_long_running_item(journal):
     claims = await journal.claim_items("b1", "w1", 10, lease=0.6, max_rounds=3)
     for _ in range(4):
         await asyncio.sleep(0.3)
-        renewed, _deadline = await journal.renew("w1", [c.token for c in claims], lease=0.6)
+        renewed, _deadline = await journal.renew("w1", [(c.order_id, c.token) for c in claims],
+                                                  lease=0.6)
         assert renewed == {c.token for c in claims}
     assert await journal.claim_items("b1", "w2", 10, lease=30, max_rounds=3) == []
 
@@ -333,7 +334,8 @@ async def test_claims_survive_an_immediate_server_stop(payout_cert):
                     await asyncio.sleep(0.2)
             assert status.counts == {"intent": 3, "pending": 3}
             assert status.in_flight == 3
-            renewed, _ = await journal.renew("w1", [c.token for c in claims], lease=60)
+            renewed, _ = await journal.renew("w1", [(c.order_id, c.token) for c in claims],
+                                             lease=60)
             assert renewed == {c.token for c in claims}
     finally:
         cluster.destroy()

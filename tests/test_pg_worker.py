@@ -98,7 +98,8 @@ async def test_takeover_reconciles_and_resends_only_after_settle(
         await journal.load("b1", items(10))
         before = time.monotonic()
         dead = await journal.claim_items("b1", "dead-worker", 10, lease=lease, max_rounds=3)
-        await journal.mark_sent("dead-worker", [c.token for c in dead], lease=lease)
+        await journal.mark_sent("dead-worker", [(c.order_id, c.token) for c in dead],
+                                lease=lease)
         expires = before + lease  # no later than this, on this machine's clock
         for claim in dead[:5]:
             await client.create_payout(journal.open_claim("b1", claim))
