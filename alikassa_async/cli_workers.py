@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import csv
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -38,7 +39,12 @@ from typing import IO, Any, TextIO
 from . import cli_payouts
 from .batch import ReconcilePolicy
 from .client import AliKassaClient
-from .errors import AliKassaError, ConfigurationError, RequestValidationError
+from .errors import (
+    AliKassaError,
+    AuthenticationError,
+    ConfigurationError,
+    RequestValidationError,
+)
 from .retry import RetryPolicy
 from .signing import Certificate
 from .worker import WorkerPolicy
@@ -50,6 +56,7 @@ EXIT_ATTENTION = cli_payouts.EXIT_ATTENTION
 EXIT_USAGE = cli_payouts.EXIT_USAGE
 EXIT_INTERRUPTED = cli_payouts.EXIT_INTERRUPTED
 EXIT_JOURNAL = 3  # the database refused or could not be reached
+EXIT_TERMINATED = 143  # SIGTERM
 
 _ATTENTION_FREE = ("created", "paid")
 
@@ -146,6 +153,12 @@ def _run(func: Any, args: argparse.Namespace) -> int:
     except RequestValidationError as exc:  # a changed body on reload, an order_id elsewhere
         _say(sys.stderr, f"error: {exc}")
         return EXIT_USAGE
+    except AuthenticationError as exc:  # a 401: wrong for every payout; nothing more was sent
+        _say(sys.stderr, f"error: the gateway refused the credentials: {exc}")
+        return EXIT_USAGE
+    except asyncio.CancelledError:  # SIGTERM: the worker released what it owned
+        _say(sys.stderr, "stopped (SIGTERM); what this worker owned was released")
+        return EXIT_TERMINATED
     except AliKassaError as exc:
         _say(sys.stderr, f"error: {exc}")
         return EXIT_JOURNAL if type(exc).__name__.startswith("Journal") else EXIT_ATTENTION
@@ -198,6 +211,11 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _work(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    # SIGTERM (a pod being stopped) ends the worker as Ctrl-C does: what it owned is
+    # released at once for another worker, instead of waiting out the leases.
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     client = AliKassaClient(**args.client_settings)
     counts: Counter[str] = Counter()
     started = time.monotonic()

@@ -546,6 +546,10 @@ class PostgresJournal:
                 f"SELECT count(*) FROM {s}.workers WHERE batch = %s AND "
                 "heartbeat_at > now() - make_interval(secs => %s)", (batch, live_within))
             row = await cur.fetchone()
+            # workers that died long ago (SIGKILL leaves their row behind)
+            await conn.execute(
+                f"DELETE FROM {s}.workers WHERE batch = %s AND worker NOT LIKE 'run:%%' AND "
+                "heartbeat_at < now() - make_interval(secs => %s)", (batch, 100 * live_within))
             return max(int(row[0]) if row else 1, 1)
 
     async def leave(self, worker: str) -> None:

@@ -107,3 +107,37 @@ def test_a_newer_schema_is_refused_by_the_cli(tmp_path, pg_dsn, cert_dir):
     proc = payouts_cli("status", "--dsn", pg_dsn, "--batch", "b1")
     assert proc.returncode == 3
     assert "version 99" in proc.stderr and "upgrade alikassa-async" in proc.stderr
+
+
+async def test_sigterm_stops_a_worker_and_releases_what_it_owned(
+        tmp_path, pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    import asyncio
+    import signal
+
+    from alikassa_async.sandbox import Fault
+
+    alikassa_sandbox.faults.add("v1/payout", Fault.delay(0.5), times=10_000)
+    env = {**os.environ, "ALIKASSA_DSN": pg_dsn, "ALIKASSA_ACCOUNT": alikassa_account,
+           "ALIKASSA_PAYOUT_CERT_DIR": str(alikassa_certs.payout_dir),
+           "ALIKASSA_BASE_URL": alikassa_sandbox.url}
+    rows = [f"payment_card_rub,G-{i},10.00,{CARDS[i % len(CARDS)]}" for i in range(200)]
+    path = write_csv(tmp_path / "p.csv", rows)
+    load = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alikassa_async.cli", "payouts", "load", str(path), "--batch",
+        "b1", env=env)
+    assert await load.wait() == 0
+    work = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alikassa_async.cli", "payouts", "work", "--batch", "b1",
+        "--concurrency", "8", "--timeout", "2", "--no-progress", env=env,
+        stderr=asyncio.subprocess.PIPE)
+    while sum(alikassa_sandbox.state.payout_create_requests.values()) < 10:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    work.send_signal(signal.SIGTERM)
+    _, err = await work.communicate()
+    assert work.returncode == 143, err.decode()
+    assert "released" in err.decode()
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute("SELECT count(*), bool_and(lease_until <= now()) FROM "
+                                 "alikassa.payouts WHERE state = 'intent'")
+        owned, released = await cur.fetchone()
+    assert owned > 0 and released

@@ -231,3 +231,47 @@ async def test_a_worker_that_stops_releases_what_it_owned(
     assert len(rest) + 1 >= 100
     assert set(server.state.payout_creations.values()) == {1}
     assert len(server.state.payout_creations) == 100
+
+
+async def test_a_doubt_longer_than_the_lease_keeps_its_owner(
+        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    """A doubt (3.6 s until the payout is visible) outlasts the lease (3 s): renewals keep
+    the item with its owner, so the second worker never takes it over; sent once."""
+    server = alikassa_sandbox
+    server.sandbox.config.status_visible_after = 3.6  # lookups see nothing past the lease
+    for i in range(4):
+        server.faults.add("v1/payout", Fault.drop_after_commit(), order_id=f"W-{i:05d}")
+    cert = alikassa_certs.payout_certificate()
+    async with PostgresJournal(pg_dsn, payout_cert=cert) as loader:
+        await loader.load("b1", items(4))
+    slow = ReconcilePolicy(settle=5.0, lookups=8, backoff_base=0.1, backoff_max=0.3)
+    async with (client_for(server, alikassa_account, alikassa_certs) as c1,
+                client_for(server, alikassa_account, alikassa_certs) as c2,
+                PostgresJournal(pg_dsn, payout_cert=cert) as j1,
+                PostgresJournal(pg_dsn, payout_cert=cert) as j2):
+        first = asyncio.create_task(work(c1, j1, reconcile=slow))
+        while not server.state.payout_creations:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        second = await work(c2, j2, reconcile=slow)  # starts while the doubts run
+        results = [*await first, *second]
+    assert sorted(r.order_id for r in results) == [f"W-{i:05d}" for i in range(4)]
+    assert not any(r.resumed for r in results)  # no takeover
+    assert all(r.reconciled for r in results)
+    assert set(server.state.payout_create_requests.values()) == {1}
+
+
+async def test_a_lease_too_short_for_a_send_is_refused(pg_dsn, alikassa_sandbox,
+                                                      alikassa_account, alikassa_certs):
+    from alikassa_async import ConfigurationError
+
+    async with (PostgresJournal(pg_dsn, payout_cert=alikassa_certs.payout_certificate()) as j,
+                client_for(alikassa_sandbox, alikassa_account, alikassa_certs) as client):
+        with pytest.raises(ConfigurationError, match=r"lease 1\.5s is too short"):
+            await work(client, j, policy=WorkerPolicy(lease=1.5, heartbeat=0.25))
+        no_deadline = AliKassaClient(alikassa_account,
+                                     payout_cert=alikassa_certs.payout_certificate(),
+                                     base_url=alikassa_sandbox.url,
+                                     retry=RetryPolicy(total_timeout=None))
+        async with no_deadline:
+            with pytest.raises(ConfigurationError, match="total_timeout"):
+                await work(no_deadline, j)
