@@ -291,9 +291,21 @@ class PostgresJournal:
         self.payout_cert = payout_cert
         self._seals: dict[str, BatchSeal] = {}
         self._psycopg, pool = _driver()
+        options: dict[str, Any] = {"autocommit": True,
+                                   "connect_timeout": max(int(connect_timeout), 1)}
+        try:
+            given = self._psycopg.conninfo.conninfo_to_dict(dsn)
+        except self._psycopg.ProgrammingError as exc:
+            raise JournalError(f"not a PostgreSQL connection string: {exc}") from None
+        # A database host that vanishes without a reset must not hang a worker for the
+        # kernel's 15 minutes of retransmissions: probe idle connections (the DSN wins).
+        for key, value in (("keepalives", 1), ("keepalives_idle", 10),
+                           ("keepalives_interval", 5), ("keepalives_count", 3)):
+            if key not in given:
+                options[key] = value
         self._pool: psycopg_pool.AsyncConnectionPool[Any] = pool.AsyncConnectionPool(
             dsn, min_size=1, max_size=max(max_connections, 2), open=False,
-            kwargs={"autocommit": True, "connect_timeout": max(int(connect_timeout), 1)},
+            kwargs=options,
             configure=self._configure, timeout=connect_timeout,
             reconnect_timeout=7 * 24 * 3600.0, name="alikassa-journal")
         self._ready = False
