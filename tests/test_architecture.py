@@ -16,7 +16,7 @@ import alikassa_async
 PACKAGE = Path(alikassa_async.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"_defaults", "errors", "_outcome", "_hpack_redaction"},
+    {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe"},
     {"validation", "encoding", "retry", "signing"},
     {"models"},
     {"converters", "services", "_protocols", "sealing"},
