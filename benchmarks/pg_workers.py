@@ -252,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
                 rates[count] = progress.steady_rate
                 say(f"| {count} | {rates[count]:,.0f} | {args.n_delay / m.wall:,.0f} | "
                     f"{m.wall:.2f} | {m.cores:.2f} | {m.db_share:.0%} |")
+            duplicates = sum(int(srv.get("/_stats").get("duplicate_order_id", 0))
+                             for srv in (fast, slow))
+            say(f"\nCreates refused by the server as an `order_id` already used: {duplicates}. "
+                f"Load average at the end: "
+                f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine is shared: "
+                "'cores busy' counts only this benchmark's processes).")
             say("\n## Targets\n")
             say(f"- one worker / SQLite runner: **{ratio_one:.2f}x** (target >= 0.8x)")
             if 1 in rates and 2 in rates:
