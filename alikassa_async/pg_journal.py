@@ -630,15 +630,16 @@ class PostgresJournal:
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
 
-    async def release_items(self, worker: str, claims: Sequence[tuple[str, int]]) -> None:
-        """End the leases of ``claims`` now (a worker stopping with nothing in flight)."""
-        if not claims:
-            return
+    async def release_owned(self, worker: str, batch: str) -> int:
+        """End now the leases of every item ``worker`` owns in ``batch`` (a worker that
+        stopped and whose sends have all ended, including claims whose answer it never
+        read); the number released."""
         async with self._connection() as conn:
-            await conn.execute(
-                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE "
-                "order_id = ANY(%(ids)s) AND token = ANY(%(tokens)s) AND owner = %(worker)s "
-                "AND state = 'intent'", {"worker": worker, **_pairs(claims)})
+            cur = await conn.execute(
+                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE batch = %s "
+                "AND state = 'intent' AND owner = %s AND lease_until > now()",
+                (batch, worker))
+            return cur.rowcount
 
     async def mark_resend(self, worker: str, order_id: str, token: int, *, lease: float
                           ) -> float:

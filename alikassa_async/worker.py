@@ -438,11 +438,18 @@ async def payouts_worker(
                 owned.task = asyncio.create_task(worker.process(owned),
                                                  name=f"payout order_id={claim.order_id}")
                 owned.task.add_done_callback(_notify(done, owned))
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the queue delivers (then a SIGTERM would be ignored).
+            getter = asyncio.ensure_future(done.get())
             try:
-                first = await asyncio.wait_for(done.get(), policy.idle_poll)
-            except TimeoutError:
-                continue  # poll for leases that ran out meanwhile
-            for owned in [first, *_drain(done)]:
+                await asyncio.wait({getter}, timeout=policy.idle_poll)
+            except BaseException:
+                getter.cancel()
+                raise
+            if not getter.done():
+                getter.cancel()  # a cancelled get leaves its item in the queue
+                continue  # nothing finished: poll for leases that ran out meanwhile
+            for owned in [getter.result(), *_drain(done)]:
                 worker.owned.pop(owned.claim.order_id, None)
                 assert owned.task is not None
                 if owned.task.cancelled():
@@ -456,15 +463,18 @@ async def payouts_worker(
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-            # Their sends have ended (cancelled): end the leases now, so another worker takes
-            # them over at once; the settle period counts from this moment.
-            tokens = [(o.claim.order_id, o.claim.token) for o in worker.owned.values()
-                      if not o.lost]
-            try:
-                await journal.release_items(worker.worker, tokens)
-                logger.warning("worker %s stopped with %d payout(s) owned; released for "
-                               "another worker to reconcile", worker.worker, len(tasks))
-            except JournalError:
+        for task in background[:1]:  # the heartbeat first: no renewal after the release
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # Every send has ended (the tasks were cancelled and awaited): end the leases now,
+        # so another worker takes the items over at once; settle counts from this moment.
+        try:
+            released = await journal.release_owned(worker.worker, batch)
+            if released:
+                logger.warning("worker %s stopped owning %d payout(s); released for another "
+                               "worker to reconcile", worker.worker, released)
+        except JournalError:
+            if tasks:
                 logger.warning("worker %s stopped with %d payout(s) owned; their leases run "
                                "out and another worker reconciles them", worker.worker,
                                len(tasks))

@@ -14,10 +14,7 @@ from pathlib import Path
 import psycopg
 
 from alikassa_async.cli_payouts import _RESULT_COLUMNS
-from tests.pg_server import pg_dsn, pg_server
 from tests.test_pg_journal import CARDS
-
-__all__ = ["pg_dsn", "pg_server"]  # fixtures
 
 
 def payouts_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -21,13 +21,11 @@ from pathlib import Path
 import pytest
 
 from alikassa_async.sandbox import Fault, SandboxConfig
-from tests.pg_server import Cluster, own_cluster, pg_dsn, pg_server, wait_until_up
+from tests.pg_server import Cluster, own_cluster, wait_until_up
 from tests.test_pg_journal import CARDS
 
 CHILD = str(Path(__file__).with_name("pg_worker_child.py"))
 SEED = 1412
-
-__all__ = ["pg_dsn", "pg_server"]  # fixtures
 
 
 @pytest.fixture

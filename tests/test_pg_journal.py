@@ -21,9 +21,8 @@ from alikassa_async.pg_journal import (
     PostgresJournal,
 )
 from alikassa_async.sealing import SealError
-from tests.pg_server import _binaries, own_cluster, pg_dsn, pg_server, wait_until_up
+from tests.pg_server import _binaries, own_cluster, wait_until_up
 
-__all__ = ["pg_dsn", "pg_server"]  # fixtures
 
 def luhn(prefix: str) -> str:
     """``prefix`` plus its Luhn check digit."""

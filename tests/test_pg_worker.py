@@ -17,10 +17,8 @@ from alikassa_async.journal import JournalInUseError
 from alikassa_async.pg_journal import PostgresJournal
 from alikassa_async.sandbox import Fault, SandboxConfig
 from alikassa_async.worker import WorkerPolicy
-from tests.pg_server import own_cluster, pg_dsn, pg_server, wait_until_up
+from tests.pg_server import own_cluster, wait_until_up
 from tests.test_pg_journal import CARDS
-
-__all__ = ["pg_dsn", "pg_server"]  # fixtures
 
 #: everything scaled down: a 1 s send budget, 3 s leases, 0.5 s settle
 POLICY = WorkerPolicy(lease=3.0, heartbeat=0.25, retry_unknown=0.3, idle_poll=0.1)
