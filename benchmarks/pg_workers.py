@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="payouts per run with the server delay")
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of scenario 1 (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each cell (median)")
     parser.add_argument("--output", default=str(HERE / "RESULTS-pg.md"))
     parser.add_argument("--http-backend", choices=("httpx", "aiohttp"), default=None,
                         help="the workers' HTTP backend (default: the client's)")
@@ -233,25 +233,37 @@ def main(argv: list[str] | None = None) -> int:
             # -- 2. 1/2/4 workers with a server delay ---------------------------------------
             env = {**base, "ALIKASSA_BASE_URL": slow.url.rstrip("/")}
             say(f"## 2. Workers sharing one batch, server delay {args.delay_ms:g} ms, "
-                f"64 in flight each, {args.n_delay:,} payouts\n")
+                f"64 in flight each, {args.n_delay:,} payouts (median of {args.rounds} "
+                "interleaved rounds; each round's figure in brackets)\n")
             say("| workers | payouts/s (5 %-95 % of the batch) | payouts/s (wall, start-up "
                 "included) | wall (s) | CPU (cores busy) | DB share of CPU |")
             say("| ---: | ---: | ---: | ---: | ---: | ---: |")
+            samples: dict[int, list[tuple[float, float, float, float, float]]] = {}
+            counts = [int(w) for w in args.workers.split(",")]
+            for r in range(args.rounds):  # interleaved, so outside load hits every count alike
+                for count in counts:
+                    batch = f"many-{count}-{r}-{uuid.uuid4().hex[:6]}"
+                    csv_d = write_csv(tmp / f"{batch}.csv", batch, args.n_delay)
+                    finish(cli("load", str(csv_d), "--batch", batch, env=env))
+                    backend = ["--http-backend", args.http_backend] if args.http_backend else []
+                    progress = Progress(slow, args.n_delay)
+                    progress.start()
+                    with Meter(cluster, slow) as m:
+                        finish(*[cli("work", "--batch", batch, "--concurrency", "64",
+                                     "--no-progress", *backend, env=env)
+                                 for _ in range(count)])
+                    progress.join(5)
+                    samples.setdefault(count, []).append(
+                        (progress.steady_rate, args.n_delay / m.wall, m.wall, m.cores,
+                         m.db_share))
             rates: dict[int, float] = {}
-            for count in [int(w) for w in args.workers.split(",")]:
-                batch = f"many-{count}-{uuid.uuid4().hex[:6]}"
-                csv_d = write_csv(tmp / f"{batch}.csv", batch, args.n_delay)
-                finish(cli("load", str(csv_d), "--batch", batch, env=env))
-                backend = ["--http-backend", args.http_backend] if args.http_backend else []
-                progress = Progress(slow, args.n_delay)
-                progress.start()
-                with Meter(cluster, slow) as m:
-                    finish(*[cli("work", "--batch", batch, "--concurrency", "64",
-                                 "--no-progress", *backend, env=env) for _ in range(count)])
-                progress.join(5)
-                rates[count] = progress.steady_rate
-                say(f"| {count} | {rates[count]:,.0f} | {args.n_delay / m.wall:,.0f} | "
-                    f"{m.wall:.2f} | {m.cores:.2f} | {m.db_share:.0%} |")
+            for count in counts:
+                rows = sorted(samples[count])  # by steady rate: the median round
+                steady, walled, wall, cores, share = rows[len(rows) // 2]
+                rates[count] = steady
+                each = ", ".join(f"{x[0]:,.0f}" for x in samples[count])
+                say(f"| {count} | {steady:,.0f} ({each}) | {walled:,.0f} | {wall:.2f} | "
+                    f"{cores:.2f} | {share:.0%} |")
             duplicates = sum(int(srv.get("/_stats").get("duplicate_order_id", 0))
                              for srv in (fast, slow))
             say(f"\nCreates refused by the server as an `order_id` already used: {duplicates}. "
