@@ -272,12 +272,15 @@ def main(argv: list[str] | None = None) -> int:
                 "'cores busy' counts only this benchmark's processes).")
             say("\n## Targets\n")
             say(f"- one worker / SQLite runner: **{ratio_one:.2f}x** (target >= 0.8x)")
+            def ratio(a: float, b: float) -> str:
+                return f"{a / b:.2f}x" if a and b else "n/a (batch too small to measure)"
+
             if 1 in rates and 2 in rates:
                 say(f"- two workers / one worker, {args.delay_ms:g} ms delay: "
-                    f"**{rates[2] / rates[1]:.2f}x** (target >= 1.7x)")
+                    f"**{ratio(rates[2], rates[1])}** (target >= 1.7x)")
             if 1 in rates and 4 in rates:
-                say(f"- four workers / one worker: {rates[4] / rates[1]:.2f}x (two cores: "
-                    "the machine, not the protocol, is the limit)")
+                say(f"- four workers / one worker: {ratio(rates[4], rates[1])} (two cores: the "
+                    "machine, not the protocol, is the limit)")
         finally:
             fast.stop()
             slow.stop()

@@ -112,15 +112,20 @@ def server() -> Iterator[tuple[str, Cluster | None]]:
         cluster.destroy()
 
 
-def own_cluster() -> Cluster:
-    """A cluster this test may crash and restart (never an outside server)."""
+def require_binaries() -> Path:
+    """The PostgreSQL binaries' folder; fails in CI, skips elsewhere, when there are none."""
     bindir = _binaries()
     if bindir is None:
-        message = "needs the Debian postgresql binaries to crash and restart a server"
+        message = "needs the Debian postgresql binaries (/usr/lib/postgresql/*/bin)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    cluster = Cluster(bindir)
+    return bindir
+
+
+def own_cluster() -> Cluster:
+    """A cluster this test may crash and restart (never an outside server)."""
+    cluster = Cluster(require_binaries())
     cluster.start()
     return cluster
 
