@@ -16,8 +16,8 @@ import alikassa_async
 PACKAGE = Path(alikassa_async.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe"},
-    {"validation", "encoding", "retry", "signing"},
+    {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe", "_arguments"},
+    {"validation", "encoding", "retry", "signing", "_tls"},
     {"models"},
     {"converters", "services", "_protocols", "sealing"},
     {"payments", "payouts", "transport", "webhooks", "journal", "polling", "pg_journal"},
@@ -26,7 +26,9 @@ LAYERS: list[set[str]] = [
     {"__init__"},
     {"sandbox"},  # the whole subpackage: a library for tests and the demo
     # commands (the demo is one)
-    {"cli", "cli_payouts", "cli_progress", "cli_workers", "__main__", "sandbox.demo"},
+    {"cli", "cli_payouts", "cli_progress", "cli_options", "cli_logging", "cli_lookup",
+     "cli_workers",
+     "__main__", "sandbox.demo"},
 ]
 
 
