@@ -977,6 +977,11 @@ class _Connection:
                         exc: BaseException | None, tb: Any) -> None:
         await self._cm.__aexit__(exc_type, exc, tb)
         psycopg = self._journal._psycopg
+        task = asyncio.current_task()
+        if isinstance(exc, psycopg.Error) and task is not None and task.cancelling():
+            # psycopg may answer a cancelled task with QueryCanceled: it is a cancellation,
+            # not a database outage (which a worker would wait out, ignoring its SIGTERM)
+            raise asyncio.CancelledError
         if isinstance(exc, psycopg.OperationalError):
             raise JournalUnavailableError(
                 f"lost the connection to {_redacted(self._journal.dsn)}: "
