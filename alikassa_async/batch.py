@@ -121,7 +121,8 @@ logger = logging.getLogger("alikassa_async.batch")
 
 #: what ``payouts_batch`` accepts as one item
 PayoutItem: TypeAlias = PayoutRequest | Mapping[str, Any]
-#: a journal, or the path of a SQLite journal file the batch opens and closes itself
+#: a journal, or the path of a SQLite journal file (or a ``postgresql://`` DSN) the batch
+#: opens and closes itself
 JournalSpec: TypeAlias = Journal | str | os.PathLike[str]
 
 
@@ -720,6 +721,10 @@ def _order_id_of(item: object) -> str:
 def _open_journal(journal: JournalSpec | None) -> tuple[Journal | None, bool]:
     if journal is None or isinstance(journal, Journal):
         return journal, False
+    if isinstance(journal, str) and journal.startswith(("postgresql://", "postgres://")):
+        from .pg_journal import PostgresJournal  # extra "postgres"
+
+        return PostgresJournal(journal), True
     return SQLiteJournal(journal), True
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import __version__, cli_logging, cli_lookup, cli_payouts
+from . import __version__, cli_logging, cli_lookup, cli_workers
 from .errors import AliKassaError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 
 #: every subcommand: a function adding its parser to the subparsers
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
-    register_demo, register_keygen, register_sandbox, cli_payouts.register,
+    register_demo, register_keygen, register_sandbox, cli_workers.register_payouts,
     cli_lookup.register_status, cli_lookup.register_balance,
 )
 

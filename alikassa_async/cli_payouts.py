@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -78,8 +78,10 @@ example:
 """
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``payouts run`` to the ``alikassa`` command's subparsers."""
+def register(subparsers: Any, *, more: Callable[[Any], None] | None = None
+             ) -> argparse.ArgumentParser:
+    """Add ``payouts run`` to the ``alikassa`` command's subparsers (``more`` adds other
+    ``payouts`` subcommands: :func:`alikassa_async.cli_workers.register_payouts`)."""
     payouts: argparse.ArgumentParser = subparsers.add_parser(
         "payouts", help="batch payouts from a CSV file",
         description="Batch payouts from a CSV file.")
@@ -116,25 +118,32 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                           "every few seconds), none; auto (default): rich on a terminal when "
                           "installed, else plain. NO_COLOR turns colour off")
     run.add_argument("--no-progress", action="store_true", help="same as --progress=none")
-    run.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
-                     help="account UUID (env ALIKASSA_ACCOUNT)")
-    run.add_argument("--payout-cert", type=Path,
-                     default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
-                     help="payout certificate dir: private.pem, password.txt "
-                          "(env ALIKASSA_PAYOUT_CERT_DIR)")
-    run.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
-                                                           DEFAULT_BASE_URL),
-                     help=f"API host (env ALIKASSA_BASE_URL; default {DEFAULT_BASE_URL})")
-    run.add_argument("--allow-plain-http", action="store_true",
-                     help="allow an http:// --base-url on a host other than this machine "
-                          "(a sandbox you control; never the real gateway)")
-    run.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
-                     help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
-    run.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1",
-                     help="hash the request signature uses (default sha1, as the vendor's "
-                          "PHP sample)")
+    add_client_arguments(run)
     run.set_defaults(func=run_command, handler=run_command)
+    if more is not None:
+        more(commands)
     return payouts
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """Account, certificate and host flags (and their ``ALIKASSA_*`` variables)."""
+    parser.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
+                        help="account UUID (env ALIKASSA_ACCOUNT)")
+    parser.add_argument("--payout-cert", type=Path,
+                        default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
+                        help="payout certificate dir: private.pem, password.txt "
+                             "(env ALIKASSA_PAYOUT_CERT_DIR)")
+    parser.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
+                                                              DEFAULT_BASE_URL),
+                        help=f"API host (env ALIKASSA_BASE_URL; default {DEFAULT_BASE_URL})")
+    parser.add_argument("--allow-plain-http", action="store_true",
+                        help="allow an http:// --base-url on a host other than this machine "
+                             "(a sandbox you control; never the real gateway)")
+    parser.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
+                        help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
+    parser.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1",
+                        help="hash the request signature uses (default sha1, as the vendor's "
+                             "PHP sample)")
 
 
 def main(argv: list[str] | None = None) -> int:

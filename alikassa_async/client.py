@@ -27,7 +27,7 @@ from collections.abc import (
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Generic, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -92,6 +92,10 @@ from .transport import (
     Sender,
     SignedBody,
 )
+
+if TYPE_CHECKING:
+    from .pg_journal import PostgresJournal
+    from .worker import WorkerPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
@@ -822,6 +826,31 @@ class AliKassaClient:
             wait_final=wait_final, progress=progress, total=total, wait_timeout=wait_timeout,
             wait_interval=wait_interval, wait_max_interval=wait_max_interval,
             max_waiting=max_waiting, reconcile=reconcile)
+
+    def payouts_worker(
+        self,
+        journal: PostgresJournal,
+        *,
+        batch: str,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        rate: float | None = None,
+        reconcile: _batch.ReconcilePolicy | None = None,
+        policy: WorkerPolicy | None = None,
+        worker_id: str | None = None,
+    ) -> AsyncGenerator[_batch.BatchResult, None]:
+        """Work on a batch loaded into PostgreSQL, alongside any number of other workers
+        (extra ``postgres``; :mod:`alikassa_async.worker`).
+
+        >>> async for r in client.payouts_worker(journal, batch="payroll-2026-12"):
+        ...     print(r.order_id, r.outcome)
+        """
+        from . import worker as _worker  # psycopg is an extra
+
+        if journal.payout_cert is None:
+            journal.payout_cert = self._certs["payout"]
+        return _worker.payouts_worker(self, journal, batch=batch, concurrency=concurrency,
+                                      rate=rate, reconcile=reconcile, policy=policy,
+                                      worker_id=worker_id)
 
     # -- end of polling and batch payouts ----------------------------------
 

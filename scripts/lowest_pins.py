@@ -1,7 +1,7 @@
 """Print pip constraints pinning what the SDK ships to the lowest versions pyproject allows.
 
 Pinned: the runtime dependencies and the extras users install (http2, sandbox, cli,
-aiohttp, pytest) -- every ``name>=X`` becomes ``name==X``. The dev-only tools
+aiohttp, pytest, postgres) -- every ``name>=X`` becomes ``name==X``. The dev-only tools
 (mypy, ruff, hypothesis, fastapi, ...) are left to the resolver: they test the SDK,
 they do not ship with it. Used by ``scripts/test-lowest-pins.sh``.
 """
@@ -13,7 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-SHIPPED_EXTRAS = ("http2", "sandbox", "cli", "aiohttp", "pytest")
+SHIPPED_EXTRAS = ("http2", "sandbox", "cli", "aiohttp", "pytest", "postgres")
 _SPEC = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*)$")
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from alikassa_async import AliKassaClient, Certificate, RetryPolicy
 from alikassa_async.sandbox import Sandbox, SandboxCerts, SandboxConfig, SandboxServer
 
+from .pg_server import pg_dsn, pg_server  # noqa: F401  (fixtures: one server per session)
 from .sandbox_helpers import ACCOUNT, CARD, Api
 from .wire import Wire
 

@@ -19,14 +19,15 @@ LAYERS: list[set[str]] = [
     {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe", "_arguments"},
     {"validation", "encoding", "retry", "signing", "_tls"},
     {"models"},
-    {"converters", "services", "_protocols"},
-    {"payments", "payouts", "transport", "webhooks", "journal", "polling"},
-    {"batch"},
+    {"converters", "services", "_protocols", "sealing"},
+    {"payments", "payouts", "transport", "webhooks", "journal", "polling", "pg_journal"},
+    {"batch", "worker"},
     {"client"},
     {"__init__"},
     {"sandbox"},  # the whole subpackage: a library for tests and the demo
     # commands (the demo is one)
     {"cli", "cli_payouts", "cli_progress", "cli_options", "cli_logging", "cli_lookup",
+     "cli_workers",
      "__main__", "sandbox.demo"},
 ]
 
