@@ -219,6 +219,7 @@ def _sdk_httpcore_pool() -> dict[str, Any]:
 SDK_VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "sdk": dict,
     "sdk-aiohttp": lambda: {"http_backend": "aiohttp"},
+    "sdk-httpx": lambda: {"http_backend": "httpx"},
     "sdk-httpcore-pool": _sdk_httpcore_pool,
 }
 
