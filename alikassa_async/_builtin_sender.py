@@ -65,13 +65,15 @@ class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; the parser runs as bytes arrive."""
 
     __slots__ = ("_end", "_expires", "_handle", "_idle_since", "_last", "_read_timeout",
-                 "alive", "parser", "pool", "transport", "waiter")
+                 "alive", "lost", "parser", "pool", "transport", "waiter")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.parser = ResponseParser(pool.max_body)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[None] | None = None
+        #: set by ``_Pool.close`` to learn when the socket is gone
+        self.lost: asyncio.Future[None] | None = None
         self.alive = True
         self._last = 0.0
         self._end = 0.0
@@ -114,6 +116,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.alive = False
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             error = ConnectionError(f"connection lost: {exc}" if exc else "connection closed")
@@ -246,11 +250,18 @@ class _Pool:
                          "TLS" if self.tls is not None else "plain")
         return conn
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close every connection and wait (briefly) until their sockets are released."""
+        lost = []
         for conn in list(self.connections):
+            if conn.transport is not None and conn.alive:
+                conn.lost = self.loop.create_future()
+                lost.append(conn.lost)
             conn._kill()
         self.connections.clear()
         self.idle.clear()
+        if lost:
+            await asyncio.wait(lost, timeout=1.0)
 
 
 class _Target:
@@ -380,9 +391,9 @@ class BuiltinSender:
 
     async def aclose(self) -> None:
         self._closed = True
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.close()
 
 
 def _phase(timeout: float | None, end: float | None,
