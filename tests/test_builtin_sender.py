@@ -153,7 +153,7 @@ async def test_a_connection_is_not_kept_past_the_servers_keep_alive_timeout(
     async def announce(n: int, line: bytes) -> bytes:
         return http_response(200, BALANCE, {"Keep-Alive": "timeout=1, max=100"})
 
-    found, server = await script(announce)
+    _found, server = await script(announce)
     async with client_for(server.url, payout_cert, "builtin") as client:
         await client.balance()
         await client.balance()  # timeout=1 less the 1 s margin: never reused
@@ -185,7 +185,7 @@ async def test_chunked_answers_with_extensions_and_trailers(backend, script, pay
                 b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n"
                 % (half, BALANCE[:half], len(BALANCE) - half, BALANCE[half:]))
 
-    found, server = await script(chunked)
+    _found, server = await script(chunked)
     async with client_for(server.url, payout_cert, backend) as client:
         for _ in range(3):
             assert (await client.balance()).currency == "RUB"
@@ -222,7 +222,7 @@ async def test_an_oversized_declared_answer_is_refused_before_its_body(script, p
     async def huge(n: int, line: bytes) -> bytes:
         return b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"  # and no body, ever
 
-    found, server = await script(huge)
+    _found, server = await script(huge)
     async with client_for(server.url, payout_cert, "builtin", timeout=30.0) as client:
         started = time.monotonic()
         with pytest.raises(TransportError, match="too large"):
@@ -332,7 +332,7 @@ async def test_a_streamed_body_over_the_cap_is_cut_while_reading(script):
         return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 8)
 
-    found, server = await script(endless)
+    _found, server = await script(endless)
     http = sender(max_response_bytes=4096)
     try:
         with pytest.raises(MaybeSent, match="too large"):
@@ -364,4 +364,4 @@ async def test_the_ssl_context_must_verify():
     import ssl
 
     with pytest.raises(ValueError, match="verify"):
-        sender(ssl_context=ssl._create_unverified_context())  # noqa: S323
+        sender(ssl_context=ssl._create_unverified_context())
