@@ -14,7 +14,11 @@ httpx                hand-written baseline: one ``httpx.AsyncClient``
                      cached, body encoded and signed once, ``content=``
 aiohttp              hand-written baseline: one ``aiohttp.ClientSession``
                      (limit=100), same signing
-sdk                  ``AliKassaClient.create_payout`` with its defaults
+builtin-direct       hand-written on the SDK's built-in sender (no client pipeline),
+                     same signing: the yardstick for the SDK's own per-call overhead
+sdk                  ``AliKassaClient.create_payout`` with its defaults (the built-in
+                     HTTP/1.1 sender)
+sdk-httpx            ``AliKassaClient(http_backend="httpx")``: httpx on the lane pool
 sdk-aiohttp          ``AliKassaClient`` on the aiohttp transport (see SDK_VARIANTS)
 ===================  =============================================================
 
@@ -206,6 +210,33 @@ class AiohttpClient(BenchClient):
         await super().close()
 
 
+class BuiltinDirectClient(BenchClient):
+    """Hand-written against the SDK's built-in sender: no AliKassaClient pipeline, same
+    signing as the baselines. ``sdk`` minus this is the SDK's per-call overhead on the
+    built-in backend, as ``sdk-aiohttp`` minus ``aiohttp`` is on aiohttp."""
+
+    name = "builtin-direct"
+
+    async def start(self) -> None:
+        import httpx
+
+        from alikassa_async._builtin_sender import BuiltinSender
+
+        await super().start()
+        self.sender = BuiltinSender(max_connections=100, max_keepalive_connections=None,
+                                    keepalive_expiry=5.0, timeout=httpx.Timeout(30.0),
+                                    ssl_context=True)
+
+    async def payout(self, order_id: str) -> None:
+        body, headers = await self._signed(order_id)
+        answer = await self.sender.post(self.url, body, headers, None, None)
+        _check_created(answer.status_code, json.loads(answer.body))
+
+    async def close(self) -> None:
+        await self.sender.aclose()
+        await super().close()
+
+
 def _sdk_httpcore_pool() -> dict[str, Any]:
     """The SDK on httpx's own pooled transport: what the lane pool replaced."""
     import httpx
@@ -289,6 +320,7 @@ CLIENTS: dict[str, tuple[type[BenchClient], dict[str, Any]]] = {
     "vendor": (VendorClient, {}),
     "httpx": (HttpxClient, {}),
     "aiohttp": (AiohttpClient, {}),
+    "builtin-direct": (BuiltinDirectClient, {}),
     **{name: (SdkClient, {"variant": name}) for name in SDK_VARIANTS},
     **PROTOTYPES,
 }
