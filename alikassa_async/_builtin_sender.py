@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import select
 import ssl
 import time
 from collections.abc import Mapping
@@ -65,12 +66,13 @@ class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; the parser runs as bytes arrive."""
 
     __slots__ = ("_end", "_expires", "_handle", "_idle_since", "_last", "_read_timeout",
-                 "alive", "lost", "parser", "pool", "transport", "waiter")
+                 "alive", "fd", "lost", "parser", "pool", "transport", "waiter")
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self.parser = ResponseParser(pool.max_body)
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
         self.waiter: asyncio.Future[None] | None = None
         #: set by ``_Pool.close`` to learn when the socket is gone
         self.lost: asyncio.Future[None] | None = None
@@ -87,6 +89,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.fd = -1 if sock is None else sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
@@ -183,6 +187,17 @@ class _Connection(asyncio.Protocol):
                 if name.lower() == "timeout" and value.strip().isdigit():
                     self._expires = now + int(value) - _KEEPALIVE_MARGIN
 
+    def pending(self) -> bool:
+        """Whether the kernel holds bytes or a FIN for this idle connection that the loop
+        has not delivered yet (a server that answered and hung up at once)."""
+        if self.fd < 0:
+            return False
+        try:
+            readable, _, _ = select.select([self.fd], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
     def reusable(self, now: float, expiry: float | None) -> bool:
         transport = self.transport
         return (self.alive and transport is not None and not transport.is_closing()
@@ -212,14 +227,23 @@ class _Pool:
         except ValueError:
             pass
 
-    def take_idle(self) -> _Connection | None:
+    async def take_idle(self) -> _Connection | None:
+        """The warmest idle connection still fit to carry a request, or None."""
         idle = self.idle
-        if not idle:
-            return None
-        now = self.loop.time()
         while idle:
             conn = idle.pop()
-            if conn.reusable(now, self.expiry):
+            if conn.pending():
+                # Let the loop deliver what arrived (FIN, stray bytes, a TLS session
+                # ticket) before deciding: two turns, as the read callback is queued
+                # behind this task's first wake-up.
+                try:
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                except BaseException:
+                    conn._kill()
+                    self.connections.discard(conn)
+                    raise
+            if conn.reusable(self.loop.time(), self.expiry):
                 return conn
             conn._kill()
             self.connections.discard(conn)
@@ -362,7 +386,7 @@ class BuiltinSender:
         conn: _Connection | None = None
         complete = False
         try:
-            conn = pool.take_idle()
+            conn = await pool.take_idle()
             if conn is None:
                 try:
                     conn = await pool.connect(_phase(budget.connect, end, loop))

@@ -365,3 +365,29 @@ async def test_the_ssl_context_must_verify():
 
     with pytest.raises(ValueError, match="verify"):
         sender(ssl_context=ssl._create_unverified_context())
+
+
+@pytest.mark.parametrize("backend", [
+    "builtin", "httpx",
+    pytest.param("aiohttp", marks=pytest.mark.xfail(
+        strict=True, reason="aiohttp reuses the connection before it sees the FIN and "
+        "fails the write (ClientOSError): an unknown outcome (docs/reliability.md)")),
+])
+async def test_a_server_that_hangs_up_right_after_answering_never_costs_a_create(
+        backend, payout_cert):
+    """The server answers (keep-alive, no ``Connection: close``) and closes at once: its
+    FIN may still sit unread in the kernel when the next call picks the connection. The
+    check before reuse must see it, so every create goes out on a live connection."""
+
+    async def answer_and_hang_up(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(http_response(200, CREATED))
+        await writer.drain()
+        writer.close()
+
+    async with RawServer(answer_and_hang_up) as server, client_for(
+            server.url, payout_cert, backend) as client:
+        for n in range(30):
+            assert (await client.create_payout(card(f"HANGUP-{n}"))).id == 7
+        assert server.connections == 30
