@@ -42,12 +42,13 @@ import logging
 import select
 import ssl
 import time
+import zlib
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httpx
 
-from ._http1 import ProtocolError, ResponseParser, request_head
+from ._http1 import ProtocolError, ResponseParser, TooLarge, request_head
 from .transport import MAX_RESPONSE_BYTES, Answer, MaybeSent, NotSent, _describe
 
 __all__ = ["BuiltinSender"]
@@ -56,6 +57,8 @@ logger = logging.getLogger("alikassa_async.http")
 
 #: close a keep-alive connection this long before the server said it would
 _KEEPALIVE_MARGIN = 1.0
+#: sent with every request: answers are small JSON, compression buys nothing
+_FIXED_HEADERS = "Accept-Encoding: identity\r\n"
 
 
 class _Timeout(Exception):
@@ -274,6 +277,12 @@ class _Pool:
                          "TLS" if self.tls is not None else "plain")
         return conn
 
+    def abandon(self) -> None:
+        for conn in list(self.connections):
+            conn._kill()
+        self.connections.clear()
+        self.idle.clear()
+
     async def close(self) -> None:
         """Close every connection and wait (briefly) until their sockets are released."""
         lost = []
@@ -363,14 +372,16 @@ class BuiltinSender:
         try:
             target = self._target(url)
             payload = request_head("POST", target.path, target.host_header, headers,
-                                   len(body)) + body
+                                   len(body), _FIXED_HEADERS) + body
         except ValueError as exc:
             raise NotSent(f"request refused before sending: {exc}") from None
         budget = self._timeout if time_budget is None else time_budget
         pool = self._pools.get(target.origin)
-        if pool is None:
+        loop = asyncio.get_running_loop()
+        if pool is None or pool.loop is not loop:
+            if pool is not None:  # used from a new event loop: the old one's sockets are void
+                pool.abandon()
             pool = self._pools[target.origin] = _Pool(self, *target.origin)
-        loop = pool.loop
         # The deadline is on time.monotonic(); the loop's clock may differ (uvloop).
         end = None if deadline is None else loop.time() + (deadline - time.monotonic())
         slots = pool.slots
@@ -400,7 +411,14 @@ class BuiltinSender:
                 raise MaybeSent(_describe(exc)) from exc
             parser = conn.parser
             complete = True
-            answer = Answer(parser.status, parser.headers, parser.body)
+            content = parser.body
+            coding = parser.headers.get("content-encoding")
+            if coding is not None and coding.lower() != "identity":
+                try:
+                    content = _decoded(content, coding, self.max_response_bytes)
+                except ProtocolError as exc:
+                    raise MaybeSent(_describe(exc)) from exc
+            answer = Answer(parser.status, parser.headers, content)
             if parser.keep_alive and conn.alive and not self._closed:
                 pool.give_back(conn)
                 conn = None
@@ -418,6 +436,31 @@ class BuiltinSender:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
+
+
+def _decoded(content: bytes, coding: str, cap: int) -> bytes:
+    """A gzip/deflate body some proxy compressed although we asked for identity; the cap
+    holds for the decoded size too (no decompression bomb)."""
+    name = coding.strip().lower()
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"unsupported content-encoding {coding[:40]!r}")
+    wbits = 16 + zlib.MAX_WBITS if name != "deflate" else zlib.MAX_WBITS
+    try:
+        try:
+            inflater = zlib.decompressobj(wbits)
+            out = inflater.decompress(content, cap + 1)
+        except zlib.error:
+            if name != "deflate":
+                raise
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send
+            out = inflater.decompress(content, cap + 1)
+    except zlib.error as exc:
+        raise ProtocolError(f"undecodable {name} body") from exc
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise TooLarge("decoded response body is too large")
+    if not inflater.eof:
+        raise ProtocolError(f"truncated {name} body")
+    return out
 
 
 def _phase(timeout: float | None, end: float | None,

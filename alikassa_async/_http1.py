@@ -65,13 +65,14 @@ class Headers(dict[str, str]):
 
 
 def request_head(method: str, target: str, host: str, headers: Mapping[str, str],
-                 content_length: int) -> bytes:
+                 content_length: int, fixed: str = "") -> bytes:
     """The request line and headers, ending with the blank line.
 
+    ``fixed`` is a block of constant header lines (CRLF-terminated, already checked).
     Raises ``ValueError`` for a name that is not a token or a value with a control
     character (CR/LF would inject headers) or non-ASCII text, before anything is sent.
     """
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{fixed}"]
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP token")

@@ -391,3 +391,69 @@ async def test_a_server_that_hangs_up_right_after_answering_never_costs_a_create
         for n in range(30):
             assert (await client.create_payout(card(f"HANGUP-{n}"))).id == 7
         assert server.connections == 30
+
+
+async def test_requests_ask_for_identity_and_a_compressed_answer_is_decoded_within_the_cap(
+        script):
+    import gzip
+    import zlib
+
+    seen: list[dict[str, str]] = []
+    bomb = gzip.compress(b"0" * 200_000)
+    answers = {1: ("gzip", gzip.compress(BALANCE)), 2: ("deflate", zlib.compress(BALANCE)),
+               3: ("gzip", bomb), 4: ("br", b"\x00"), 5: ("gzip", gzip.compress(BALANCE)[:-9])}
+
+    async def compressed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                _, headers, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            seen.append(headers)
+            coding, data = answers[len(seen)]
+            writer.write(http_response(200, data, {"Content-Encoding": coding}))
+            await writer.drain()
+
+    async with RawServer(compressed) as server:
+        http = sender(max_response_bytes=100_000)
+        try:
+            for _ in range(2):
+                answer = await http.post(server.url + "/", b"{}", {}, None, None)
+                assert answer.body == BALANCE
+            for match in ("too large", "unsupported content-encoding", "truncated"):
+                with pytest.raises(MaybeSent, match=match):
+                    await http.post(server.url + "/", b"{}", {}, None, None)
+        finally:
+            await http.aclose()
+    assert all(h["accept-encoding"] == "identity" for h in seen)
+
+
+def test_a_client_used_from_a_second_event_loop_opens_fresh_connections(payout_cert):
+    """asyncio.run() twice with one client (a CLI, a test suite): the first loop's
+    sockets are void in the second; the sender starts over instead of failing."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def one_loop(client: AliKassaClient, close: bool) -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(http_response(200, BALANCE))
+            await writer.drain()
+            writer.close()  # after one answer: the client's connection goes stale
+
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        try:
+            currency = (await client.balance()).currency
+            if close:
+                await client.aclose()
+            return currency
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    client = client_for(f"http://127.0.0.1:{port}", payout_cert, "builtin")
+    assert asyncio.run(one_loop(client, close=False)) == "RUB"
+    assert asyncio.run(one_loop(client, close=True)) == "RUB"
