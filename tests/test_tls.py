@@ -12,7 +12,7 @@ import pytest
 from alikassa_async import AliKassaClient, RetryPolicy, TransportError
 
 from .conftest import ACCOUNT
-from .reliability_support import self_signed_ca
+from .reliability_support import BACKENDS, self_signed_ca
 
 BALANCE = b'{"currency":"RUB","balance":"1.00"}'
 
@@ -46,16 +46,61 @@ async def https_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
         await server.wait_closed()
 
 
-async def test_self_signed_server_is_refused_by_default(https_server, payout_cert):
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_self_signed_server_is_refused_by_default(backend, https_server, payout_cert):
     url, _ = https_server
     async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
-                              retry=RetryPolicy.disabled()) as client:
+                              retry=RetryPolicy.disabled(), http_backend=backend) as client:
         with pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             await client.balance()
 
 
-async def test_self_signed_server_is_accepted_with_the_users_ca(https_server, payout_cert):
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_self_signed_server_is_accepted_with_the_users_ca(backend, https_server,
+                                                                payout_cert):
     url, ca = https_server
     async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url, verify=ca,
-                              retry=RetryPolicy.disabled()) as client:
+                              retry=RetryPolicy.disabled(), http_backend=backend) as client:
         assert (await client.balance()).currency == "RUB"
+        assert (await client.balance()).currency == "RUB"  # the server closed: reconnects
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_tls_connections_are_kept_alive_and_reused(backend, tmp_path, payout_cert):
+    """Over TLS 1.3 the server's session tickets arrive after the handshake: the check
+    for a stale connection must not take them for a hang-up."""
+    cert_path, key_path = self_signed_ca(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    connections = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(BALANCE), BALANCE))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, verify=cert_path,
+                                  base_url=f"https://127.0.0.1:{port}", http_backend=backend,
+                                  retry=RetryPolicy.disabled()) as client:
+            for _ in range(5):
+                assert (await client.balance()).currency == "RUB"
+                await asyncio.sleep(0.01)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert connections == 1
