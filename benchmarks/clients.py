@@ -48,6 +48,8 @@ __all__ = ["CLIENTS", "PROTOTYPES", "SDK_VARIANTS", "BenchClient", "make_client"
            "payout_payload"]
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
+#: what ``fake_sign=1`` sends instead of a signature (the length of an RSA-2048 one)
+FAKE_SIGN = "A" * 344
 _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
 
 
@@ -94,6 +96,8 @@ class BenchClient:
         self.key = load_key(self.keydir)
 
     def _sign_now(self, body: bytes) -> str:
+        if self.opts.get("fake_sign"):  # instructions.py --no-sign: HTTP and SDK work only
+            return FAKE_SIGN
         return base64.b64encode(self.key.sign(body, padding.PKCS1v15(), self.hash())).decode()
 
     async def sign(self, body: bytes) -> str:
@@ -282,6 +286,11 @@ class SdkClient(BenchClient):
             signature_hash=self.opts.get("hash", "sha1"), **kwargs,
         )
         await self.client.__aenter__()
+        if self.opts.get("fake_sign"):
+            async def fake_signature(cert: Any, body: bytes) -> str:
+                return FAKE_SIGN
+
+            self.client._signature = fake_signature
 
     def request(self, order_id: str) -> Any:
         data = payout_payload(order_id)
