@@ -92,8 +92,8 @@ class ResponseParser:
     connection (the buffer is reused).
     """
 
-    __slots__ = ("_body", "_buf", "_remaining", "_size", "_state", "body", "headers",
-                 "keep_alive", "max_body", "started", "status")
+    __slots__ = ("_body", "_buf", "_remaining", "_scanned", "_size", "_state", "body",
+                 "headers", "keep_alive", "max_body", "started", "status")
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
@@ -105,6 +105,7 @@ class ResponseParser:
         self._body: list[bytes] = []
         self._state = _HEAD
         self._remaining = 0
+        self._scanned = 0
         self._size = 0
         self.started = False
         self.status = 0
@@ -123,11 +124,24 @@ class ResponseParser:
         if self._state == _DONE:
             raise ProtocolError("bytes after the end of the response")
         buf = self._buf
+        if self._state == _HEAD and not buf:
+            # The usual case: the whole (small) answer in one read; no buffer copies.
+            end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            if end >= 0:
+                self._head(data[:end])
+                if self._state == _LENGTH and len(data) - end - 4 == self._remaining:
+                    self._body.append(data[end + 4:])
+                    self._size = self._remaining
+                    self._finish()
+                    return True
+                data = data[end + 4:]
         buf += data
         while True:
             state = self._state
             if state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
+                # Search only the new bytes (and 3 before them): a trickled head stays linear.
+                end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
+                self._scanned = len(buf)
                 if end < 0:
                     if len(buf) > MAX_HEAD_BYTES:
                         raise TooLarge("response head is too large")
@@ -136,6 +150,7 @@ class ResponseParser:
                     raise TooLarge("response head is too large")
                 head = bytes(buf[:end])
                 del buf[:end + 4]
+                self._scanned = 0
                 self._head(head)
             elif state == _LENGTH:
                 if len(buf) < self._remaining:
@@ -240,13 +255,16 @@ class ResponseParser:
             raise ProtocolError("malformed status line")
         code = int(status.group(2))
         headers = Headers()
+        match = _FIELD.fullmatch
+        get = dict.get
         for line in lines[1:]:
-            field = _FIELD.fullmatch(line)
+            field = match(line)
             if field is None:
                 raise ProtocolError("malformed header field")
-            name = field.group(1).decode("ascii").lower()
-            value = field.group(2).decode("latin-1")
-            previous = headers.get(name)
+            raw_name, raw_value = field.groups()
+            name = raw_name.lower().decode("ascii")
+            value = raw_value.decode("latin-1")
+            previous = get(headers, name)
             dict.__setitem__(headers, name, value if previous is None
                              else f"{previous}, {value}")
         if code < 200:
@@ -255,11 +273,11 @@ class ResponseParser:
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self.status = code
         self.headers = headers
-        connection = headers.get("connection")
+        connection = get(headers, "connection")
         self.keep_alive = status.group(1) == b"1" and (
             connection is None or "close" not in connection.lower())
-        coding = headers.get("transfer-encoding")
-        length = headers.get("content-length")
+        coding = get(headers, "transfer-encoding")
+        length = get(headers, "content-length")
         if code in (204, 304):
             self._finish()
         elif coding is not None:
