@@ -212,3 +212,12 @@ def test_request_heads_refuse_header_injection_and_non_ascii():
                 {"A": "Ω"}, {"Bad Name": "v"}, {"": "v"}):
         with pytest.raises(ValueError):
             request_head("POST", "/", "h", bad, 0)
+
+
+def test_an_answer_fed_one_byte_at_a_time():
+    raw = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\n")
+    parser = parse(raw, list(range(len(raw))))
+    assert (parser.status, parser.body, parser.headers["x-a"]) == (200, b"abcde", "1")
+    lengthy = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    assert parse(lengthy, list(range(len(lengthy)))).body == b"hello"
