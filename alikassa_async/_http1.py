@@ -7,10 +7,12 @@ a colon, control characters, conflicting or malformed ``Content-Length``, an unk
 ``Transfer-Encoding``, a head or body over its cap). Refusing is safe: a refused answer
 is an unknown outcome to the client, never a guess.
 
-Why not h11: it is pure Python too, and builds an event object, a header list and a
-validation pass per response (~4x this parser's cost on our answers); it is also only
-a dependency of httpcore, not of the SDK. tests/test_http1.py checks this parser
-against h11 on generated responses.
+Why not h11: it is pure Python too, and builds event objects, a header list and a
+validation pass per response: ~260k instructions to read a typical 7-header answer
+against ~80k here (callgrind), plus ~160k for its connection and request events. It is
+also only a dependency of httpcore, which httpx may drop or re-pin at any release; the
+SDK's four runtime dependencies do not include it. tests/test_http1.py checks this
+parser against h11 (a test-time reference only) on generated responses.
 """
 
 from __future__ import annotations
