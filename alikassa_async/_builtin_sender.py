@@ -154,6 +154,8 @@ class _Connection(asyncio.Protocol):
                 self._handle.cancel()
                 self._handle = None
             self.waiter = None
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved even when a cancellation won the race
 
     def _on_timer(self) -> None:
         now = self.pool.loop.time()
@@ -395,22 +397,27 @@ class BuiltinSender:
         else:
             await slots.acquire()  # a free slot: returns without suspending
         conn: _Connection | None = None
-        complete = False
         try:
+            # Nothing is written before ``exchange``: every failure up to it is NotSent.
+            if self._closed:
+                raise NotSent("the HTTP connections have been closed")
             conn = await pool.take_idle()
             if conn is None:
                 try:
                     conn = await pool.connect(_phase(budget.connect, end, loop))
                 except TimeoutError:
                     raise NotSent("ConnectTimeout: connecting timed out") from None
-                except OSError as exc:  # refused, unreachable, DNS, TLS handshake
+                except Exception as exc:  # refused, unreachable, DNS, TLS handshake
                     raise NotSent(_describe(exc)) from exc
+                if self._closed:  # closed while we connected
+                    raise NotSent("the HTTP connections have been closed")
+            if end is not None and loop.time() >= end:
+                raise NotSent("the call's deadline passed before the request was sent")
             try:
                 await conn.exchange(payload, budget.read, end)
-            except (_Timeout, ProtocolError, ConnectionError, OSError) as exc:
+            except Exception as exc:  # reset, timeout, bad framing, over the cap, ...
                 raise MaybeSent(_describe(exc)) from exc
             parser = conn.parser
-            complete = True
             content = parser.body
             coding = parser.headers.get("content-encoding")
             if coding is not None and coding.lower() != "identity":
@@ -426,8 +433,7 @@ class BuiltinSender:
         finally:
             if conn is not None:
                 # Not read to the end (failure, cancellation) or not reusable: close it.
-                if not complete or conn.alive:
-                    conn._kill()
+                conn._kill()
                 pool.connections.discard(conn)
             slots.release()
 

@@ -457,3 +457,38 @@ def test_a_client_used_from_a_second_event_loop_opens_fresh_connections(payout_c
     client = client_for(f"http://127.0.0.1:{port}", payout_cert, "builtin")
     assert asyncio.run(one_loop(client, close=False)) == "RUB"
     assert asyncio.run(one_loop(client, close=True)) == "RUB"
+
+
+async def test_a_request_whose_deadline_passed_is_not_sent_even_on_a_warm_connection(script):
+    found, server = await script(ok)
+    http = sender()
+    try:
+        await http.post(server.url + "/", b"{}", {}, None, None)  # warms one connection
+        with pytest.raises(NotSent, match="deadline"):
+            await http.post(server.url + "/", b"{}", {}, None, time.monotonic() - 0.001)
+    finally:
+        await http.aclose()
+    assert len(found.requests) == 1
+
+
+async def test_closing_while_calls_wait_for_a_connection_opens_nothing_new(script):
+    """aclose() with one call on the wire and two waiting for its slot: the waiting ones
+    are NotSent and no connection is opened after the close."""
+
+    async def slow(n: int, line: bytes) -> bytes:
+        await asyncio.sleep(0.3)
+        return http_response(200, BALANCE)
+
+    baseline = open_fds()
+    found, server = await script(slow)
+    http = sender(max_connections=1)
+    calls = [asyncio.create_task(http.post(server.url + "/", b"{}", {}, None, None))
+             for _ in range(3)]
+    await asyncio.sleep(0.1)
+    await http.aclose()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[0], MaybeSent)
+    assert all(isinstance(r, NotSent) for r in results[1:]), results
+    assert server.connections == 1 and len(found.requests) == 1
+    await server.__aexit__(None, None, None)
+    assert await settled_fds(baseline) == baseline
