@@ -27,8 +27,10 @@ server announced, less a margin — is closed instead of reused.
 
 Deadlines: ``deadline`` (the call's total timeout) bounds the whole attempt —
 waiting for a connection, connecting, writing, every byte of the answer — so a
-server trickling its headers or body cannot outlive it. Within it, the pool and
-connect timeouts bound their phases and the read timeout bounds each silence.
+server trickling its headers or body cannot outlive it; a request whose deadline has
+passed is not written at all. Within it, the pool and connect timeouts bound their
+phases and the read timeout bounds each silence, counted from the request's single
+``write`` (a request is a few hundred bytes, so there is no separate write phase).
 
 Cancel safety: a request that did not read its answer to the end closes its
 connection; the connection slot is an ``asyncio.Semaphore`` released in ``finally``.
