@@ -104,3 +104,48 @@ async def test_tls_connections_are_kept_alive_and_reused(backend, tmp_path, payo
         server.close()
         await server.wait_closed()
     assert connections == 1
+
+
+# Not on aiohttp: it leaves the socket of a timed-out TLS handshake to the garbage
+# collector (a ResourceWarning that would surface in whichever test runs next).
+@pytest.mark.parametrize("backend", ["builtin", "httpx"])
+async def test_a_stalled_tls_handshake_is_a_connect_failure_nothing_sent(backend, payout_cert):
+    """A server that accepts TCP and never speaks TLS: the handshake is part of connecting,
+    so the call fails as "not sent" within the connect timeout, and a cancelled call
+    leaves no socket behind."""
+    import httpx
+
+    from alikassa_async import payouts
+
+    from .reliability_support import open_fds, settled_fds
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    baseline = open_fds()
+    try:
+        async with AliKassaClient(
+                ACCOUNT, payout_cert=payout_cert, base_url=f"https://127.0.0.1:{port}",
+                http_backend=backend, timeout=httpx.Timeout(5.0, connect=0.3),
+                retry=RetryPolicy(max_attempts=1, create_connect_retries=1,
+                                  total_timeout=5.0)) as client:
+            with pytest.raises(TransportError):  # not OutcomeUnknownError: nothing was sent
+                await client.create_payout(payouts.card(order_id="TLS-1", amount="10.00",
+                                                        number="4111111111111111"))
+            call = asyncio.create_task(client.balance())
+            await asyncio.sleep(0.1)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        assert len(accepted) == 3  # two connect attempts for the create, one for balance
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert await settled_fds(baseline) <= baseline
