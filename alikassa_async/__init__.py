@@ -2,15 +2,20 @@
 
 import logging
 
+from ._defaults import __version__
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
-from .client import DEFAULT_BASE_URL, AliKassaClient, ClientClosedError
+from .client import DEFAULT_BASE_URL, AliKassaClient
 from .errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     InvalidRequestError,
+    JournalError,
+    JournalInUseError,
     NotFoundError,
+    OrderIdConflictError,
     OutcomeUnknownError,
     PollingTimeoutError,
     RateLimitError,
@@ -19,7 +24,7 @@ from .errors import (
     SignatureError,
     TransportError,
 )
-from .journal import Journal, JournalError, OrderIdConflictError, SQLiteJournal
+from .journal import Journal, SQLiteJournal
 from .models import (
     AccountInfo,
     Balance,
@@ -38,8 +43,6 @@ from .retry import RetryPolicy
 from .services import build_payment, build_payout
 from .signing import Certificate, Verifier
 from .webhooks import Notification, NotificationVerifier, Redirect
-
-__version__ = "0.1.0"
 
 # A library never configures logging; this only silences "no handler" fallbacks.
 logging.getLogger("alikassa_async").addHandler(logging.NullHandler())
@@ -62,6 +65,7 @@ __all__ = [
     "InvalidRequestError",
     "Journal",
     "JournalError",
+    "JournalInUseError",
     "NotFoundError",
     "Notification",
     "NotificationVerifier",

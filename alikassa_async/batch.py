@@ -33,39 +33,56 @@ Outcomes (:class:`Outcome`):
 A send that ends in doubt (timeout after sending, dropped connection, 5xx,
 429, unreadable answer) is reconciled by ``payout_status(order_id=...)``.
 The payout is sent again only when the gateway *definitely* has no such
-payout: a 404, seen at least ``ReconcilePolicy.settle`` seconds after the
-doubtful send (a payout created a moment ago may not be visible yet), or a
-400/422 on the status call whose only complaint is Laravel's "the selected
-order id is invalid" (the ``exists`` rule, i.e. no such row). Any other
-answer leaves it ``unknown``. A 400/422 on ``order_id`` to a re-send after a
-doubt means "already taken": look it up, not "rejected". A found payout
-whose amount differs from the request is reported ``unknown`` for a human.
+payout: a 404 — or a 400/422 whose only complaint is Laravel's "the selected
+order id is invalid" (the ``exists`` rule) — seen at least
+``ReconcilePolicy.settle`` seconds after the last moment the doubtful send
+could still be processed: the end of that attempt, or for a send journaled by
+an earlier run, the start of this run (see ``_Run._reconcile``). Any other
+answer leaves it ``unknown``. A 400/422 on ``order_id`` to any send means
+"already taken": look it up, never "rejected". A found payout whose amount
+differs from the request is reported ``unknown`` for a human.
 
-With a journal (:mod:`alikassa_async.journal`) the intent is on disk before
-each send, and a re-run resumes: created items are not sent again, items in
-doubt are reconciled first, and an ``order_id`` seen before with a different
-body — or twice in one batch — is refused as a likely bug. Without a journal,
+With a journal (:mod:`alikassa_async.journal`) the run first becomes its one
+owner, the intent is on disk before each send and its departure after the
+rate limiter, and a re-run resumes: created items are not sent again, items
+in doubt are reconciled first, and an ``order_id`` seen before with a
+different body — or twice in one batch — is refused as a likely bug. A
+cancelled run journals what was in flight as ``unknown``. Without a journal,
 duplicates are caught only among items in flight at the same time.
+
+The first create goes alone: a 401 stops the batch (what was not sent is
+``not_sent``), a 403 stops that service code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import os
 import random
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Mapping, Sized
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+    Sized,
+)
 from contextlib import aclosing
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import attrs
 
+from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
+from ._outcome import Outcome
+from ._protocols import PayoutSender
 from .errors import (
     AliKassaError,
     APIError,
@@ -80,16 +97,13 @@ from .errors import (
 )
 from .journal import (
     Journal,
-    JournalState,
     OrderIdConflictError,
     SQLiteJournal,
     body_hash,
 )
 from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
 from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
-
-if TYPE_CHECKING:
-    from .client import AliKassaClient
+from .services import build_payout
 
 __all__ = [
     "BatchProgress",
@@ -108,22 +122,6 @@ logger = logging.getLogger("alikassa_async.batch")
 PayoutItem: TypeAlias = PayoutRequest | Mapping[str, Any]
 #: a journal, or the path of a SQLite journal file the batch opens and closes itself
 JournalSpec: TypeAlias = Journal | str | os.PathLike[str]
-
-
-class Outcome(enum.StrEnum):
-    """How one payout of a batch ended (see the module docstring)."""
-
-    CREATED = "created"
-    REJECTED = "rejected"
-    NOT_SENT = "not_sent"
-    UNKNOWN = "unknown"
-    PAID = "paid"
-    CANCEL = "cancel"
-    FAIL = "fail"
-
-    @property
-    def exists_at_gateway(self) -> bool:
-        return self in (Outcome.CREATED, Outcome.PAID, Outcome.CANCEL, Outcome.FAIL)
 
 
 @attrs.frozen
@@ -174,8 +172,12 @@ class ReconcilePolicy:
 
     #: status lookups per doubtful send (each already retried by the client's RetryPolicy)
     lookups: int = attrs.field(default=6, validator=attrs.validators.ge(1))
-    #: a 404 proves absence only this many seconds after the doubtful send
-    settle: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    #: a 404 proves absence only this many seconds after the last moment the doubtful
+    #: send could still be processed (a gateway may finish a request long after the
+    #: client gave up on it; 60 s outlasts the request time limits of a PHP gateway
+    #: behind nginx: PHP's max_execution_time, 30 s by default, and nginx's
+    #: proxy/fastcgi read timeouts, 60 s)
+    settle: float = attrs.field(default=DEFAULT_SETTLE, validator=attrs.validators.ge(0))
     backoff_base: float = 0.5
     backoff_max: float = 10.0
     #: sends of one order_id per run (a re-send only ever follows a proven absence)
@@ -268,12 +270,17 @@ class _Item:
     resumed: bool = False
     attempts: int = 0
     reconciled: bool = False
-    #: loop time of the last doubtful send (a 404 before settle proves nothing)
+    #: loop time of the last moment a send of this order_id could still be processed
+    #: (a 404 proves absence only ``ReconcilePolicy.settle`` seconds after it)
     doubt_since: float = 0.0
     last_error: AliKassaError | None = None
     payout_id: int | None = None
     #: the gateway refused a send as "order_id already taken": a 404 no longer proves absence
     taken: bool = False
+    #: an intent is journaled for a send that has not ended yet
+    send_pending: bool = False
+    #: ... and its bytes may have left
+    send_left: bool = False
 
     @property
     def order_id(self) -> str:
@@ -298,34 +305,103 @@ class _WaitSettings:
     max_interval: float
 
 
+class _CredentialsGate:
+    """The first create of a run goes alone; a 401 (or a 403 for one service) stops the rest.
+
+    A wrong certificate or account fails every row the same way: one request tells,
+    and the gateway is not hammered with the rest of the batch.
+    """
+
+    def __init__(self) -> None:
+        self._checked = asyncio.Event()
+        self._probing = False
+        #: the refusal that stopped sending: for every service (``None``) or per service
+        self.refused: dict[str | None, AuthenticationError] = {}
+
+    async def wait_turn(self) -> bool:
+        """Wait until sends are open; True if this caller is the probe."""
+        if self._checked.is_set():
+            return False
+        if not self._probing:
+            self._probing = True
+            return True
+        await self._checked.wait()
+        return False
+
+    def probe_done(self) -> None:
+        self._checked.set()
+
+    def refusal_for(self, service: str) -> AuthenticationError | None:
+        return self.refused.get(None) or self.refused.get(service)
+
+    def refuse(self, service: str, error: AuthenticationError) -> None:
+        # 401: the signature or account, wrong for every row. 403: this account may not
+        # use this service (or payouts at all, which then fails each service once).
+        key = None if error.status_code == 401 else service
+        if key not in self.refused:
+            logger.error("the gateway refused the credentials (%s); no more %s will be sent",
+                         _detail(error), "payouts" if key is None else f"{service} payouts")
+            self.refused[key] = error
+
+
 class _Run:
     """Everything one batch run shares between its items."""
 
-    def __init__(self, client: AliKassaClient, journal: Journal | None, limiter: RateLimiter,
-                 policy: ReconcilePolicy, wait: _WaitSettings) -> None:
+    def __init__(self, client: PayoutSender, journal: Journal | None, limiter: RateLimiter,
+                 policy: ReconcilePolicy, wait: _WaitSettings, concurrency: int, *,
+                 run_id: str | None = None) -> None:
         self.client = client
         self.journal = journal
         self.limiter = limiter
         self.policy = policy
         self.wait = wait
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex
+        self.gate = _CredentialsGate()
+        #: creates on the wire at once; a parked item re-sending takes a slot too
+        self.send_slots = asyncio.Semaphore(concurrency)
 
     def _outcome_for(self, final: PaymentStatus) -> Outcome:
         """Final statuses are outcomes only with ``wait_final``; else it is "created"."""
         return Outcome(final.value) if self.wait.enabled else Outcome.CREATED
 
-    async def _note(self, item: _Item, state: JournalState, detail: str | None = None) -> None:
+    async def _note(self, item: _Item, state: Outcome, detail: str | None = None) -> None:
         if self.journal is not None:
             await self.journal.record_outcome(item.order_id, state, payout_id=item.payout_id,
                                               detail=detail)
 
-    async def process(self, item: _Item, on_created: Callable[[], None]) -> BatchResult:
-        """Send one payout (or settle it from the journal) and report its outcome."""
+    async def process(self, item: _Item, park: Callable[[], None]) -> BatchResult:
+        """Send one payout (or settle it from the journal) and report its outcome.
+
+        ``park`` tells the scheduler this item no longer needs a send slot (it is
+        settling a doubt or waiting for a final status), so another can start.
+        """
+        try:
+            return await self._process(item, park)
+        except asyncio.CancelledError:
+            await self._journal_interrupted(item)
+            raise
+
+    async def _journal_interrupted(self, item: _Item) -> None:
+        """A cancelled item leaves the journal saying what the next run must do."""
+        if not item.send_pending or self.journal is None:
+            return
+        if item.send_left:
+            logger.warning("order_id=%s: cancelled while its create was in flight; outcome "
+                           "unknown until the next run reconciles it", item.order_id)
+            state, detail = Outcome.UNKNOWN, "cancelled while the create was in flight"
+        else:
+            state, detail = Outcome.NOT_SENT, "cancelled before the create was sent"
+        with contextlib.suppress(Exception):  # the journal failing here changes nothing:
+            await asyncio.shield(  # an intent left in place is reconciled by the next run
+                self.journal.record_outcome(item.order_id, state, detail=detail))
+
+    async def _process(self, item: _Item, park: Callable[[], None]) -> BatchResult:
         in_doubt = False
         previous = None
         if self.journal is not None:
             digest = body_hash(item.request)
             previous = await self.journal.claim(item.order_id, digest, self.run_id)
+            item.send_pending = previous is None
         if previous is not None:
             if previous.run_id == self.run_id:
                 return item.result(Outcome.REJECTED, error=OrderIdConflictError(
@@ -337,23 +413,24 @@ class _Run:
                     "(likely a bug); use a new order_id or a new journal"))
             item.payout_id = previous.payout_id
             if previous.state.exists_at_gateway:
-                if previous.state is JournalState.CREATED:
-                    return await self._created(item, None, on_created)
+                if previous.state is Outcome.CREATED:
+                    return await self._created(item, None, park)
                 final = PaymentStatus(previous.state.value)
                 return item.result(self._outcome_for(final), status=final)
-            if previous.state.in_doubt:
+            # In doubt unless its last intended send provably never left.
+            if previous.state is Outcome.UNKNOWN or (
+                    previous.state is Outcome.INTENT and previous.last_send_left):
                 in_doubt = True
-                age = max(time.time() - previous.updated_at, 0.0)
-                item.doubt_since = asyncio.get_running_loop().time() - age
-        return await self._send_until_settled(item, in_doubt, previous is not None, on_created)
+                item.doubt_since = asyncio.get_running_loop().time() - previous.idle_for
+        return await self._send_until_settled(item, in_doubt, previous is not None, park)
 
     async def _send_until_settled(self, item: _Item, in_doubt: bool, journaled: bool,
-                                  on_created: Callable[[], None]) -> BatchResult:
-        ever_in_doubt = in_doubt
+                                  park: Callable[[], None]) -> BatchResult:
         needs_intent = journaled  # a fresh claim already recorded the first send's intent
         connect_failures = 0
         while True:
             if in_doubt:
+                park()
                 verdict, status = await self._reconcile(item)
                 if verdict is _Verdict.EXISTS:
                     assert status is not None
@@ -361,97 +438,146 @@ class _Run:
                     if status.id is not None:
                         item.payout_id = status.id
                     if status.payment_status.is_final:
-                        await self._note(item, JournalState(status.payment_status.value))
+                        await self._note(item, Outcome(status.payment_status.value))
                         return item.result(self._outcome_for(status.payment_status),
                                            response=status)
-                    await self._note(item, JournalState.CREATED)
-                    return await self._created(item, status, on_created)
+                    await self._note(item, Outcome.CREATED)
+                    return await self._created(item, status, park)
                 if verdict is _Verdict.UNDETERMINED:
-                    await self._note(item, JournalState.UNKNOWN, _detail_of(item.last_error))
+                    await self._note(item, Outcome.UNKNOWN, _detail_of(item.last_error))
                     return item.result(Outcome.UNKNOWN, error=item.last_error)
                 in_doubt = False  # proven absent: sending again cannot pay twice
             if item.attempts >= self.policy.max_sends:
                 # Every doubt so far was settled as "no such payout": nothing exists.
-                await self._note(item, JournalState.NOT_SENT, _detail_of(item.last_error))
+                await self._note(item, Outcome.NOT_SENT, _detail_of(item.last_error))
+                item.send_pending = False
                 return item.result(Outcome.NOT_SENT, error=item.last_error)
             if needs_intent and self.journal is not None:
                 await self.journal.record_send(item.order_id)
+                item.send_pending = True
             needs_intent = True
-            await self.limiter.acquire()
-            item.attempts += 1
             try:
-                created = await self.client.create_payout(item.request)
+                created = await self._send_once(item)
+            except _Refused as refused:
+                await self._note(item, Outcome.NOT_SENT, _detail(refused.error))
+                return item.result(Outcome.NOT_SENT, error=refused.error)
             except OutcomeUnknownError as exc:
                 item.last_error = exc
-                in_doubt = ever_in_doubt = True
+                in_doubt = True
+                # The end of this attempt: the earliest a 404 could start to mean "absent".
                 item.doubt_since = asyncio.get_running_loop().time()
                 if isinstance(exc.cause, RateLimitError):
                     self.limiter.pause(exc.cause.retry_after or self.policy.pause)
-                await self._note(item, JournalState.UNKNOWN, _detail(exc))
+                await self._note(item, Outcome.UNKNOWN, _detail(exc))
                 continue
             except InvalidRequestError as exc:
                 item.last_error = exc
-                if ever_in_doubt and _complains_about_order_id(exc):
-                    in_doubt = True  # "already taken" after a doubt: look it up
+                if _complains_about_order_id(exc):
+                    # "Already taken" is never a refusal: the payout may exist (sent by an
+                    # earlier run, another process, or a journal that was lost). Look it up.
+                    in_doubt = True
                     item.taken = True
+                    await self._note(item, Outcome.UNKNOWN, _detail(exc))
                     continue
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
-            except (AuthenticationError, RequestValidationError) as exc:
-                await self._note(item, JournalState.REJECTED, _detail(exc))
+            except AuthenticationError as exc:
+                self.gate.refuse(item.request.service, exc)
+                await self._note(item, Outcome.REJECTED, _detail(exc))
+                return item.result(Outcome.REJECTED, error=exc)
+            except RequestValidationError as exc:
+                await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except TransportError as exc:
                 # The connection never opened: nothing reached the gateway.
                 item.last_error = exc
                 connect_failures += 1
                 self.limiter.pause(self.policy.pause)
-                await self._note(item, JournalState.NOT_SENT, _detail(exc))
+                await self._note(item, Outcome.NOT_SENT, _detail(exc))
                 await asyncio.sleep(self.policy.backoff(connect_failures))
                 continue
             item.payout_id = created.id
-            await self._note(item, JournalState.CREATED)
-            return await self._created(item, created, on_created)
+            await self._note(item, Outcome.CREATED)
+            return await self._created(item, created, park)
+
+    async def _send_once(self, item: _Item) -> PayoutCreated:
+        """One create, in its turn: the credentials probe first, then the rate limiter."""
+        async with self.send_slots:
+            probe = await self.gate.wait_turn()
+            try:
+                refusal = self.gate.refusal_for(item.request.service)
+                if refusal is not None:
+                    item.send_pending = False
+                    raise _Refused(refusal)
+                await self.limiter.acquire()
+                if self.journal is not None:
+                    await self.journal.record_sent(item.order_id)
+                item.attempts += 1
+                item.send_left = True
+                try:
+                    created = await self.client.create_payout(item.request)
+                except asyncio.CancelledError:
+                    raise  # still pending and maybe gone: process() journals it
+                except BaseException:
+                    item.send_pending = item.send_left = False
+                    raise
+                item.send_pending = item.send_left = False
+                return created
+            finally:
+                if probe:
+                    self.gate.probe_done()
 
     async def _reconcile(self, item: _Item) -> tuple[_Verdict, PayoutStatusResponse | None]:
-        """Ask the gateway whether ``item`` exists, a bounded number of times."""
+        """Ask the gateway whether ``item`` exists.
+
+        The absence rule: a 404 (or Laravel's "selected order id is invalid") proves
+        absence only when seen at least ``settle`` seconds after the last moment a
+        send of this order_id could still be processed — the end of this run's last
+        attempt, or the start of this run for an earlier run's (``doubt_since``). A
+        gateway may finish a request long after the client stopped waiting for it.
+        Until then a 404 only means "not yet": ask again, without using up
+        ``lookups`` (the budget for lookups that fail). After "already taken", a
+        404 proves nothing at all.
+        """
         loop = asyncio.get_running_loop()
-        lookups = 0
-        while lookups < self.policy.lookups:
-            if lookups:
-                await asyncio.sleep(self.policy.backoff(lookups - 1))
-            lookups += 1
+        failures = not_yet = 0
+        while True:
             await self.limiter.acquire()
             try:
                 status = await self.client.payout_status(order_id=item.order_id)
             except (NotFoundError, InvalidRequestError) as exc:
-                if item.taken or (isinstance(exc, InvalidRequestError)
-                                  and not _says_no_such_payout(exc)):
-                    item.last_error = exc  # not proof of absence: keep looking
+                says_absent = isinstance(exc, NotFoundError) or _says_no_such_payout(exc)
+                if says_absent and not item.taken:
+                    wait = item.doubt_since + self.policy.settle - loop.time()
+                    if wait <= 0:
+                        logger.info("order_id=%s: gateway has no such payout; sending",
+                                    item.order_id)
+                        return _Verdict.ABSENT, None
+                    await asyncio.sleep(min(wait, self.policy.backoff(not_yet)))
+                    not_yet += 1
                     continue
-                wait = item.doubt_since + self.policy.settle - loop.time()
-                if wait <= 0:
-                    logger.info("order_id=%s: gateway has no such payout; sending", item.order_id)
-                    return _Verdict.ABSENT, None
-                await asyncio.sleep(wait)  # may not be visible yet: ask again once settled
-                lookups -= 1
-                continue
+                if not item.taken:
+                    item.last_error = exc  # not proof of absence: keep looking
             except (APIError, TransportError) as exc:
                 item.last_error = exc
                 if isinstance(exc, RateLimitError):
                     self.limiter.pause(exc.retry_after or self.policy.pause)
-                continue
-            if status.amount is not None and status.amount != item.request.amount:
-                item.last_error = _AmountMismatch(item.order_id, status.amount,
-                                                  item.request.amount)
+            else:
+                if status.amount is not None and status.amount != item.request.amount:
+                    item.last_error = _AmountMismatch(item.order_id, status.amount,
+                                                      item.request.amount)
+                    return _Verdict.UNDETERMINED, None
+                return _Verdict.EXISTS, status
+            failures += 1
+            if failures >= self.policy.lookups:
                 return _Verdict.UNDETERMINED, None
-            return _Verdict.EXISTS, status
-        return _Verdict.UNDETERMINED, None
+            await asyncio.sleep(self.policy.backoff(failures - 1))
 
     async def _created(self, item: _Item, response: PayoutCreated | PayoutStatusResponse | None,
-                       on_created: Callable[[], None]) -> BatchResult:
+                       park: Callable[[], None]) -> BatchResult:
         if not self.wait.enabled:
             return item.result(Outcome.CREATED, response=response)
-        on_created()  # the send slot is free: waiting does not hold up the batch
+        park()  # the send slot is free: waiting does not hold up the batch
         client = self.client
         payout_id = item.payout_id
 
@@ -465,15 +591,22 @@ class _Run:
             async with aclosing(poll_until_final(
                     fetch, what=f"payout order_id={item.order_id}", timeout=self.wait.timeout,
                     interval=self.wait.interval, max_interval=self.wait.max_interval,
-                    slots=client._status_semaphore(), throttle=self.limiter.acquire)) as changes:
+                    slots=client.status_slots, throttle=self.limiter.acquire)) as changes:
                 async for status in changes:
                     final = status
         except PollingTimeoutError as exc:
             last = exc.last_status if isinstance(exc.last_status, PayoutStatusResponse) else None
             return item.result(Outcome.CREATED, response=last or response, error=exc)
         assert final is not None
-        await self._note(item, JournalState(final.payment_status.value))
+        await self._note(item, Outcome(final.payment_status.value))
         return item.result(Outcome(final.payment_status.value), response=final)
+
+
+class _Refused(Exception):
+    """Internal: the credentials were refused on another item; this one was not sent."""
+
+    def __init__(self, error: AuthenticationError) -> None:
+        self.error = error
 
 
 class _AmountMismatch(AliKassaError):
@@ -533,23 +666,42 @@ class _Source:
 
 
 def _as_request(item: object) -> PayoutRequest:
+    """The item as a request, or a ``RequestValidationError`` saying what is wrong with it."""
     if isinstance(item, PayoutRequest):
         return item
     if isinstance(item, Mapping):
-        from .services import build_payout  # the registry sits above the batch layer
-
-        fields = dict(item)
+        try:
+            fields = dict(item)
+        except Exception as exc:  # a mapping that cannot even be read
+            raise _unbuildable(exc) from None
+        bad_keys = [key for key in fields if not isinstance(key, str)]
+        if bad_keys:
+            raise RequestValidationError(
+                {"request": [f"field names must be strings, not {bad_keys[0]!r}"]})
         service = fields.pop("service", None)
         if not isinstance(service, str) or not service:
             raise RequestValidationError({"service": ["is required"]})
-        return build_payout(service, **fields)
+        try:
+            return build_payout(service, **fields)
+        except RequestValidationError:
+            raise
+        except Exception as exc:  # whatever a field's value does when it is read
+            raise _unbuildable(exc) from None
     raise RequestValidationError(
         {"request": [f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
                      f"not {type(item).__name__}"]})
 
 
+def _unbuildable(exc: Exception) -> RequestValidationError:
+    return RequestValidationError({"request": [f"cannot build a payout from it: {_detail(exc)}"]})
+
+
 def _order_id_of(item: object) -> str:
-    value = item.get("order_id") if isinstance(item, Mapping) else getattr(item, "order_id", "")
+    try:
+        value = (item.get("order_id") if isinstance(item, Mapping)
+                 else getattr(item, "order_id", ""))
+    except Exception:  # the item is broken; its result says so
+        return ""
     return value if isinstance(value, str) else ""
 
 
@@ -560,10 +712,10 @@ def _open_journal(journal: JournalSpec | None) -> tuple[Journal | None, bool]:
 
 
 async def payouts_batch(
-    client: AliKassaClient,
+    client: PayoutSender,
     items: Iterable[PayoutItem] | AsyncIterable[PayoutItem],
     *,
-    concurrency: int = 64,
+    concurrency: int = DEFAULT_CONCURRENCY,
     rate: float | None = None,
     journal: JournalSpec | None = None,
     wait_final: bool = False,
@@ -572,7 +724,7 @@ async def payouts_batch(
     wait_timeout: float | None = DEFAULT_TIMEOUT,
     wait_interval: float = DEFAULT_INTERVAL,
     wait_max_interval: float = DEFAULT_MAX_INTERVAL,
-    max_waiting: int = 1024,
+    max_waiting: int = DEFAULT_MAX_WAITING,
     reconcile: ReconcilePolicy | None = None,
 ) -> AsyncGenerator[BatchResult, None]:
     """Create many payouts; yield one :class:`BatchResult` per item as each completes.
@@ -590,98 +742,156 @@ async def payouts_batch(
     ...     async for r in results:
     ...         print(r.order_id, r.outcome)
     """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError("concurrency must be a positive integer")
-    if max_waiting < 1:
-        raise ValueError("max_waiting must be a positive integer")
-    limiter = RateLimiter(rate)
+    _check_positive(concurrency=concurrency, max_waiting=max_waiting)
     if total is None and isinstance(items, Sized):
         total = len(items)
-    opened_journal, owns_journal = _open_journal(journal)
-    run = _Run(client, opened_journal, limiter, reconcile or ReconcilePolicy(),
-               _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval))
-    source = _Source(items)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    counts: Counter[str] = Counter()
-    events: asyncio.Queue[tuple[str, asyncio.Task[BatchResult]]] = asyncio.Queue()
-    sending: set[asyncio.Task[BatchResult]] = set()
-    waiting: set[asyncio.Task[BatchResult]] = set()
-    in_flight_ids: dict[asyncio.Task[BatchResult], str] = {}
-    ids_in_flight: set[str] = set()
+    run_id = uuid.uuid4().hex
+    async with _journal_owned_by(journal, run_id) as owned:
+        run = _Run(client, owned, RateLimiter(rate), reconcile or ReconcilePolicy(),
+                   _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval),
+                   concurrency, run_id=run_id)
+        source = _Source(items)
+        scheduler = _Scheduler(run, concurrency=concurrency, max_waiting=max_waiting,
+                               progress=progress, total=total)
+        try:
+            while True:
+                while scheduler.has_room() and not source.exhausted:
+                    raw = await source.next()
+                    if raw is _END:
+                        break
+                    refused = scheduler.admit(raw, source.pulled - 1)
+                    if refused is not None:
+                        yield refused
+                if scheduler.idle:
+                    break
+                result = await scheduler.next_result()
+                if result is not None:
+                    yield result
+            if source.error is not None:
+                raise source.error
+        finally:
+            await scheduler.stop()
+            await source.aclose()
 
-    def report(result: BatchResult) -> BatchResult:
-        counts[result.outcome.value] += 1
-        if progress is not None:
-            elapsed = loop.time() - started
-            done = sum(counts.values())
-            progress(BatchProgress(done=done, total=total, counts=dict(counts),
-                                   elapsed=elapsed, rate=done / elapsed if elapsed > 0 else 0.0,
-                                   in_flight=len(sending) + len(waiting)))
-        return result
 
-    def spawn(item: _Item) -> None:
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer")
+
+
+@contextlib.asynccontextmanager
+async def _journal_owned_by(spec: JournalSpec | None, run_id: str
+                            ) -> AsyncIterator[Journal | None]:
+    """The journal (opened from a path if need be), owned by ``run_id`` throughout."""
+    journal, opened_here = _open_journal(spec)
+    if journal is None:
+        yield None
+        return
+    try:
+        await journal.acquire(run_id)  # before anything is read or sent
+        try:
+            yield journal
+        finally:
+            await journal.release()
+    finally:
+        if opened_here:
+            await journal.aclose()
+
+
+class _Scheduler:
+    """Runs items as tasks: ``concurrency`` sending, ``max_waiting`` parked, results in
+    completion order, progress after each. Where the items come from is the caller's."""
+
+    def __init__(self, run: _Run, *, concurrency: int, max_waiting: int,
+                 progress: Callable[[BatchProgress], None] | None, total: int | None) -> None:
+        self.run = run
+        self.concurrency = concurrency
+        self.max_waiting = max_waiting
+        self.progress = progress
+        self.total = total
+        self.counts: Counter[str] = Counter()
+        self._started = asyncio.get_running_loop().time()
+        self._events: asyncio.Queue[tuple[str, asyncio.Task[BatchResult]]] = asyncio.Queue()
+        self._sending: set[asyncio.Task[BatchResult]] = set()
+        self._waiting: set[asyncio.Task[BatchResult]] = set()
+        #: order_id of every unfinished task, and the set of them (duplicates in flight)
+        self._order_ids: dict[asyncio.Task[BatchResult], str] = {}
+        self._ids: set[str] = set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._sending and not self._waiting
+
+    def has_room(self) -> bool:
+        return len(self._sending) < self.concurrency and len(self._waiting) < self.max_waiting
+
+    def admit(self, raw: object, index: int) -> BatchResult | None:
+        """Start ``raw`` as item ``index``, or return its ``rejected`` result."""
+        try:
+            request = _as_request(raw)
+        except RequestValidationError as exc:  # this item's problem, not the batch's
+            return self._report(BatchResult(index=index, order_id=_order_id_of(raw),
+                                            outcome=Outcome.REJECTED, error=exc))
+        if request.order_id in self._ids:
+            return self._report(BatchResult(
+                index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
+                error=OrderIdConflictError(
+                    "this order_id appears more than once in the batch (likely a bug)")))
+        self._spawn(_Item(index, request))
+        return None
+
+    def _spawn(self, item: _Item) -> None:
         task: asyncio.Task[BatchResult] | None = None
 
-        def now_waiting() -> None:
+        def park() -> None:
             assert task is not None
-            events.put_nowait(("waiting", task))
+            self._events.put_nowait(("waiting", task))
 
-        task = asyncio.create_task(run.process(item, now_waiting),
+        task = asyncio.create_task(self.run.process(item, park),
                                    name=f"payout order_id={item.order_id}")
-        task.add_done_callback(lambda t: events.put_nowait(("done", t)))
-        sending.add(task)
-        in_flight_ids[task] = item.order_id
-        ids_in_flight.add(item.order_id)
+        task.add_done_callback(lambda t: self._events.put_nowait(("done", t)))
+        self._sending.add(task)
+        self._order_ids[task] = item.order_id
+        self._ids.add(item.order_id)
 
-    try:
-        while True:
-            while (not source.exhausted and len(sending) < concurrency
-                   and len(waiting) < max_waiting):
-                raw = await source.next()
-                if raw is _END:
-                    break
-                index = source.pulled - 1
-                try:
-                    request = _as_request(raw)
-                except RequestValidationError as exc:
-                    yield report(BatchResult(index=index, order_id=_order_id_of(raw),
-                                             outcome=Outcome.REJECTED, error=exc))
-                    continue
-                if request.order_id in ids_in_flight:
-                    yield report(BatchResult(
-                        index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
-                        error=OrderIdConflictError(
-                            "this order_id appears more than once in the batch (likely a bug)")))
-                    continue
-                spawn(_Item(index, request))
-            if not sending and not waiting:
-                break
-            kind, task = await events.get()
-            if kind == "waiting":
-                if task in sending:
-                    sending.discard(task)
-                    waiting.add(task)
-                continue
-            if task not in sending and task not in waiting:
-                continue  # already handled
-            sending.discard(task)
-            waiting.discard(task)
-            ids_in_flight.discard(in_flight_ids.pop(task))
-            yield report(task.result())  # an unexpected error (journal, config) ends the batch
-        if source.error is not None:
-            raise source.error
-    finally:
-        unfinished = [t for t in (*sending, *waiting) if not t.done()]
+    async def next_result(self) -> BatchResult | None:
+        """The next finished item's result, or None when only a send slot freed up."""
+        kind, task = await self._events.get()
+        if kind == "waiting":
+            if task in self._sending:
+                self._sending.discard(task)
+                self._waiting.add(task)
+            return None
+        if task not in self._order_ids:
+            return None  # already handled
+        self._sending.discard(task)
+        self._waiting.discard(task)
+        self._ids.discard(self._order_ids.pop(task))
+        return self._report(task.result())  # an unexpected error (journal) ends the batch
+
+    def _report(self, result: BatchResult) -> BatchResult:
+        self.counts[result.outcome.value] += 1
+        if self.progress is not None:
+            elapsed = asyncio.get_running_loop().time() - self._started
+            done = sum(self.counts.values())
+            self.progress(BatchProgress(
+                done=done, total=self.total, counts=dict(self.counts), elapsed=elapsed,
+                rate=done / elapsed if elapsed > 0 else 0.0,
+                in_flight=len(self._sending) + len(self._waiting)))
+        return result
+
+    async def stop(self) -> None:
+        """Cancel what is unfinished and wait until each has journaled where it stands."""
+        unfinished = [t for t in self._order_ids if not t.done()]
         for task in unfinished:
             task.cancel()
-        if unfinished:
-            await asyncio.gather(*unfinished, return_exceptions=True)
-            ids = [in_flight_ids[t] for t in unfinished if t in sending]
-            if ids:
-                logger.warning("batch stopped with %d payout(s) in flight; their outcome may be "
-                               "unknown until reconciled: %s", len(ids), ", ".join(ids[:20]))
-        await source.aclose()
-        if owns_journal and opened_journal is not None:
-            await opened_journal.aclose()
-
+        if not unfinished:
+            return
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        ids = [self._order_ids[t] for t in unfinished]
+        logger.warning("batch stopped with %d payout(s) unfinished; %s", len(ids),
+                       "the journal has them: the next run reconciles them"
+                       if self.run.journal is not None else
+                       "without a journal nothing records them: look them up by "
+                       f"order_id ({', '.join(ids[:20])})")

@@ -32,14 +32,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from .batch import BatchProgress, BatchResult, Outcome
+from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_STATUS_IN_FLIGHT, DEFAULT_SETTLE
+from .batch import BatchResult, Outcome, ReconcilePolicy
+from .cli_progress import PROGRESS_MODES, make_progress
 from .client import DEFAULT_BASE_URL, AliKassaClient
-from .errors import AliKassaError, ConfigurationError, RequestValidationError
+from .errors import (
+    AliKassaError,
+    AuthenticationError,
+    ConfigurationError,
+    RequestValidationError,
+)
+from .journal import JournalError
 from .models import PayoutRequest
 from .services import build_payout, get_service
 from .signing import Certificate
 
-__all__ = ["ProgressBar", "main", "read_payouts", "register", "validate_file"]
+__all__ = ["main", "read_payouts", "register", "sniff_delimiter", "validate_file"]
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1  # something needs a human: rejected / not sent / unknown / not paid
@@ -51,6 +59,25 @@ _RESULT_COLUMNS = ("line", "order_id", "outcome", "status", "payout_id", "attemp
                    "resumed", "reconciled", "error")
 
 
+_RUN_DESCRIPTION = """\
+Validate a CSV of payouts, then send it as a resumable batch.
+
+The CSV has a header row with service, order_id, amount and the other payout
+fields each service needs (number, customer_code, ...; extra.card_holder-style
+columns fill the extra object). Comma- or semicolon-separated; empty cells are
+left out. The configuration is checked first, then the whole file: every bad
+row is reported with its line number before anything is sent. Running the
+same command again resumes from the journal: nothing created is sent twice.
+
+exit codes: 0 all created (with --wait-final: paid); 1 something needs
+attention (see the results file); 2 usage, file or configuration error, a
+journal in use, credentials refused; 130 interrupted.
+
+example:
+  alikassa payouts run payouts.csv --concurrency 64 --rate 50
+"""
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``payouts run`` to the ``alikassa`` command's subparsers."""
     payouts: argparse.ArgumentParser = subparsers.add_parser(
@@ -60,24 +87,35 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     commands.required = True
     run = commands.add_parser(
         "run", help="validate a CSV of payouts, then send it as a resumable batch",
-        description=__doc__.split("::")[0].strip() if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("csv", type=Path, help="the payouts CSV (header: service,order_id,amount,…)")
+        description=_RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("csv", type=Path,
+                     help="the payouts CSV (header: service,order_id,amount,…; comma- or "
+                          "semicolon-separated)")
     run.add_argument("--journal", type=Path, default=None,
-                     help="SQLite journal that makes re-runs resume (default: CSV.journal.db)")
+                     help="SQLite journal that makes re-runs resume (default: the CSV's name "
+                          "+ .journal.db, e.g. payouts.csv.journal.db)")
     run.add_argument("--results", type=Path, default=None,
-                     help="where to write the results CSV (default: CSV.results.csv)")
-    run.add_argument("--concurrency", type=_positive_int, default=64,
-                     help="payouts sent at once (default 64)")
+                     help="where to write the results CSV (default: beside the CSV, "
+                          "payouts.csv -> payouts.results.csv)")
+    run.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                     help=f"payouts sent at once (default {DEFAULT_CONCURRENCY})")
     run.add_argument("--rate", type=_positive_float, default=None,
-                     help="at most this many requests per second")
+                     help="at most this many requests per second (default: no limit)")
     run.add_argument("--wait-final", action="store_true",
                      help="report each payout once paid / cancel / fail")
     run.add_argument("--wait-timeout", type=_positive_float, default=600.0,
                      help="seconds to wait for a final status with --wait-final (default 600)")
+    run.add_argument("--settle", type=_non_negative_float, default=DEFAULT_SETTLE,
+                     help="a 'no such payout' answer proves absence only this many seconds "
+                          "after a doubtful send could last have been processed "
+                          f"(default {DEFAULT_SETTLE:g})")
     run.add_argument("--check", action="store_true",
-                     help="only validate the file; send nothing")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+                     help="only validate the file; send nothing (no credentials needed)")
+    run.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                     help="progress on stderr: rich (live, on a terminal), plain (a line "
+                          "every few seconds), none; auto (default): rich on a terminal when "
+                          "installed, else plain. NO_COLOR turns colour off")
+    run.add_argument("--no-progress", action="store_true", help="same as --progress=none")
     run.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
                      help="account UUID (env ALIKASSA_ACCOUNT)")
     run.add_argument("--payout-cert", type=Path,
@@ -86,10 +124,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                           "(env ALIKASSA_PAYOUT_CERT_DIR)")
     run.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
                                                            DEFAULT_BASE_URL),
-                     help="API host (env ALIKASSA_BASE_URL)")
+                     help=f"API host (env ALIKASSA_BASE_URL; default {DEFAULT_BASE_URL})")
+    run.add_argument("--allow-plain-http", action="store_true",
+                     help="allow an http:// --base-url on a host other than this machine "
+                          "(a sandbox you control; never the real gateway)")
     run.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
                      help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
-    run.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1")
+    run.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1",
+                     help="hash the request signature uses (default sha1, as the vendor's "
+                          "PHP sample)")
     run.set_defaults(func=run_command, handler=run_command)
     return payouts
 
@@ -111,6 +154,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
     return value
 
 
@@ -137,15 +187,26 @@ def _row_fields(row: dict[str, str | None]) -> dict[str, Any]:
     return fields
 
 
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def sniff_delimiter(header: str) -> str:
+    """The header's delimiter: ``;`` is Excel's default in Russian locales, ``,`` elsewhere."""
+    return max(_DELIMITER_NAMES, key=lambda d: (header.count(d), d == ","))
+
+
 def read_payouts(path: Path) -> Iterator[tuple[int, PayoutRequest | RequestValidationError]]:
     """``(line number, request or its validation error)`` for each data row, streaming."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        delimiter = sniff_delimiter(handle.readline())
+        handle.seek(0)
+        reader = csv.DictReader(handle, delimiter=delimiter)
         missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ConfigurationError(f"{path}: header lacks column(s) {', '.join(missing)} "
-                                     f"(needs {', '.join(_REQUIRED_COLUMNS)}, and the fields "
-                                     "of each service, e.g. number)")
+            raise ConfigurationError(
+                f"{path}: header lacks column(s) {', '.join(missing)} (needs "
+                f"{', '.join(_REQUIRED_COLUMNS)}, and the fields of each service, e.g. "
+                f"number; read as {_DELIMITER_NAMES[delimiter]}-separated)")
         for row in reader:
             line = reader.line_num
             if None in row:
@@ -184,71 +245,31 @@ def validate_file(path: Path) -> tuple[int, list[str], list[str]]:
     return rows, problems, warnings
 
 
-# -- the progress bar -------------------------------------------------------------
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; periodic lines when not a terminal."""
-
-    def __init__(self, stream: TextIO, *, width: int = 30, every: float = 0.1) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.every = every if self.tty else 5.0
-        self._last = 0.0
-        self._shown = False
-
-    def __call__(self, progress: BatchProgress) -> None:
-        now = time.monotonic()
-        finished = progress.total is not None and progress.done >= progress.total
-        if not finished and now - self._last < self.every:
-            return
-        self._last = now
-        line = self.render(progress)
-        if self.tty:
-            self.stream.write("\r" + line + "\x1b[K")
-        else:
-            self.stream.write(line + "\n")
-        self._shown = True
-        self.stream.flush()
-
-    def render(self, progress: BatchProgress) -> str:
-        counts = " ".join(f"{k}={v}" for k, v in sorted(progress.counts.items()))
-        if progress.total:
-            share = min(progress.done / progress.total, 1.0)
-            filled = int(share * self.width)
-            bar = "#" * filled + "." * (self.width - filled)
-            left = progress.total - progress.done
-            eta = f" ETA {left / progress.rate:,.0f}s" if progress.rate > 0 and left else ""
-            return (f"[{bar}] {progress.done:,}/{progress.total:,} {share:4.0%} "
-                    f"{progress.rate:,.0f}/s {counts}{eta}")
-        return f"{progress.done:,} done {progress.rate:,.0f}/s {counts}"
-
-    def close(self) -> None:
-        if self._shown and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # -- the run ------------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> AliKassaClient:
+def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything the client needs, checked (``ConfigurationError``) before any row is read."""
     if not args.account:
         raise ConfigurationError("no account: pass --account or set ALIKASSA_ACCOUNT")
     if args.payout_cert is None:
         raise ConfigurationError("no payout certificate: pass --payout-cert DIR or set "
                                  "ALIKASSA_PAYOUT_CERT_DIR")
-    options: dict[str, Any] = {}
+    settings: dict[str, Any] = {
+        "account": args.account, "payout_cert": Certificate.from_dir(args.payout_cert),
+        "base_url": args.base_url, "signature_hash": args.signature_hash,
+        "allow_plain_http": args.allow_plain_http,
+        "max_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
+        "max_keepalive_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
+    }
     if args.ca_bundle is not None:
-        options["verify"] = args.ca_bundle
-    client = AliKassaClient(
-        args.account, payout_cert=Certificate.from_dir(args.payout_cert),
-        base_url=args.base_url, signature_hash=args.signature_hash,
-        max_connections=args.concurrency + AliKassaClient.max_status_in_flight,
-        max_keepalive_connections=args.concurrency + AliKassaClient.max_status_in_flight,
-        **options)
-    return client
+        settings["verify"] = args.ca_bundle
+    try:
+        asyncio.run(AliKassaClient(**settings).aclose())  # checks every setting; opens nothing
+    except ConfigurationError as exc:  # name the flag, not the Python argument
+        raise ConfigurationError(str(exc).replace("allow_plain_http=True",
+                                                  "--allow-plain-http")) from None
+    return settings
 
 
 def _result_row(line: int, result: BatchResult) -> list[str]:
@@ -266,8 +287,8 @@ def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
     return not (result.outcome is Outcome.CREATED and result.error is None)
 
 
-async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path: Path,
-                err: TextIO) -> Counter[str]:
+async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, journal: Path,
+                results_path: Path, err: TextIO) -> Counter[str]:
     lines: dict[int, int] = {}  # index -> CSV line, for items in flight only
 
     def items() -> Iterator[PayoutRequest]:
@@ -277,8 +298,8 @@ async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path
             yield item
 
     counts: Counter[str] = Counter()
-    bar = None if args.no_progress else ProgressBar(err)
-    async with _client(args) as client:
+    bar = make_progress("none" if args.no_progress else args.progress, err, rows)
+    async with AliKassaClient(**settings) as client:
         with results_path.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(_RESULT_COLUMNS)
@@ -286,9 +307,12 @@ async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path
                 async for result in client.payouts_batch(
                         items(), concurrency=args.concurrency, rate=args.rate, journal=journal,
                         wait_final=args.wait_final, wait_timeout=args.wait_timeout,
-                        progress=bar, total=rows):
+                        progress=bar, total=rows,
+                        reconcile=ReconcilePolicy(settle=args.settle)):
                     writer.writerow(_result_row(lines.pop(result.index, 0), result))
                     counts[result.outcome.value] += 1
+                    if isinstance(result.error, AuthenticationError):
+                        counts["(credentials refused)"] += 1
                     if result.resumed:
                         counts["(resumed from journal)"] += 1
                     if _needs_attention(result, args.wait_final):
@@ -301,21 +325,19 @@ async def _send(args: argparse.Namespace, rows: int, journal: Path, results_path
 
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
                 err: TextIO | None = None) -> int:
-    """Validate the CSV, then send it as a batch; the process exit code."""
+    """Check the configuration, validate the CSV, then send it as a batch; the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
     path: Path = args.csv
-    try:
-        rows, problems, warnings = validate_file(path)
-    except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
-        _say(err, f"error: cannot read {path}: {exc}")
-        return EXIT_USAGE
-    for warning in warnings:
-        _say(err, f"warning: {warning}")
-    if problems:
-        for problem in problems:
-            _say(err, problem)
-        _say(err, f"{len(problems)} bad row(s) in {path}; nothing was sent")
+    settings: dict[str, Any] = {}
+    if not args.check:  # the configuration first: a wrong one makes the file report moot
+        try:
+            settings = _client_settings(args)
+        except ConfigurationError as exc:
+            _say(err, f"error: {exc}")
+            return EXIT_USAGE
+    rows = _validated_rows(path, err)
+    if rows is None:
         return EXIT_USAGE
     _say(out, f"{path}: {rows:,} payout(s), all valid")
     if args.check or rows == 0:
@@ -324,27 +346,58 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
     results_path = args.results or path.with_name(path.stem + ".results.csv")
     started = time.monotonic()
     try:
-        counts = asyncio.run(_send(args, rows, journal, results_path, err))
+        counts = asyncio.run(_send(args, settings, rows, journal, results_path, err))
     except KeyboardInterrupt:
         _say(err, f"interrupted; run the same command again to resume (journal: {journal})")
         return EXIT_INTERRUPTED
+    except (ConfigurationError, JournalError) as exc:  # nothing was sent
+        _say(err, f"error: {exc}")
+        return EXIT_USAGE
     except AliKassaError as exc:
         _say(err, f"error: {exc}")
         _say(err, f"nothing in flight was lost: re-run to resume (journal: {journal})")
-        return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_ATTENTION
-    elapsed = time.monotonic() - started
+        return EXIT_ATTENTION
+    return _summarise(counts, time.monotonic() - started, journal, results_path, out, err)
+
+
+def _validated_rows(path: Path, err: TextIO) -> int | None:
+    """The number of rows, or None after reporting every bad one."""
+    try:
+        rows, problems, warnings = validate_file(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
+        _say(err, f"error: cannot read {path}: {exc}")
+        return None
+    for warning in warnings:
+        _say(err, f"warning: {warning}")
+    if not problems:
+        return rows
+    for problem in problems:
+        _say(err, problem)
+    _say(err, f"{len(problems)} bad row(s) in {path}; nothing was sent")
+    return None
+
+
+def _summarise(counts: Counter[str], elapsed: float, journal: Path, results_path: Path,
+               out: TextIO, err: TextIO) -> int:
     attention = counts.pop("(needs attention)", 0)
     resumed = counts.pop("(resumed from journal)", 0)
+    refused = counts.pop("(credentials refused)", 0)
     _say(out, f"done in {elapsed:,.1f}s: " + ", ".join(
         f"{outcome} {n:,}" for outcome, n in sorted(counts.items())))
     if resumed:
         _say(out, f"{resumed:,} already known to the journal {journal}")
     _say(out, f"results: {results_path}")
-    if attention:
-        _say(out, f"{attention:,} payout(s) need attention (see the results file); "
-                  "`unknown` is never `failed`: re-run to reconcile, or ask support")
-        return EXIT_ATTENTION
-    return EXIT_OK
+    if refused:
+        _say(err, f"error: the gateway refused the account or payout certificate "
+                  f"({refused:,} payout(s) refused or not sent); check --account and "
+                  "--payout-cert, then run the same command again")
+        return EXIT_USAGE
+    if not attention:
+        return EXIT_OK
+    hint = ("; `unknown` is never `failed`: re-run to reconcile, or ask support"
+            if counts.get(Outcome.UNKNOWN.value) else "")
+    _say(out, f"{attention:,} payout(s) need attention (see the results file){hint}")
+    return EXIT_ATTENTION
 
 
 def _say(stream: IO[str], text: str) -> None:

@@ -37,11 +37,24 @@ from . import _hpack_redaction, converters
 from . import batch as _batch
 from . import polling as _polling
 from ._builtin_sender import BuiltinSender
+from ._defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_KEEPALIVE_EXPIRY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_STATUS_IN_FLIGHT,
+    DEFAULT_MAX_WAITING,
+    DEFAULT_TIMEOUT,
+    DEFAULT_USER_AGENT,
+    DEMO_ACCOUNT,
+    LOOPBACK_HOSTS,
+)
 from .encoding import php_json_encode
 from .errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
+    ClientClosedError,
     ConfigurationError,
     InvalidRequestError,
     NotFoundError,
@@ -80,16 +93,9 @@ __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
 logger = logging.getLogger("alikassa_async")
 
-DEFAULT_BASE_URL = "https://api-merchant.alikassa.com"
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 T = TypeVar("T")
 CertKind = Literal["payment", "payout"]
-
-
-class ClientClosedError(ConfigurationError, RuntimeError):
-    """The client was closed; create a new one (or keep one for the app's lifetime)."""
 
 
 @attrs.frozen
@@ -122,7 +128,7 @@ def _check_account(account: str) -> str:
     except (ValueError, TypeError, AttributeError):
         raise ConfigurationError(
             "account must be the account UUID from the AliKassa cabinet "
-            "(e.g. 93d5df06-996c-48c3-9847-348d6b580b80)"
+            f"(e.g. {DEMO_ACCOUNT})"
         ) from None
 
 
@@ -130,7 +136,7 @@ def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
-    if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not allow_plain_http:
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS and not allow_plain_http:
         raise ConfigurationError(
             "base_url uses plain http to a non-loopback host; pass allow_plain_http=True "
             "only for a sandbox you control"
@@ -214,7 +220,7 @@ class AliKassaClient:
         base_url: str = DEFAULT_BASE_URL,
         signature_hash: SignatureHash = "sha1",
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        max_connections: int = 100,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_keepalive_connections: int | None = None,
         http2: bool = False,
         http_backend: Literal["builtin", "httpx", "aiohttp"] | None = None,
@@ -224,7 +230,7 @@ class AliKassaClient:
         retry: RetryPolicy | None = None,
         verify: ssl.SSLContext | str | Path | bool = True,
         allow_plain_http: bool = False,
-        user_agent: str = "alikassa-async/0.1",
+        user_agent: str = DEFAULT_USER_AGENT,
     ) -> None:
         self.account = _check_account(account)
         for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
@@ -262,8 +268,9 @@ class AliKassaClient:
             self._timeout = httpx.Timeout(timeout)
             self._sender = BuiltinSender(
                 max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections, keepalive_expiry=5.0,
-                timeout=self._timeout, ssl_context=ssl_context)
+                max_keepalive_connections=max_keepalive_connections,
+                keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
+                ssl_context=ssl_context)
         elif http_backend == "aiohttp":
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
@@ -272,8 +279,8 @@ class AliKassaClient:
                 )
             self._timeout = httpx.Timeout(timeout)
             self._sender = AiohttpSender(
-                max_connections=max_connections, keepalive_expiry=5.0, timeout=self._timeout,
-                ssl_context=ssl_context,
+                max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
+                timeout=self._timeout, ssl_context=ssl_context,
             )
         elif http_backend == "httpx":
             owned = http_client is None
@@ -592,10 +599,11 @@ class AliKassaClient:
 
     #: the most status requests that waits, watches and batches keep in flight at
     #: once (keep it below ``max_connections``); set it before the first wait
-    max_status_in_flight: int = 32
+    max_status_in_flight: int = DEFAULT_MAX_STATUS_IN_FLIGHT
     _status_slots: asyncio.Semaphore | None = None
 
-    def _status_semaphore(self) -> asyncio.Semaphore:
+    @property
+    def status_slots(self) -> asyncio.Semaphore:
         """The one semaphore bounding this client's polling requests, made on first use."""
         if self._status_slots is None:
             self._status_slots = asyncio.Semaphore(self.max_status_in_flight)
@@ -661,22 +669,29 @@ class AliKassaClient:
         self,
         items: Iterable[_batch.PayoutItem] | AsyncIterable[_batch.PayoutItem],
         *,
-        concurrency: int = 64,
+        concurrency: int = DEFAULT_CONCURRENCY,
         rate: float | None = None,
         journal: _batch.JournalSpec | None = None,
         wait_final: bool = False,
         progress: Callable[[_batch.BatchProgress], None] | None = None,
-        **options: Any,
+        total: int | None = None,
+        wait_timeout: float | None = _polling.DEFAULT_TIMEOUT,
+        wait_interval: float = _polling.DEFAULT_INTERVAL,
+        wait_max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        reconcile: _batch.ReconcilePolicy | None = None,
     ) -> AsyncGenerator[_batch.BatchResult, None]:
         """Create many payouts, ``concurrency`` at a time; yield a ``BatchResult`` per item
-        as each completes. ``options``: the rest of :func:`alikassa_async.batch.payouts_batch`.
+        as each completes (see :func:`alikassa_async.batch.payouts_batch`).
 
         >>> async for r in client.payouts_batch(requests, journal="payouts.db", rate=50):
         ...     print(r.order_id, r.outcome)
         """
-        return _batch.payouts_batch(self, items, concurrency=concurrency, rate=rate,
-                                    journal=journal, wait_final=wait_final, progress=progress,
-                                    **options)
+        return _batch.payouts_batch(
+            self, items, concurrency=concurrency, rate=rate, journal=journal,
+            wait_final=wait_final, progress=progress, total=total, wait_timeout=wait_timeout,
+            wait_interval=wait_interval, wait_max_interval=wait_max_interval,
+            max_waiting=max_waiting, reconcile=reconcile)
 
     # -- end of polling and batch payouts ----------------------------------
 

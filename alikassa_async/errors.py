@@ -4,7 +4,9 @@
 
     AliKassaError
     ├── ConfigurationError        bad account uuid, missing certificate, unreadable key
+    │   └── ClientClosedError     the client was closed (also a RuntimeError)
     ├── RequestValidationError    caught before the network; field -> messages
+    │   └── OrderIdConflictError  an order_id reused with another body, or twice in a batch
     ├── APIError                  the server answered; status, endpoint, message, errors, raw body
     │   ├── InvalidRequestError   400/422 "The given data was invalid."
     │   ├── AuthenticationError   401/403 (signature/account rejected)
@@ -14,7 +16,9 @@
     ├── TransportError            could not talk to the server (wraps httpx errors)
     ├── OutcomeUnknownError       a create call may or may not have taken effect; has order_id
     ├── PollingTimeoutError       no final status by the deadline; has the last status seen
-    └── SignatureError            a notification/redirect signature does not verify
+    ├── SignatureError            a notification/redirect signature does not verify
+    └── JournalError              a batch journal cannot be read or written: nothing is sent
+        └── JournalInUseError     another live batch run owns the journal; names the holder
 
 Messages never contain secrets: bodies are cut to a short snippet, and the
 request's ``Sign`` header is never stored on an exception.
@@ -23,15 +27,22 @@ request's ``Sign`` header is never stored on an exception.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .journal import JournalHolder
 
 __all__ = [
     "APIError",
     "AliKassaError",
     "AuthenticationError",
+    "ClientClosedError",
     "ConfigurationError",
     "InvalidRequestError",
+    "JournalError",
+    "JournalInUseError",
     "NotFoundError",
+    "OrderIdConflictError",
     "OutcomeUnknownError",
     "PollingTimeoutError",
     "RateLimitError",
@@ -169,3 +180,27 @@ class PollingTimeoutError(AliKassaError, TimeoutError):
 
 class SignatureError(AliKassaError):
     """A notification or redirect failed verification; trust nothing in it."""
+
+
+class ClientClosedError(ConfigurationError, RuntimeError):
+    """The client was closed; create a new one (or keep one for the app's lifetime)."""
+
+
+class OrderIdConflictError(RequestValidationError):
+    """This ``order_id`` was already used with a different body, or twice in one batch."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"order_id": [message]})
+
+
+class JournalError(AliKassaError):
+    """The journal could not be read or written; nothing is sent without it."""
+
+
+class JournalInUseError(JournalError):
+    """Another live batch run owns this journal; nothing was sent."""
+
+    def __init__(self, message: str, holder: JournalHolder | None = None) -> None:
+        super().__init__(message)
+        #: who holds it, as far as the holder wrote it down
+        self.holder = holder

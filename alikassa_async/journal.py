@@ -11,35 +11,52 @@ reconciles what was in doubt and refuses an ``order_id`` whose body changed
 (see :mod:`alikassa_async.batch`). Only hashes are stored: card numbers and
 phones never reach the journal file.
 
+Each send is recorded twice: its *intent* (before the rate limiter) and the
+moment it *left* (after the limiter, right before the bytes are handed to the
+network). An intent that never left is not in doubt: a re-run sends it at once.
+
+One owner at a time: a batch run calls :meth:`Journal.acquire` before it
+touches anything, and a second process asking for a journal in use gets
+:class:`JournalInUseError` naming the holder (pid, host, since when). The
+SQLite journal holds an exclusive ``flock`` on ``<path>.lock``, which the
+kernel releases when its process dies (even by SIGKILL), so a crashed run
+never blocks the next; it needs a local file system (``flock`` over NFS is not
+reliable). The PostgreSQL journal applies the same idea per item (an owner and
+a lease on each row) instead of per file.
+
 :class:`SQLiteJournal` uses the standard library's ``sqlite3`` on one
 dedicated thread (WAL, ``synchronous=FULL``), so the event loop never blocks
 on disk. Writes that arrive together share one commit (group commit), so a
-batch of thousands pays for far fewer fsyncs than payouts. Use one journal
-per batch run at a time.
+batch of thousands pays for far fewer fsyncs than payouts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
+import json
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from ._outcome import Outcome
 from .encoding import php_json_encode
-from .errors import AliKassaError, RequestValidationError
+from .errors import JournalError, JournalInUseError, OrderIdConflictError
 from .models import PayoutRequest
 
 __all__ = [
     "Journal",
     "JournalError",
+    "JournalHolder",
+    "JournalInUseError",
     "JournalRecord",
     "JournalState",
     "OrderIdConflictError",
@@ -49,49 +66,33 @@ __all__ = [
 
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _MAX_GROUP = 256  # operations per commit
 
 
-class JournalState(enum.StrEnum):
-    """What the journal knows about one ``order_id``."""
-
-    #: about to be sent, or sent with no answer recorded yet (a crash leaves this)
-    INTENT = "intent"
-    CREATED = "created"
-    REJECTED = "rejected"
-    #: sent, and whether the gateway created it could not be determined
-    UNKNOWN = "unknown"
-    #: the connection never opened: definitely not created
-    NOT_SENT = "not_sent"
-    PAID = "paid"
-    CANCEL = "cancel"
-    FAIL = "fail"
-
-    @property
-    def exists_at_gateway(self) -> bool:
-        """The gateway definitely has this payout."""
-        return self in _EXISTS
-
-    @property
-    def in_doubt(self) -> bool:
-        """The gateway may or may not have it: look it up before sending again."""
-        return self in (JournalState.INTENT, JournalState.UNKNOWN)
+#: what the journal knows about one ``order_id``: the batch's own outcome enum
+#: (``INTENT``: about to be sent, or sent with no answer recorded)
+JournalState = Outcome
 
 
-_EXISTS = frozenset({JournalState.CREATED, JournalState.PAID, JournalState.CANCEL,
-                     JournalState.FAIL})
+@attrs.frozen
+class JournalHolder:
+    """The batch run that owns a journal (or an item of it)."""
 
+    run_id: str
+    pid: int
+    host: str
+    #: wall-clock time (``time.time()``) it took ownership
+    since: float
 
-class JournalError(AliKassaError):
-    """The journal could not be read or written; nothing is sent without it."""
+    @classmethod
+    def this_process(cls, run_id: str) -> JournalHolder:
+        return cls(run_id=run_id, pid=os.getpid(), host=socket.gethostname(),
+                   since=time.time())
 
-
-class OrderIdConflictError(RequestValidationError):
-    """This ``order_id`` was already used with a different body, or twice in one batch."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__({"order_id": [message]})
+    def describe(self) -> str:
+        when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"pid {self.pid} on host {self.host} since {when} (run {self.run_id})"
 
 
 @attrs.frozen
@@ -102,14 +103,27 @@ class JournalRecord:
     state: JournalState
     #: AliKassa's payout id, once known
     payout_id: int | None = None
-    #: how many times it was handed to the network, over all runs
+    #: how many sends were intended, over all runs
     sends: int = 0
+    #: how many of those left for the network (``sent < sends``: the last one never did)
+    sent: int = 0
+    #: wall-clock time the last send left, if any did
+    sent_at: float | None = None
+    #: seconds (by the journal's clock) since an earlier owner could last have had a send
+    #: of this order_id in flight: the settle period for a 404 counts from then. 0 when
+    #: that cannot be told (then it counts from now)
+    idle_for: float = 0.0
     #: the batch run that last claimed it
     run_id: str = ""
     #: wall-clock time (``time.time()``) of the last change
     updated_at: float = 0.0
     #: a short, secret-free note on the last outcome
     detail: str | None = None
+
+    @property
+    def last_send_left(self) -> bool:
+        """The latest intended send may have reached the gateway."""
+        return self.sends > 0 and self.sent >= self.sends
 
 
 def body_hash(request: PayoutRequest) -> str:
@@ -121,6 +135,15 @@ def body_hash(request: PayoutRequest) -> str:
 class Journal(Protocol):
     """Where a batch records intents and outcomes. Every write is durable when awaited."""
 
+    async def acquire(self, run_id: str) -> None:
+        """Make ``run_id`` (this process) the journal's one owner until :meth:`release`;
+        raise :class:`JournalInUseError` naming the holder if another live run owns it."""
+        ...
+
+    async def release(self) -> None:
+        """Give up ownership (also done by ``aclose``)."""
+        ...
+
     async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
         """Record the intent to send a new ``order_id`` (one send) and return ``None``; or,
         if the ``order_id`` is known, return its record as it was. A known record with
@@ -129,7 +152,11 @@ class Journal(Protocol):
         ...
 
     async def record_send(self, order_id: str) -> None:
-        """Record that a known ``order_id`` is about to be sent again."""
+        """Record the intent to send a known ``order_id`` again."""
+        ...
+
+    async def record_sent(self, order_id: str) -> None:
+        """Record that the intended send is leaving now (after the rate limiter)."""
         ...
 
     async def record_outcome(
@@ -148,15 +175,16 @@ class Journal(Protocol):
     async def aclose(self) -> None: ...
 
 
-_SELECT_ONE = ("SELECT order_id, body_hash, state, payout_id, sends, run_id, updated_at, detail "
-               "FROM payouts WHERE order_id = ?")
+_SELECT_ONE = ("SELECT order_id, body_hash, state, payout_id, sends, sent, sent_at, run_id, "
+               "updated_at, detail FROM payouts WHERE order_id = ?")
 
 
-def _record(row: tuple[Any, ...]) -> JournalRecord:
-    order_id, digest, state, payout_id, sends, run_id, updated_at, detail = row
+def _record(row: tuple[Any, ...], idle_for: float = 0.0) -> JournalRecord:
+    order_id, digest, state, payout_id, sends, sent, sent_at, run_id, updated_at, detail = row
     return JournalRecord(order_id=order_id, body_hash=digest, state=JournalState(state),
-                         payout_id=payout_id, sends=sends, run_id=run_id,
-                         updated_at=updated_at, detail=detail)
+                         payout_id=payout_id, sends=sends, sent=sent, sent_at=sent_at,
+                         run_id=run_id, updated_at=updated_at, detail=detail,
+                         idle_for=idle_for)
 
 
 class _Op:
@@ -194,6 +222,9 @@ class SQLiteJournal:
                  busy_timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
+        self._lock: _FileLock | None = None
+        #: wall-clock time this journal became the owner (every earlier run had ended)
+        self._owned_since: float | None = None
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="alikassa-journal",
@@ -212,7 +243,24 @@ class SQLiteJournal:
 
     # -- the Journal protocol --------------------------------------------
 
+    async def acquire(self, run_id: str) -> None:
+        if self._closed:
+            raise JournalError(f"journal {self.path!r} is closed")
+        if self._lock is None and self.path != ":memory:":
+            lock = _FileLock(self.path + ".lock")
+            await asyncio.to_thread(lock.acquire, JournalHolder.this_process(run_id))
+            self._lock = lock
+        self._owned_since = time.time()
+
+    async def release(self) -> None:
+        lock, self._lock = self._lock, None
+        self._owned_since = None
+        if lock is not None:
+            lock.release()
+
     async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
+        owned_since = self._owned_since
+
         def op(conn: sqlite3.Connection) -> JournalRecord | None:
             row = conn.execute(_SELECT_ONE, (order_id,)).fetchone()
             if row is None:
@@ -222,7 +270,10 @@ class SQLiteJournal:
                     "created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)",
                     (order_id, body_hash, JournalState.INTENT.value, run_id, now, now))
                 return None
-            record = _record(row)
+            # Every earlier owner had ended when this one took over: their sends could
+            # be in flight until then, not later.
+            idle = 0.0 if owned_since is None else max(time.time() - owned_since, 0.0)
+            record = _record(row, idle)
             if record.body_hash == body_hash and record.run_id != run_id:
                 conn.execute("UPDATE payouts SET run_id = ? WHERE order_id = ?",
                              (run_id, order_id))
@@ -234,6 +285,13 @@ class SQLiteJournal:
             conn.execute("UPDATE payouts SET state = ?, sends = sends + 1, updated_at = ? "
                          "WHERE order_id = ?",
                          (JournalState.INTENT.value, time.time(), order_id))
+        await self._submit(op)
+
+    async def record_sent(self, order_id: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute("UPDATE payouts SET sent = sends, sent_at = ?, updated_at = ? "
+                         "WHERE order_id = ?", (now, now, order_id))
         await self._submit(op)
 
     async def record_outcome(
@@ -264,6 +322,7 @@ class SQLiteJournal:
         """Finish pending writes, close the database and stop the thread."""
         if self._closed:
             return
+        await self.release()
         self._closed = True
         done = asyncio.get_running_loop().create_future()
         self._ops.put(_Op(lambda conn: None, done, asyncio.get_running_loop()))
@@ -294,12 +353,20 @@ class SQLiteJournal:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk (WAL fsynced) before the send it guards.
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS payouts ("
                 " order_id TEXT PRIMARY KEY, body_hash TEXT NOT NULL, state TEXT NOT NULL,"
-                " payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0, run_id TEXT NOT NULL,"
+                " payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0,"
+                " sent INTEGER NOT NULL DEFAULT 0, sent_at REAL, run_id TEXT NOT NULL,"
                 " created_at REAL NOT NULL, updated_at REAL NOT NULL, detail TEXT)")
+            if version == 1:
+                # Schema 1 did not record departures: take every intended send as gone.
+                conn.execute("ALTER TABLE payouts ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")
+                conn.execute("ALTER TABLE payouts ADD COLUMN sent_at REAL")
+                conn.execute("UPDATE payouts SET sent = sends")
             conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
@@ -357,3 +424,55 @@ class SQLiteJournal:
             return
         for op, value in zip(group, results, strict=True):
             op.resolve(value)
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a sidecar file that names its holder.
+
+    The kernel drops the lock when the holding process dies, however it dies, so a
+    SIGKILLed run never blocks the next one; the holder's description is only for
+    the message a second process gets.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, holder: JournalHolder) -> None:
+        import fcntl  # POSIX only, like the guarantee it gives
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal lock {self.path!r}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = _read_holder(fd)
+            os.close(fd)
+            who = other.describe() if other is not None else "another process"
+            raise JournalInUseError(
+                f"journal {self.path[:-len('.lock')]!r} is in use by {who}; one journal "
+                "serves one batch run at a time, and nothing was sent", other) from None
+        except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot lock the journal {self.path!r}: {exc}") from None
+        record = json.dumps(attrs.asdict(holder)).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def _read_holder(fd: int) -> JournalHolder | None:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+        return JournalHolder(run_id=str(data["run_id"]), pid=int(data["pid"]),
+                             host=str(data["host"]), since=float(data["since"]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # written half-way, or by something else

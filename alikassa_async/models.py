@@ -56,14 +56,15 @@ class PaymentStatus(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         """``paid``, ``cancel`` and ``fail`` never change again."""
-        return self.value in _FINAL
+        return self.value in FINAL_STATUSES
 
     @property
     def is_known(self) -> bool:
         return self._name_ != "UNKNOWN"
 
 
-_FINAL = frozenset({"paid", "cancel", "fail"})
+#: the statuses that never change again
+FINAL_STATUSES = frozenset({"paid", "cancel", "fail"})
 
 
 # ---------------------------------------------------------------------------

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import TypedDict, Unpack
 
 from .models import PayoutRequest
+from .payments import Amount
 from .services import build_named, validation_only
-from .validation import EUR_CARD_EXTRA_FIELDS
+from .validation import EUR_CARD_EXTRA_FIELDS, not_given
 
 __all__ = ["Amount", "PayoutOptions", "card", "card_eur", "sbp", "virtual_account"]
 
-#: money in: Decimal, int or a decimal string; never float
-Amount = Decimal | int | str
 
 
 class PayoutOptions(TypedDict, total=False):
@@ -127,14 +125,14 @@ def card_eur(*, order_id: str, amount: Amount, number: str, card_exp_year: str,
     more = rest.pop("extra", None)
     if isinstance(more, Mapping):
         for key, value in more.items():
-            if extra.get(key) not in (None, ""):
+            if not not_given(extra.get(key)):
                 errors.setdefault(f"extra.{key}", []).append("given twice")
             else:
                 extra[key] = value
     elif more is not None:
         errors["extra"] = ["must be a mapping of field -> value"]
     for key in EUR_CARD_EXTRA_FIELDS:  # also when service= names a code the SDK does not know
-        if extra[key] in (None, ""):
+        if not_given(extra[key]):
             errors.setdefault(f"extra.{key}", []).append("is required for card payouts in EUR")
     return _payout(service, "payouts.card_eur", rest, errors, order_id=order_id,
                    amount=amount, number=number, extra=extra)

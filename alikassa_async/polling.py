@@ -29,8 +29,10 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
+from ._defaults import DEFAULT_POLL_INTERVAL, DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_TIMEOUT
+from ._protocols import StatusSource
 from .errors import (
     AliKassaError,
     APIError,
@@ -39,9 +41,6 @@ from .errors import (
     TransportError,
 )
 from .models import PaymentStatus, PaymentStatusResponse, PayoutStatusResponse
-
-if TYPE_CHECKING:
-    from .client import AliKassaClient
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -57,11 +56,11 @@ __all__ = [
 logger = logging.getLogger("alikassa_async.polling")
 
 #: seconds until a wait gives up (None: wait forever)
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = DEFAULT_POLL_TIMEOUT
 #: first pause between polls, in seconds
-DEFAULT_INTERVAL = 1.0
+DEFAULT_INTERVAL = DEFAULT_POLL_INTERVAL
 #: the longest pause between polls, in seconds
-DEFAULT_MAX_INTERVAL = 30.0
+DEFAULT_MAX_INTERVAL = DEFAULT_POLL_MAX_INTERVAL
 _GROWTH = 1.5
 
 # Errors that are "the gateway could not tell us right now": keep polling.
@@ -191,7 +190,7 @@ def _describe(kind: str, id: int | str | None, order_id: str | None) -> str:
 
 
 def watch_payment(
-    client: AliKassaClient,
+    client: StatusSource,
     *,
     id: int | str | None = None,
     order_id: str | None = None,
@@ -207,12 +206,12 @@ def watch_payment(
     return poll_until_final(
         lambda: client.payment_status(id=id, order_id=order_id),
         what=_describe("payment", id, order_id), timeout=timeout, interval=interval,
-        max_interval=max_interval, slots=client._status_semaphore(),
+        max_interval=max_interval, slots=client.status_slots,
     )
 
 
 def watch_payout(
-    client: AliKassaClient,
+    client: StatusSource,
     *,
     id: int | str | None = None,
     order_id: str | None = None,
@@ -228,12 +227,12 @@ def watch_payout(
     return poll_until_final(
         lambda: client.payout_status(id=id, order_id=order_id),
         what=_describe("payout", id, order_id), timeout=timeout, interval=interval,
-        max_interval=max_interval, slots=client._status_semaphore(),
+        max_interval=max_interval, slots=client.status_slots,
     )
 
 
 async def wait_for_payment(
-    client: AliKassaClient,
+    client: StatusSource,
     *,
     id: int | str | None = None,
     order_id: str | None = None,
@@ -250,7 +249,7 @@ async def wait_for_payment(
 
 
 async def wait_for_payout(
-    client: AliKassaClient,
+    client: StatusSource,
     *,
     id: int | str | None = None,
     order_id: str | None = None,

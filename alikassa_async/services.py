@@ -291,13 +291,45 @@ def _warn_unknown(code: str, direction: Direction) -> None:
                    "the shared rules only", code, direction)
 
 
-def _absent(value: object) -> bool:
-    # None and "" both mean "not given": the gateway (Laravel) turns "" into null, and
-    # CSV/form input has empty cells for optional fields.
-    return value is None or (isinstance(value, str) and value == "")
-
-
 _Built = tuple[str, str, Decimal, dict[str, object]]  # service, order_id, amount, other fields
+_AddError = Callable[[str, list[str]], None]
+_INVALID = object()
+
+
+def _spec_for(direction: Direction, service: object, add: _AddError) -> ServiceSpec:
+    """The registry's spec of ``service``, or one with the shared rules only."""
+    try:
+        code = _service_code(service)
+    except v.Invalid as exc:
+        add("service", exc.messages)
+        code = ""
+    else:
+        spec = SERVICES.get(code)
+        if spec is None:
+            _warn_unknown(code, direction)
+        elif spec.direction != direction:
+            add("service", [f"{code!r} is a {spec.direction} service; use build_{spec.direction}"])
+        else:
+            return spec
+    return ServiceSpec(code, direction, None, None, None, "unknown")
+
+
+def _checked_field(spec: ServiceSpec, name: str, value: object, add: _AddError) -> object:
+    """``value`` as the gateway takes it, or ``_INVALID`` after reporting why not."""
+    rule = spec.rule(name)
+    if rule is None:
+        if not _FIELD_NAME.fullmatch(name):
+            add(name, ["is not a gateway field name (lowercase snake_case expected)"])
+            return _INVALID
+        rule = v.Rule("", v.gateway_value)
+    try:
+        return rule(value)
+    except v.Invalid as exc:
+        if exc.messages:
+            add(name, exc.messages)
+        for sub, messages in exc.nested.items():
+            add(f"{name}.{sub}", messages)
+        return _INVALID
 
 
 def _build(direction: Direction, service: object, fields: Mapping[str, object],
@@ -309,44 +341,19 @@ def _build(direction: Direction, service: object, fields: Mapping[str, object],
         known = errors.setdefault(field, [])
         known.extend(m for m in messages if m not in known)
 
-    code = ""
-    spec: ServiceSpec | None = None
-    try:
-        code = _service_code(service)
-    except v.Invalid as exc:
-        add("service", exc.messages)
-    else:
-        spec = SERVICES.get(code)
-        if spec is None:
-            _warn_unknown(code, direction)
-        elif spec.direction != direction:
-            add("service", [f"{code!r} is a {spec.direction} service; use build_{spec.direction}"])
-            spec = None
-    if spec is None:  # unknown code: the shared rules only
-        spec = ServiceSpec(code, direction, None, None, None, "unknown")
-
+    spec = _spec_for(direction, service, add)
     for name in spec.required_fields:
-        if _absent(fields.get(name)):
+        if v.not_given(fields.get(name)):
             where = f" for {spec.code}" if name in spec.required else ""
             add(name, [f"is required{where}"])
 
     out: dict[str, object] = {}
     for name, value in fields.items():
-        if _absent(value):  # required ones are reported above
+        if v.not_given(value):  # required ones are reported above
             continue
-        rule = spec.rule(name)
-        if rule is None:
-            if not _FIELD_NAME.fullmatch(name):
-                add(name, ["is not a gateway field name (lowercase snake_case expected)"])
-                continue
-            rule = v.Rule("", v.gateway_value)
-        try:
-            out[name] = rule(value)
-        except v.Invalid as exc:
-            if exc.messages:
-                add(name, exc.messages)
-            for sub, messages in exc.nested.items():
-                add(f"{name}.{sub}", messages)
+        checked = _checked_field(spec, name, value, add)
+        if checked is not _INVALID:
+            out[name] = checked
     if errors:
         raise RequestValidationError(errors)
 
@@ -355,7 +362,7 @@ def _build(direction: Direction, service: object, fields: Mapping[str, object],
     assert isinstance(amount, Decimal) and isinstance(order_id, str)
     ordered = {k: out[k] for k in _ORDER[direction] if k in out}
     ordered.update(out)  # fields the SDK does not know go last, as given
-    return code, order_id, amount, ordered
+    return spec.code, order_id, amount, ordered
 
 
 _P = ParamSpec("_P")
@@ -467,7 +474,7 @@ def build_named(direction: Direction, service: object, label: str,
             errors["other_fields"] = ["must be a mapping of field name -> str or int"]
         else:
             for key, value in other.items():
-                if not _absent(merged.get(key)) or key in ("service", "amount", "order_id"):
+                if not v.not_given(merged.get(key)) or key in ("service", "amount", "order_id"):
                     errors.setdefault("other_fields", []).append(f"{key!r} is given twice")
                 else:
                     merged[key] = value

@@ -39,6 +39,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ._defaults import DEFAULT_KEEPALIVE_EXPIRY
+
 __all__ = [
     "AiohttpSender",
     "Answer",
@@ -212,7 +214,7 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 100,
         max_keepalive_connections: int | None = None,
-        keepalive_expiry: float | None = 5.0,
+        keepalive_expiry: float | None = DEFAULT_KEEPALIVE_EXPIRY,
         verify: ssl.SSLContext | bool = True,
         lane_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:

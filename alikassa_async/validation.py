@@ -42,6 +42,7 @@ __all__ = [
     "integer",
     "ip_address",
     "mask",
+    "not_given",
     "one_of",
     "order_id",
     "payout_extra",
@@ -83,6 +84,12 @@ class Rule:
 
     def __call__(self, value: object) -> object:
         return self.check(value)
+
+
+def not_given(value: object) -> bool:
+    """``None`` and ``""`` both mean "not given": the gateway (Laravel) turns "" into null,
+    and CSV/form input has empty cells for optional fields."""
+    return value is None or (isinstance(value, str) and value == "")
 
 
 def mask(value: str) -> str:

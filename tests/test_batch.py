@@ -18,6 +18,7 @@ import pytest
 
 from alikassa_async import (
     AliKassaClient,
+    AuthenticationError,
     InvalidRequestError,
     OutcomeUnknownError,
     PaymentStatus,
@@ -108,12 +109,23 @@ async def test_async_iterables_and_mappings_are_items_and_bad_ones_reject_only_t
 
 
 async def test_gateway_refusals_are_rejected_and_never_resent(client, gateway):
-    gateway.fault = lambda order_id, n: {"P-1": "reject", "P-2": "auth"}.get(order_id)
-    results = by_order(await run(client, [payout(1), payout(2), payout(3)]))
-    assert results["P-1"].outcome == results["P-2"].outcome == Outcome.REJECTED
+    gateway.fault = lambda order_id, n: {"P-1": "reject"}.get(order_id)
+    results = by_order(await run(client, [payout(1), payout(2)]))
+    assert results["P-1"].outcome == Outcome.REJECTED
     assert isinstance(results["P-1"].error, InvalidRequestError)
-    assert results["P-3"].outcome == Outcome.CREATED
-    assert gateway.create_calls == Counter({"P-1": 1, "P-2": 1, "P-3": 1})
+    assert results["P-2"].outcome == Outcome.CREATED
+    assert gateway.create_calls == Counter({"P-1": 1, "P-2": 1})
+
+
+async def test_a_401_stops_the_batch_and_leaves_the_rest_not_sent(client, gateway):
+    gateway.fault = lambda order_id, n: "auth"  # wrong certificate: every row would fail
+    results = by_order(await run(client, [payout(i) for i in range(1, 201)]))
+    assert sum(gateway.create_calls.values()) == 1  # the first create goes alone
+    refused = [r for r in results.values() if r.outcome == Outcome.REJECTED]
+    assert len(refused) == 1 and isinstance(refused[0].error, AuthenticationError)
+    not_sent = [r for r in results.values() if r.outcome == Outcome.NOT_SENT]
+    assert len(not_sent) == 199
+    assert all(isinstance(r.error, AuthenticationError) and r.attempts == 0 for r in not_sent)
 
 
 @pytest.mark.parametrize("fault", ["503-after", "drop-after", "garbage-after"])
@@ -145,8 +157,8 @@ async def test_an_unsettled_404_is_not_proof_of_absence(client, gateway):
                                   backoff_max=0.01)
     [result] = await run(client, [payout(1)], reconcile=slow_settle)
     assert result.outcome == Outcome.CREATED and result.reconciled
-    assert gateway.create_calls["P-1"] == 1
-    assert gateway.status_calls["P-1"] == 2  # a 404 at once, then found once settled
+    assert gateway.create_calls["P-1"] == 1  # the early 404s were "not yet", not "absent"
+    assert gateway.status_calls["P-1"] >= 2
 
 
 async def test_already_taken_after_a_doubt_means_look_it_up(client, gateway):
@@ -170,11 +182,15 @@ async def test_already_taken_but_never_found_stays_unknown(client, gateway):
     assert gateway.creations["P-1"] == 1
 
 
-async def test_already_taken_without_a_doubt_is_a_plain_rejection(client, gateway):
-    gateway.create("P-1", "10.00")  # made by someone else, earlier
-    [result] = await run(client, [payout(1)])
-    assert result.outcome == Outcome.REJECTED
-    assert "order_id" in result.error.errors
+async def test_already_taken_on_a_first_send_is_looked_up_never_rejected(client, gateway):
+    gateway.create("P-1", "10.00")  # sent earlier: by a lost journal, another process...
+    gateway.create("P-2", "99.00")  # ... or someone else, with another amount
+    results = by_order(await run(client, [payout(1), payout(2)]))
+    assert results["P-1"].outcome == Outcome.CREATED and results["P-1"].reconciled
+    assert results["P-1"].payout_id is not None
+    assert results["P-2"].outcome == Outcome.UNKNOWN  # exists, but not as sent: a human
+    assert "amount" in str(results["P-2"].error)
+    assert gateway.creations == Counter({"P-1": 1, "P-2": 1})
 
 
 async def test_lookups_that_never_answer_leave_it_unknown_and_unsent(client, gateway):
@@ -407,12 +423,19 @@ async def test_breaking_out_cancels_the_work_in_flight(client, gateway, tmp_path
     await asyncio.sleep(0.1)
     assert sum(gateway.create_calls.values()) == calls  # nothing kept sending
     # Everything pulled was journaled before it was sent; what was cut off mid-flight
-    # stays "intent", so the next run reconciles it before sending anything.
+    # is "unknown" (the next run reconciles it before sending anything), what was cut
+    # off before it left is "not_sent".
     async with SQLiteJournal(path) as journal:
         counts = await journal.counts()
-    assert set(counts) <= {JournalState.CREATED, JournalState.INTENT}
+        records = [await journal.get(f"P-{i}") for i in range(pulled)]
     assert counts[JournalState.CREATED] >= 1
     assert sum(counts.values()) == pulled
+    for record in records:
+        if record.state is JournalState.INTENT:  # cut off while its intent was committed
+            assert not record.last_send_left
+        elif record.state is not JournalState.CREATED:
+            assert record.state in (JournalState.UNKNOWN, JournalState.NOT_SENT)
+            assert "cancelled" in record.detail
 
 
 async def test_an_error_in_the_input_stops_the_batch_after_what_runs(client, gateway):
@@ -464,7 +487,8 @@ class _InstantClient:
         return PayoutStatusResponse(payment_status=PaymentStatus.WAIT, order_id=order_id,
                                     amount=Decimal("10.00"))
 
-    def _status_semaphore(self) -> asyncio.Semaphore:
+    @property
+    def status_slots(self) -> asyncio.Semaphore:
         return self.semaphore
 
 

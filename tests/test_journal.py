@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sqlite3
 from decimal import Decimal
 
@@ -13,6 +15,7 @@ from alikassa_async.encoding import php_json_encode
 from alikassa_async.journal import (
     Journal,
     JournalError,
+    JournalInUseError,
     JournalState,
     SQLiteJournal,
     body_hash,
@@ -131,3 +134,57 @@ def test_body_hash_is_the_sha256_of_the_bytes_sent():
     changed = PayoutRequest(service="payment_card_rub", order_id="P-1", amount=Decimal("10.01"),
                             fields={"number": "4111111111111111"})
     assert body_hash(changed) != body_hash(request)
+
+
+async def test_one_owner_at_a_time_and_the_holder_is_named(tmp_path):
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path) as first, SQLiteJournal(path) as second:
+        await first.acquire("run-a")
+        with pytest.raises(JournalInUseError) as caught:
+            await second.acquire("run-b")
+        holder = caught.value.holder
+        assert holder is not None and holder.run_id == "run-a"
+        assert holder.pid == os.getpid() and holder.host == socket.gethostname()
+        assert f"pid {os.getpid()}" in str(caught.value)
+        await first.release()
+        await second.acquire("run-b")  # free again
+    async with SQLiteJournal(path) as third:  # closing released it
+        await third.acquire("run-c")
+
+
+async def test_a_send_is_recorded_as_intended_then_as_left(tmp_path):
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path) as journal:
+        await journal.acquire("run-a")
+        await journal.claim("P-1", "h", "run-a")
+        record = await journal.get("P-1")
+        assert (record.sends, record.sent, record.last_send_left) == (1, 0, False)
+        await journal.record_sent("P-1")
+        record = await journal.get("P-1")
+        assert (record.sends, record.sent, record.last_send_left) == (1, 1, True)
+        assert record.sent_at is not None
+        await journal.record_send("P-1")  # a second intent, not left yet
+        assert not (await journal.get("P-1")).last_send_left
+    async with SQLiteJournal(path) as journal:
+        await journal.acquire("run-b")
+        await asyncio.sleep(0.05)
+        again = await journal.claim("P-1", "h", "run-b")
+        # An earlier run's sends ended before this run took over, 0.05 s ago or more.
+        assert again is not None and 0.05 <= again.idle_for < 5
+
+
+async def test_a_schema_1_journal_is_migrated_taking_every_send_as_gone(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE payouts (order_id TEXT PRIMARY KEY, body_hash TEXT NOT NULL, "
+        "state TEXT NOT NULL, payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0, "
+        "run_id TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, "
+        "detail TEXT)")
+    conn.execute("INSERT INTO payouts VALUES ('P-1', 'h', 'intent', NULL, 2, 'r', 1, 1, NULL)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with SQLiteJournal(path) as journal:
+        record = await journal.get("P-1")
+    assert record.state is JournalState.INTENT and record.last_send_left  # still in doubt

@@ -37,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 from ..encoding import php_json_encode
 from ..errors import SignatureError
 from ..signing import Certificate, Verifier
+from ..validation import not_given
 from . import rules, views
 from .config import SandboxConfig
 from .faults import ENDPOINTS, Fault, FaultPlan
@@ -49,6 +50,7 @@ __all__ = ["Sandbox"]
 logger = logging.getLogger("alikassa_async.sandbox")
 
 INVALID = "The given data was invalid."
+_CREATE_ENDPOINTS = frozenset({"v1/payment", "v1/payout"})
 _ERROR_PAGES = {
     502: "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
          "</h1></center><hr><center>nginx</center></body></html>",
@@ -112,6 +114,7 @@ class Sandbox:
         #: the loop the timers run on; another loop (or aclose) means: schedule them again
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._wakeups: set[asyncio.Future[None]] = set()
+        self._late_commits: set[asyncio.Task[Response]] = set()
 
     @classmethod
     def from_certs(cls, certs: str | Path | SandboxCerts, account: str | Iterable[str], *,
@@ -185,6 +188,8 @@ class Sandbox:
             handle.cancel()
         self._timers.clear()
         self._timer_loop = None
+        for task in list(self._late_commits):  # a stopped gateway commits nothing more
+            task.cancel()
         for wakeup in list(self._wakeups):
             if not wakeup.done():
                 wakeup.set_result(None)
@@ -274,6 +279,7 @@ class Sandbox:
         body = await request.body()
         account, refusal = self._authenticate(endpoint, request.headers, body)
         if refusal is not None or account is None:
+            self.state.refused_requests[endpoint] += 1
             await cast(Response, refusal)(scope, receive, send)
             return
         self.state.requests[endpoint] += 1
@@ -287,13 +293,30 @@ class Sandbox:
             if response is None and fault.kind == "drop":
                 return
         if response is None:
-            response = self._handle(endpoint, account, data, str(request.base_url))
+            if self.config.commit_delay > 0 and endpoint in _CREATE_ENDPOINTS:
+                response = await self._late_commit(endpoint, account, data,
+                                                   str(request.base_url))
+            else:
+                response = self._handle(endpoint, account, data, str(request.base_url))
             if fault is not None and fault.phase == "after":
                 logger.info("fault %s on %s", fault.describe(), endpoint)
                 response = await self._after_commit(fault, response, send)
                 if response is None:
                     return
         await response(scope, receive, send)
+
+    async def _late_commit(self, endpoint: str, account: Account, data: dict[str, Any],
+                           base_url: str) -> Response:
+        """Commit ``commit_delay`` seconds from now in a task of its own: a client that
+        gives up (or a cancelled handler) does not stop the gateway from committing."""
+        async def commit() -> Response:
+            await self._sleep(self.config.commit_delay)
+            return self._handle(endpoint, account, data, base_url)
+
+        task = asyncio.create_task(commit())
+        self._late_commits.add(task)
+        task.add_done_callback(self._late_commits.discard)
+        return await asyncio.shield(task)
 
     def _authenticate(self, endpoint: str, headers: Headers, body: bytes
                       ) -> tuple[Account | None, Response | None]:
@@ -385,7 +408,7 @@ class Sandbox:
     def _not_found(self, kind: Kind, data: Mapping[str, Any]) -> Response:
         if self.config.not_found_status == 404:
             return _json(404, {"message": f"{kind.capitalize()} not found."})
-        field = "id" if data.get("id") not in (None, "") else "order_id"
+        field = "order_id" if not_given(data.get("id")) else "id"
         return _invalid({field: [f"The selected {field.replace('_', ' ')} is invalid."]})
 
     def _history(self, account: Account, data: dict[str, Any], base_url: str) -> Response:

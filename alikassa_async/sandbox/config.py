@@ -12,11 +12,11 @@ from typing import Literal
 
 import attrs
 
+from .._defaults import LOOPBACK_HOSTS
 from ..signing import SignatureHash
 
 __all__ = ["LOOPBACK_HOSTS", "SandboxConfig"]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _CENT = Decimal("0.01")
 
 
@@ -40,6 +40,15 @@ class SandboxConfig:
     not_found_status: Literal[404, 400] = 404
     #: a new record is invisible to status lookups for this many seconds (index lag)
     status_visible_after: float = 0.0
+    #: refuse a create whose order_id the account already used ("has already been taken"),
+    #: as the real gateway does. ``False`` models a gateway whose uniqueness check is not
+    #: atomic, or that forgot the order_id: every re-send is then a second payout, which
+    #: ``state.payout_creations`` counts (the honest test of "never paid twice")
+    unique_order_ids: bool = True
+    #: a create is committed this many seconds after it arrived, whether or not the client
+    #: is still waiting (a gateway that finishes a request long after the client gave up);
+    #: the answer follows the commit
+    commit_delay: float = 0.0
     #: page size of ``v1/payment/history`` when ``paginate`` is not sent
     history_page_size: int = 15
     #: base of the hosted-page ``url`` of payments (default: the URL the request came to)

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from .._defaults import DEMO_ACCOUNT
 from ..batch import BatchProgress, ReconcilePolicy
 from ..client import AliKassaClient
 from ..errors import OutcomeUnknownError, SignatureError
@@ -46,7 +47,6 @@ from .server import LoopbackServer, SandboxServer
 
 __all__ = ["DEMO_ACCOUNT", "EUR_ACCOUNT", "PAYMENTS", "PAYOUTS", "run_demo"]
 
-DEMO_ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 EUR_ACCOUNT = "5f1c2a44-7b3e-4c0d-9a61-2f8e6d4b1c07"
 _IP = "18.191.80.10"
 _RU = {"customer_ip": _IP, "customer_user_id": "u-42"}
@@ -274,7 +274,7 @@ class _Progress:
     """The batch progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, stream: TextIO) -> None:
-        from ..cli_payouts import ProgressBar
+        from ..cli_progress import ProgressBar
 
         self._bar = ProgressBar(stream) if stream.isatty() else None
 

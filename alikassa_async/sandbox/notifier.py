@@ -29,6 +29,7 @@ import httpx
 
 from ..encoding import php_json_encode
 from ..signing import Certificate
+from ..webhooks import NOTIFICATION_FIELDS
 from .config import SandboxConfig
 from .state import Record
 
@@ -43,11 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("alikassa_async.sandbox")
 
-#: the signed fields, in the order of §8.2
-NOTIFICATION_FIELDS: tuple[str, ...] = (
-    "type", "id", "order_id", "payment_status", "amount", "payment_amount",
-    "commission_amount", "is_partial_payment", "account", "service", "desc",
-)
 
 
 def _money(value: Decimal | None) -> str | None:

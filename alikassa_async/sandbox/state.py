@@ -27,7 +27,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ..models import FINAL_STATUSES
 from ..signing import Verifier
+from ..validation import mask, not_given
 from .config import SandboxConfig
 from .outcomes import Outcome, plan_outcome
 from .rules import SERVICE_RULES
@@ -43,7 +45,6 @@ __all__ = [
 ]
 
 Kind = Literal["payment", "payout"]
-FINAL_STATUSES = frozenset({"paid", "cancel", "fail"})
 _CENT = Decimal("0.01")
 
 
@@ -138,9 +139,10 @@ class LedgerEntry:
 
 
 def _mask(number: object) -> str | None:
+    """The gateway's ``card_mask`` of a card number; None for anything else."""
     if not isinstance(number, str) or len(number) < 12 or not number.isdigit():
         return None
-    return f"{number[:6]}{'*' * (len(number) - 10)}{number[-4:]}"
+    return mask(number)
 
 
 class SandboxState:
@@ -161,6 +163,8 @@ class SandboxState:
         self.payout_create_requests: Counter[str] = Counter()
         #: signed requests received per endpoint (``"v1/payout"``, ...)
         self.requests: Counter[str] = Counter()
+        #: requests refused for their account or signature (401/403), per endpoint
+        self.refused_requests: Counter[str] = Counter()
         self.ledger: list[LedgerEntry] = []
         #: called with each record that becomes final (the sandbox sends notifications)
         self.on_final: Callable[[Record], None] | None = None
@@ -210,14 +214,14 @@ class SandboxState:
     def find(self, kind: Kind, account: str, *, id: object = None,
              order_id: object = None) -> Record | None:
         """The record a status request names: by ``id`` if given, else the latest by order_id."""
-        if id is not None and id != "":
+        if not not_given(id):
             try:
                 record = self._table(kind).get(int(str(id).strip()))
             except ValueError:
                 return None
             if record is None or record.account != account:
                 return None
-            if order_id not in (None, "") and record.order_id != order_id:
+            if not not_given(order_id) and record.order_id != order_id:
                 return None
             return record
         if not isinstance(order_id, str):
@@ -232,6 +236,8 @@ class SandboxState:
     def order_id_taken(self, kind: Kind, account: str, order_id: str) -> bool:
         """Payouts never reuse an order_id. A payment may reuse one whose every earlier
         payment ended ``fail``/``cancel`` — the vendor's own history example shows that (§12)."""
+        if not self.config.unique_order_ids:
+            return False
         earlier = self._by_order.get((kind, account, order_id), [])
         if kind == "payout":
             return bool(earlier)
