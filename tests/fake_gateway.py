@@ -1,24 +1,15 @@
-"""An in-process fake gateway for the client's unit tests (httpx.MockTransport).
+"""The API reference's example answer of each endpoint (§6), as parsed JSON.
 
-It verifies the ``Account`` header and the ``Sign`` header over the exact bytes
-it received, with the public key of the certificate the route requires, and
-answers with scripted responses. The loopback sandbox covers the same ground
-over real sockets; this one lets a test script one precise answer.
+What is left of the old MockTransport gateway: the client's tests now run on the
+sandbox (tests/wire.py). Only tests/test_canaries.py still reads these bodies; move
+them there (and delete this module) when that file is next edited.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict, deque
-from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from alikassa_async import Certificate, Verifier
-from alikassa_async.errors import SignatureError
-
-Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+__all__ = ["DEFAULTS"]
 
 DEFAULTS: dict[str, Any] = {
     "v1/payment": {"url": "https://pay-merchant.alikassa.com/u-1", "payment_status": "wait",
@@ -45,52 +36,3 @@ DEFAULTS: dict[str, Any] = {
                         "payouts": [{"method": "payment_card", "currency": "RUB",
                                      "service_code": "payment_card_rub", "status": "active"}]},
 }
-
-ROUTE_CERT = {
-    "v1/payment": "payment", "v1/payment/status": "payment", "v1/payment/history": "payment",
-    "v1/payout": "payout", "v1/payout/status": "payout",
-    "v1/account/balance": "payout", "v1/account/info": "payout",
-}
-
-
-def json_response(status: int, data: Any, headers: dict[str, str] | None = None
-                  ) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(data).encode(),
-                          headers={"content-type": "application/json", **(headers or {})})
-
-
-class FakeGateway:
-    def __init__(self, account: str, payment: Certificate, payout: Certificate) -> None:
-        self.account = account
-        self.verifiers = {"payment": Verifier.from_pem(payment.public_key_pem()),
-                          "payout": Verifier.from_pem(payout.public_key_pem())}
-        self.script: dict[str, deque[Answer]] = defaultdict(deque)
-        self.received: list[tuple[str, bytes, httpx.Headers, str]] = []
-
-    def queue(self, path: str, *answers: Answer) -> None:
-        self.script[path].extend(answers)
-
-    def calls(self, path: str) -> int:
-        return sum(1 for p, *_ in self.received if p == path)
-
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path.lstrip("/")
-        body = request.content
-        if request.headers.get("account") != self.account:
-            return json_response(403, {"message": "Unknown account"})
-        try:
-            hash_used = self.verifiers[ROUTE_CERT[path]].verify(body, request.headers["sign"])
-        except (SignatureError, KeyError):
-            return json_response(401, {"message": "Invalid signature"})
-        self.received.append((path, body, request.headers, hash_used))
-        if self.script[path]:
-            answer = self.script[path].popleft()
-            if isinstance(answer, Exception):
-                raise answer
-            if callable(answer) and not isinstance(answer, httpx.Response):
-                return answer(request)
-            return answer
-        return json_response(200, DEFAULTS[path])

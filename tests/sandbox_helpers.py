@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from alikassa_async import Certificate
+from alikassa_async import Certificate, PaymentRequest, PayoutRequest
 from alikassa_async.encoding import php_json_encode
 from alikassa_async.signing import SignatureHash
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 INVALID = "The given data was invalid."
 CARD = "4111111111111111"
+PHONE = "79031112233"
 
 
 def payment_body(order_id: str = "A-1", amount: object = "500.00",
@@ -37,6 +39,22 @@ def payout_body(order_id: str = "P-1", amount: object = "1000.00",
                             "service": service}
     body.update(extra)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def payment_request(order_id: str = "A-1", amount: str = "500") -> PaymentRequest:
+    """A valid hosted-page card payment, as the SDK sends it."""
+    return PaymentRequest(
+        service="payment_card_number_rub_hpp", order_id=order_id, amount=Decimal(amount),
+        fields={"customer_ip": "18.191.80.10", "customer_user_id": "u-42",
+                "success_redirect_url": "https://shop.example/ok?o=1", "desc": "Заказ / 1"},
+    )
+
+
+def payout_request(order_id: str = "P-1", number: str = CARD, amount: str = "3000",
+                   service: str = "payment_card_rub") -> PayoutRequest:
+    """A valid card payout (or ``service``'s, with ``number``), as the SDK sends it."""
+    return PayoutRequest(service=service, order_id=order_id, amount=Decimal(amount),
+                         fields={"number": number})
 
 
 class Api:

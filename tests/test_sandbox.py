@@ -8,7 +8,6 @@ server and the SDK client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,36 +16,12 @@ import pytest
 
 from alikassa_async import AliKassaClient, Certificate, PaymentStatus, build_payment
 from alikassa_async.encoding import php_json_encode
-from alikassa_async.sandbox import Sandbox, SandboxCerts, SandboxConfig, plan_outcome
+from alikassa_async.sandbox import Sandbox, SandboxCerts, plan_outcome
 from alikassa_async.sandbox.server import SandboxServer
 
 from .sandbox_helpers import ACCOUNT, INVALID, Api, eventually, payment_body, payout_body
 
 OTHER_ACCOUNT = "11111111-2222-4333-8444-555555555555"
-
-
-@pytest.fixture
-def config() -> SandboxConfig:
-    return SandboxConfig(wait_seconds=None, wait_polls=1)
-
-
-@pytest.fixture
-async def sandbox(alikassa_certs: SandboxCerts, config: SandboxConfig,
-                  _alikassa_notification_key: Certificate) -> AsyncIterator[Sandbox]:
-    # The plugin's session-cached notification key: loading an RSA key costs ~0.1 s.
-    sandbox = Sandbox(_alikassa_notification_key, config=config)
-    sandbox.add_account(ACCOUNT, payment_public_key=alikassa_certs.payment_public_pem(),
-                        payout_public_key=alikassa_certs.payout_public_pem())
-    yield sandbox
-    await sandbox.aclose()
-
-
-@pytest.fixture
-async def api(sandbox: Sandbox, alikassa_certificates: tuple[Certificate, Certificate]
-              ) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(transport=sandbox.transport(),
-                                 base_url="http://127.0.0.1") as http:
-        yield Api(http, *alikassa_certificates)
 
 
 async def status(api: Api, kind: str, **key: object) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from alikassa_async import (
     AliKassaClient,
     Certificate,
     OutcomeUnknownError,
-    RetryPolicy,
     ServerError,
     build_payout,
 )
@@ -28,9 +27,8 @@ from alikassa_async.sandbox import FAULT_KINDS, Fault, Sandbox, SandboxCerts
 from alikassa_async.sandbox.faults import FaultPlan, RandomFaults
 from alikassa_async.sandbox.server import SandboxServer
 
+from .conftest import FAST_RETRY
 from .sandbox_helpers import ACCOUNT, CARD, Api, eventually, payout_body
-
-FAST = RetryPolicy(max_attempts=4, backoff_base=0.005, backoff_max=0.02, total_timeout=20)
 
 
 def payout(order_id: str = "P-1", amount: str = "100") -> object:
@@ -41,16 +39,10 @@ def payout(order_id: str = "P-1", amount: str = "100") -> object:
 async def client(alikassa_sandbox: SandboxServer,
                  alikassa_certificates: tuple[Certificate, Certificate]
                  ) -> AsyncIterator[AliKassaClient]:
+    """Over loopback, in place of conftest's in-process client: these faults are about sockets."""
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              retry=FAST) as client:
+                              retry=FAST_RETRY) as client:
         yield client
-
-
-@pytest.fixture
-async def api(alikassa_sandbox: SandboxServer,
-              alikassa_certificates: tuple[Certificate, Certificate]) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=alikassa_sandbox.url, timeout=10) as http:
-        yield Api(http, *alikassa_certificates)
 
 
 # ---------------------------------------------------------------------------
@@ -118,7 +110,7 @@ async def test_a_read_that_keeps_failing_gives_up_after_max_attempts(
     alikassa_sandbox.faults.add("v1/account/balance", Fault.status(503), times=10)
     with pytest.raises(ServerError):
         await client.balance()
-    assert alikassa_sandbox.state.requests["v1/account/balance"] == FAST.max_attempts
+    assert alikassa_sandbox.state.requests["v1/account/balance"] == FAST_RETRY.max_attempts
 
 
 @pytest.mark.parametrize("kind", sorted(FAULT_KINDS))
@@ -146,7 +138,7 @@ async def test_a_delay_past_the_client_timeout_still_commits(
         alikassa_certificates: tuple[Certificate, Certificate]) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.delay(0.5))
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST) as client:
+                              timeout=0.1, retry=FAST_RETRY) as client:
         with pytest.raises(OutcomeUnknownError) as caught:
             await client.create_payout(payout())
     assert "Timeout" in caught.value.reason
@@ -159,7 +151,7 @@ async def test_a_slow_body_beyond_the_read_timeout_is_unknown_and_created(
         alikassa_certificates: tuple[Certificate, Certificate]) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.slow_body_200(2.0))
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST) as client:
+                              timeout=0.1, retry=FAST_RETRY) as client:
         with pytest.raises(OutcomeUnknownError):
             await client.create_payout(payout())
     assert alikassa_sandbox.state.payout_creations["P-1"] == 1
@@ -169,63 +161,65 @@ async def test_a_slow_body_beyond_the_read_timeout_is_unknown_and_created(
 # What each fault looks like on the wire
 
 
-async def test_status_faults_on_the_wire(api: Api, alikassa_sandbox: SandboxServer) -> None:
+async def test_status_faults_on_the_wire(loopback_api: Api,
+                                         alikassa_sandbox: SandboxServer) -> None:
     faults = alikassa_sandbox.faults
     for code in (500, 502, 503, 504):
         faults.add("v1/account/balance", Fault.status(code))
-        response = await api.call("v1/account/balance")
+        response = await loopback_api.call("v1/account/balance")
         assert response.status_code == code
         html = code in (502, 504)
         assert response.headers["content-type"].startswith("text/html" if html
                                                             else "application/json")
     faults.add("v1/account/balance", Fault.status(429, retry_after=2))
-    response = await api.call("v1/account/balance")
+    response = await loopback_api.call("v1/account/balance")
     assert (response.status_code, response.headers["retry-after"]) == (429, "2")
     faults.add("v1/account/balance", Fault.status(429, retry_after=3, http_date=True))
-    response = await api.call("v1/account/balance")
+    response = await loopback_api.call("v1/account/balance")
     when = parsedate_to_datetime(response.headers["retry-after"])
     assert 1 <= when.timestamp() - time.time() <= 4
     assert 1 <= (parse_retry_after(response.headers) or 0) <= 4
-    assert (await api.call("v1/account/balance")).status_code == 200  # the script is used up
+    # the script is used up
+    assert (await loopback_api.call("v1/account/balance")).status_code == 200
 
 
 async def test_drops_on_the_wire_close_the_socket_without_an_answer(
-        api: Api, alikassa_sandbox: SandboxServer) -> None:
+        loopback_api: Api, alikassa_sandbox: SandboxServer) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.drop_after_commit())
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-        await api.call("v1/payout", payout_body())
+        await loopback_api.call("v1/payout", payout_body())
     assert alikassa_sandbox.state.payout_creations["P-1"] == 1
     # The server keeps serving on new connections.
-    assert (await api.call("v1/payout/status", {"order_id": "P-1"})).status_code == 200
+    assert (await loopback_api.call("v1/payout/status", {"order_id": "P-1"})).status_code == 200
 
 
-async def test_garbled_200s_on_the_wire(api: Api, alikassa_sandbox: SandboxServer) -> None:
+async def test_garbled_200s_on_the_wire(loopback_api: Api, alikassa_sandbox: SandboxServer) -> None:
     faults = alikassa_sandbox.faults
     faults.add("v1/payout", Fault.html_200())
-    response = await api.call("v1/payout", payout_body(order_id="P-1"))
+    response = await loopback_api.call("v1/payout", payout_body(order_id="P-1"))
     assert response.status_code == 200 and response.text.startswith("<!DOCTYPE html>")
     faults.add("v1/payout", Fault.truncated_json_200())
-    response = await api.call("v1/payout", payout_body(order_id="P-2"))
+    response = await loopback_api.call("v1/payout", payout_body(order_id="P-2"))
     assert response.status_code == 200 and response.content.startswith(b'{"payment_status"')
     with pytest.raises(ValueError):
         response.json()
     faults.add("v1/payout", Fault.json_array_200())
-    response = await api.call("v1/payout", payout_body(order_id="P-3"))
+    response = await loopback_api.call("v1/payout", payout_body(order_id="P-3"))
     assert response.content == b"[]"
     assert sorted(alikassa_sandbox.state.payout_creations) == ["P-1", "P-2", "P-3"]
 
 
-async def test_huge_and_slow_bodies_on_the_wire(api: Api, alikassa_sandbox: SandboxServer
+async def test_huge_and_slow_bodies_on_the_wire(loopback_api: Api, alikassa_sandbox: SandboxServer
                                                 ) -> None:
     alikassa_sandbox.faults.add("v1/account/info", Fault.huge_body_200(size=3_000_000))
-    response = await api.call("v1/account/info")
+    response = await loopback_api.call("v1/account/info")
     assert len(response.content) == int(response.headers["content-length"]) == 3_000_000
     assert response.json()["payment_status"] == "wait"
     alikassa_sandbox.faults.add("v1/account/balance", Fault.slow_body_200(0.2))
     chunks = []
-    async with api.http.stream("POST", "/v1/account/balance", content=b"[]", headers={
+    async with loopback_api.http.stream("POST", "/v1/account/balance", content=b"[]", headers={
             "Content-Type": "application/json", "Account": ACCOUNT,
-            "Sign": api.payout.sign(b"[]")}) as slow:
+            "Sign": loopback_api.payout.sign(b"[]")}) as slow:
         async for chunk in slow.aiter_raw():
             chunks.append(chunk)
     assert len(chunks) > 1  # it really arrived in pieces

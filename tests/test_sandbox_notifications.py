@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from alikassa_async import Certificate, NotificationVerifier, Verifier
+from alikassa_async import NotificationVerifier, Verifier
 from alikassa_async.encoding import php_json_encode
 from alikassa_async.sandbox import Sandbox, SandboxCerts, SandboxConfig
 from alikassa_async.sandbox.notifier import NOTIFICATION_FIELDS
@@ -53,22 +52,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture
-async def sandbox(alikassa_certs: SandboxCerts, _alikassa_notification_key: Certificate
-                  ) -> AsyncIterator[Sandbox]:
-    config = SandboxConfig(wait_seconds=None, wait_polls=0, notification_backoff=0.01)
-    sandbox = Sandbox(_alikassa_notification_key, config=config)
-    sandbox.add_account(ACCOUNT, payment_public_key=alikassa_certs.payment_public_pem(),
-                        payout_public_key=alikassa_certs.payout_public_pem())
-    yield sandbox
-    await sandbox.aclose()
-
-
-@pytest.fixture
-async def api(sandbox: Sandbox, alikassa_certificates: tuple[Certificate, Certificate]
-              ) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(transport=sandbox.transport(),
-                                 base_url="http://127.0.0.1") as http:
-        yield Api(http, *alikassa_certificates)
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(wait_seconds=None, wait_polls=0, notification_backoff=0.01)
 
 
 async def test_a_final_payment_is_announced_by_a_signed_get(
