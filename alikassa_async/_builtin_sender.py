@@ -46,6 +46,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -57,6 +58,7 @@ __all__ = ["BuiltinSender"]
 
 logger = logging.getLogger("alikassa_async.http")
 
+_HAS_POLL = hasattr(select, "poll")
 #: close a keep-alive connection this long before the server said it would
 _KEEPALIVE_MARGIN = 1.0
 #: sent with every request: answers are small JSON, compression buys nothing
@@ -70,7 +72,7 @@ class _Timeout(Exception):
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; the parser runs as bytes arrive."""
 
-    __slots__ = ("_end", "_expires", "_handle", "_idle_since", "_last", "_read_timeout",
+    __slots__ = ("_end", "_expires", "_handle", "_idle_since", "_last", "_poller", "_read_timeout",
                  "alive", "fd", "lost", "parser", "pool", "transport", "waiter")
 
     def __init__(self, pool: _Pool) -> None:
@@ -78,6 +80,7 @@ class _Connection(asyncio.Protocol):
         self.parser = ResponseParser(pool.max_body)
         self.transport: asyncio.Transport | None = None
         self.fd = -1
+        self._poller: Any = None
         self.waiter: asyncio.Future[None] | None = None
         #: set by ``_Pool.close`` to learn when the socket is gone
         self.lost: asyncio.Future[None] | None = None
@@ -200,10 +203,16 @@ class _Connection(asyncio.Protocol):
         if self.fd < 0:
             return False
         try:
+            if _HAS_POLL:  # no FD_SETSIZE limit, unlike select()
+                poller = self._poller
+                if poller is None:
+                    poller = self._poller = select.poll()
+                    poller.register(self.fd, select.POLLIN)
+                return bool(poller.poll(0))
             readable, _, _ = select.select([self.fd], [], [], 0)
+            return bool(readable)
         except (OSError, ValueError):
-            return True
-        return bool(readable)
+            return True  # unsure: let the loop run and look again
 
     def reusable(self, now: float, expiry: float | None) -> bool:
         transport = self.transport
