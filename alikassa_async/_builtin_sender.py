@@ -222,7 +222,8 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """Connections to one origin: at most ``size`` at once, idle ones reused warmest first."""
+    """Connections to one origin: at most ``max_connections`` at once, idle ones reused
+    warmest first."""
 
     def __init__(self, sender: BuiltinSender, scheme: str, host: str, port: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -291,8 +292,13 @@ class _Pool:
         return conn
 
     def abandon(self) -> None:
+        """Drop the connections of an event loop that is gone (the client was used from a
+        new one): aborting may fail once that loop is closed."""
         for conn in list(self.connections):
-            conn._kill()
+            try:
+                conn._kill()
+            except RuntimeError:  # "Event loop is closed": its sockets went with it
+                conn.alive = False
         self.connections.clear()
         self.idle.clear()
 
