@@ -6,6 +6,9 @@
     alikassa keygen certs                      # certs/payment, certs/payout, certs/notification
     alikassa sandbox --certs certs --port 8080 --account 93d5df06-996c-48c3-9847-348d6b580b80
     alikassa payouts run payouts.csv ...       # batch payouts (see `alikassa payouts run -h`)
+    alikassa status --payout --order-id P-1    # one status (--payment, --id N, --json)
+    alikassa balance                           # the account's balance
+    alikassa -v ...                            # the SDK's DEBUG lines; -vv adds httpx/httpcore
 
 Each subcommand lives in a ``register(subparsers)`` function that adds its
 parser and sets ``func`` (``args -> exit code``); adding a command is adding
@@ -16,15 +19,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from . import __version__, cli_payouts
+from . import __version__, cli_logging, cli_lookup, cli_payouts
 from .errors import AliKassaError, ConfigurationError
+
+if TYPE_CHECKING:
+    from .sandbox.keys import SandboxCerts
 
 __all__ = ["COMMANDS", "DEMO_ACCOUNT", "build_parser", "main"]
 
@@ -60,9 +69,10 @@ def register_keygen(subparsers: Any) -> argparse.ArgumentParser:
         description="Write DIR/payment, DIR/payout (private.pem as legacy encrypted PKCS#1, "
                     "password.txt, public.pem) and DIR/notification (private.pem, public.pem), "
                     "laid out like the archives from the AliKassa cabinet.")
-    parser.add_argument("dir", type=Path, metavar="DIR")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="where to write the three archives")
     parser.add_argument("--force", action="store_true", help="replace existing keys")
-    parser.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096))
+    parser.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096),
+                        help="RSA key size in bits (default 2048)")
     parser.set_defaults(func=_keygen)
     return parser
 
@@ -101,40 +111,95 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _public_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError("must be an http(s) URL, e.g. https://sandbox.example")
+    return text.rstrip("/")
+
+
+def _load_sandbox_certs(certs_dir: Path) -> SandboxCerts:
+    from .sandbox import generate_certs, load_certs
+
+    if not (certs_dir / "payment" / "public.pem").exists():
+        try:
+            generate_certs(certs_dir)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write certificates to {certs_dir}/: "
+                                     f"{exc.strerror or exc}") from None
+        print(f"generated certificates in {certs_dir}/ (alikassa keygen)")
+    try:
+        return load_certs(certs_dir)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read certificates in {certs_dir}/: "
+                                 f"{exc.strerror or exc}") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    from .sandbox.server import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        hint = " (in use: stop the other server, or --port 0 picks a free port)" if (
+            exc.errno == errno.EADDRINUSE) else ""
+        raise ConfigurationError(f"cannot listen on {host}:{port}: "
+                                 f"{exc.strerror or exc}{hint}") from None
+
+
 async def _serve_sandbox(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .sandbox import Sandbox, SandboxConfig, generate_certs, load_certs
+    from .sandbox import Sandbox, SandboxConfig
     from .sandbox.config import LOOPBACK_HOSTS
-    from .sandbox.server import bind_socket
+    from .sandbox.server import ignore_upgrade_offers
 
     certs_dir: Path = args.certs
-    if not (certs_dir / "payment" / "public.pem").exists():
-        generate_certs(certs_dir)
-        print(f"generated certificates in {certs_dir}/ (alikassa keygen)")
-    certs = load_certs(certs_dir)
+    certs = _load_sandbox_certs(certs_dir)
+    tls_options: dict[str, Any] = {}
+    ca_path: Path | None = None
+    if args.tls:
+        from .sandbox.tls import ensure_tls
+
+        names = [args.host] + ([urlsplit(args.public_url).hostname or ""]
+                               if args.public_url else [])
+        try:
+            tls = ensure_tls(certs_dir, names)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot write TLS certificates to {certs_dir}/tls/: "
+                                     f"{exc.strerror or exc}") from None
+        tls_options = {"ssl_certfile": str(tls.cert_path), "ssl_keyfile": str(tls.key_path)}
+        ca_path = tls.ca_path
     config = SandboxConfig(
         wait_seconds=None if args.wait_seconds == 0 else args.wait_seconds,
         wait_polls=None if args.wait_polls < 0 else args.wait_polls,
         initial_balance=args.balance,
         notification_hosts=LOOPBACK_HOSTS | frozenset(args.notify_host),
+        public_url=args.public_url,
     )
     accounts = args.account or [DEMO_ACCOUNT]
     sandbox = Sandbox.from_certs(certs, accounts, config=config, currency=args.currency)
     if args.fault_rate:
         sandbox.faults.set_random(args.fault_rate, args.seed)
-    sock = bind_socket(args.host, args.port)
+    sock = _listen(args.host, args.port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(
         sandbox, log_level="info" if args.access_log else "warning", access_log=args.access_log,
-        lifespan="on", http="h11", ws="none", timeout_graceful_shutdown=2))
+        lifespan="on", http="h11", ws="none", timeout_graceful_shutdown=2, **tls_options))
+    ignore_upgrade_offers()
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
         await asyncio.sleep(0.01)
     if server.started:
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"AliKassa sandbox on http://{host}:{port}")
-        print(f"  base_url      http://{host}:{port}")
+        scheme = "https" if args.tls else "http"
+        listening = f"{scheme}://{host}:{port}"
+        print(f"AliKassa sandbox on {listening}")
+        print(f"  base_url      {args.public_url or listening}")
+        if args.public_url:
+            print(f"  listening on  {listening} (payment urls use --public-url)")
+        if ca_path is not None:
+            print(f"  TLS CA        {ca_path} (have the client trust this file)")
         for account in accounts:
             print(f"  account       {account} ({args.currency}, balance {args.balance})")
         print(f"  sign with     {certs.payment_dir}/ (payments), {certs.payout_dir}/ "
@@ -162,7 +227,9 @@ def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
         "sandbox", help="run the local AliKassa sandbox until interrupted",
         description="Serve the AliKassa merchant API locally: signature checks, validation, "
                     "payment/payout lifecycle, balances, signed notifications, faults.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every "
+                             "interface)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--certs", type=Path, default=Path("certs"),
                         help="certificate tree from `alikassa keygen` (created if missing)")
@@ -182,6 +249,13 @@ def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--notify-host", action="append", default=[],
                         help="also deliver notifications to this host (default: loopback only)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS with a throwaway CA written to CERTS/tls/ca.pem "
+                             "(made once, reused; give it to the client to trust)")
+    parser.add_argument("--public-url", type=_public_url, default=None, metavar="URL",
+                        help="the URL clients reach the sandbox by (behind a proxy or TLS "
+                             "front): payment answers' hosted-page urls and history links "
+                             "use it (default: the URL each request came to)")
     parser.set_defaults(func=_sandbox)
     return parser
 
@@ -202,7 +276,6 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
                     "port, create a payment per payment service family and a payout per "
                     "payout family, wait for their final statuses, receive and verify a "
                     "signed notification, and print a table.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log HTTP calls")
     parser.set_defaults(func=_demo)
     return parser
 
@@ -212,23 +285,48 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 #: every subcommand: a function adding its parser to the subparsers
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     register_demo, register_keygen, register_sandbox, cli_payouts.register,
+    cli_lookup.register_status, cli_lookup.register_balance,
 )
+
+_VERBOSE_HELP = "-v: the SDK's DEBUG lines (each request); -vv: also httpx/httpcore"
+
+
+def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On each subcommand too (``alikassa demo -v``); SUPPRESS keeps a subcommand that was
+    # not given -v from resetting the count given before it.
+    parser.add_argument("-v", "--verbose", action="count",
+                        default=0 if top else argparse.SUPPRESS, help=_VERBOSE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="alikassa", description="AliKassa SDK tools: a local sandbox, keys, batch payouts.")
+        prog="alikassa", description="AliKassa SDK tools: a local sandbox, keys, batch payouts, "
+                                    "status and balance lookups.")
     parser.add_argument("--version", action="version", version=f"alikassa-async {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
+    _add_verbose(parser, top=True)
     for register in COMMANDS:
-        register(subparsers)
+        for command in _leaf_parsers(register(subparsers)):
+            if not any("-v" in action.option_strings for action in command._actions):
+                _add_verbose(command, top=False)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` itself, or the commands below it (``payouts`` -> ``payouts run``)."""
+    nested = [action for action in parser._actions
+              if isinstance(action, argparse._SubParsersAction)]
+    if not nested:
+        return [parser]
+    return [leaf for action in nested for child in action.choices.values()
+            for leaf in _leaf_parsers(child)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alikassa`` console script; returns the exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    cli_logging.configure(args.verbose)
     try:
         return int(args.func(args))
     except ConfigurationError as exc:

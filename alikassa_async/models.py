@@ -192,11 +192,20 @@ class PaymentStatusResponse:
     service_code: str | None = None
     account_old_balance: Decimal | None = None
     account_new_balance: Decimal | None = None
+    #: paid for less than ``amount``: the gateway's ``is_partial_payment`` when it sends
+    #: one, else derived (``paid`` and ``payment_amount < amount``)
+    is_partial_payment: bool = attrs.field(
+        default=attrs.Factory(lambda self: _paid_partially(self), takes_self=True))
     raw: Mapping[str, Any] = _raw()
 
     @property
     def is_final(self) -> bool:
         return self.payment_status.is_final
+
+
+def _paid_partially(status: PaymentStatusResponse) -> bool:
+    return (status.payment_status == PaymentStatus.PAID and status.amount is not None
+            and status.payment_amount is not None and status.payment_amount < status.amount)
 
 
 @attrs.frozen

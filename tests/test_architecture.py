@@ -26,7 +26,8 @@ LAYERS: list[set[str]] = [
     {"__init__"},
     {"sandbox"},  # the whole subpackage: a library for tests and the demo
     # commands (the demo is one)
-    {"cli", "cli_payouts", "cli_progress", "__main__", "sandbox.demo"},
+    {"cli", "cli_payouts", "cli_progress", "cli_options", "cli_logging", "cli_lookup",
+     "__main__", "sandbox.demo"},
 ]
 
 

@@ -307,6 +307,7 @@ SHAPES: dict[type, st.SearchStrategy[dict[str, Any]]] = {
         "amount": MONEY_J, "payment_amount": NULLABLE_MONEY_J, "hold_amount": NULLABLE_MONEY_J,
         "hold_at": OPT_TEXT, "account_payment_amount": NULLABLE_MONEY_J,
         "commission_amount": NULLABLE_MONEY_J, "service_code": TEXT,
+        "is_partial_payment": FLAG,
         "account_old_balance": MONEY_J, "account_new_balance": MONEY_J}),
     PayoutCreated: st.fixed_dictionaries({"id": IDS}, optional={"payment_status": STATUS}),
     PayoutStatusResponse: st.fixed_dictionaries({"payment_status": STATUS}, optional={

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 
 import httpx
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -245,6 +245,14 @@ class Sandbox:
             return
         if scope["type"] != "http":
             return
+        try:
+            await self._http(scope, receive, send)
+        except ClientDisconnect:
+            # The client hung up before its request was read (or our answer was sent):
+            # nobody is left to answer, and it is not the sandbox's error.
+            logger.debug("client disconnected from %s before its answer", scope.get("path"))
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         path = scope["path"].strip("/")
         if path.startswith("pay/"):

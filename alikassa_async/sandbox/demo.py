@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from .. import cli_logging
 from .._defaults import DEMO_ACCOUNT
 from ..batch import BatchProgress, ReconcilePolicy
 from ..client import AliKassaClient
@@ -126,13 +127,16 @@ def _inbox(verifier: NotificationVerifier,
     return Starlette(routes=[Route("/alikassa/notify", notify)])
 
 
-async def run_demo(*, verbose: bool = False, out: TextIO | None = None) -> int:
-    """Run the demo; return the exit code (0: everything behaved)."""
+async def run_demo(*, verbose: int = 0, out: TextIO | None = None) -> int:
+    """Run the demo; return the exit code (0: everything behaved).
+
+    ``verbose``: 1 logs the SDK's requests (DEBUG), 2 adds httpx/httpcore.
+    """
     out = out or sys.stdout
     sdk_logger = logging.getLogger("alikassa_async")
     quiet = logging.NullHandler()
     if verbose:
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
+        cli_logging.configure(verbose)
     else:  # the faults are deliberate: keep their warnings off the terminal
         sdk_logger.addHandler(quiet)
         sdk_logger.propagate = False

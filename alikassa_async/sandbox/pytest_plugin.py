@@ -1,6 +1,8 @@
 """pytest fixtures for testing against the local AliKassa sandbox.
 
-Installed with the package (entry point ``alikassa``); nothing to configure::
+Installed with the package (entry point ``alikassa``); ``pip install
+'alikassa-async[pytest]'`` brings the sandbox and pytest-asyncio. Nothing to
+configure: it works in pytest-asyncio's default strict mode and in auto mode::
 
     async def test_checkout(alikassa_client, alikassa_sandbox):
         created = await alikassa_client.create_payment(build_payment(
@@ -26,14 +28,22 @@ Fixtures:
 ``alikassa_client``
     an :class:`~alikassa_async.AliKassaClient` for it, closed after the test.
 
-The async fixtures need an asyncio test runner (pytest-asyncio, any mode). This
-module imports nothing heavy until a fixture is used, so having the package
+An ``async def`` test that uses ``alikassa_sandbox`` or ``alikassa_client``
+(directly or through a fixture of its own) is run by pytest-asyncio even when it
+is not marked ``@pytest.mark.asyncio`` -- strict mode only asks for the marker
+to tell asyncio tests from those of other runners, and these fixtures are
+asyncio's. A test marked ``@pytest.mark.anyio`` is left to anyio's plugin. The
+fixtures run in the test's (function-scoped) event loop.
+
+This module imports nothing heavy until a fixture is used, so having the package
 installed never breaks a test run that does not use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import importlib.util
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -46,6 +56,7 @@ if TYPE_CHECKING:
     from .server import SandboxServer
 
 __all__ = [
+    "ASYNC_FIXTURES",
     "DEFAULT_ACCOUNT",
     "alikassa_account",
     "alikassa_certificates",
@@ -58,12 +69,61 @@ __all__ = [
 DEFAULT_ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 
 
+#: the fixtures that need a running event loop; a test using one is an asyncio test
+ASYNC_FIXTURES = frozenset({"alikassa_sandbox", "alikassa_client"})
+
+_HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
+_NO_RUNNER = ("{name} uses {fixtures}, which need pytest-asyncio: "
+              "pip install 'alikassa-async[pytest]' (or mark the test @pytest.mark.anyio)")
+
+
 def _async_fixture() -> Callable[[Any], Any]:
-    try:
-        import pytest_asyncio
-    except ImportError:  # anyio's plugin (or another runner) handles plain async fixtures
+    if not _HAVE_PYTEST_ASYNCIO:  # anyio's plugin (or another runner) handles plain ones
         return pytest.fixture
+    import pytest_asyncio
+
     return pytest_asyncio.fixture
+
+
+def _uses_async_fixtures(item: pytest.Item) -> frozenset[str]:
+    if not isinstance(item, pytest.Function) or not inspect.iscoroutinefunction(item.obj):
+        return frozenset()
+    return ASYNC_FIXTURES.intersection(item.fixturenames)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object
+                              ) -> Generator[None, Any, None]:
+    """Mark ``async def`` tests using the sandbox fixtures ``asyncio``, for strict mode.
+
+    ``trylast`` makes this wrapper run inside pytest-asyncio's, so the marker is
+    there when pytest-asyncio decides which items it runs.
+    """
+    outcome = yield
+    if not collector.config.pluginmanager.hasplugin("asyncio"):
+        return
+    try:
+        result = outcome.get_result()
+    except BaseException:  # pytest reports the collection error itself
+        return
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if (isinstance(item, pytest.Item) and _uses_async_fixtures(item)
+                and item.get_closest_marker("asyncio") is None
+                and item.get_closest_marker("anyio") is None):
+            item.add_marker(pytest.mark.asyncio)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Without pytest-asyncio, say what to install instead of a cryptic fixture error."""
+    if (item.config.pluginmanager.hasplugin("asyncio")
+            or item.get_closest_marker("anyio") is not None):
+        return
+    used = _uses_async_fixtures(item)
+    if used:
+        pytest.fail(_NO_RUNNER.format(name=item.name, fixtures=", ".join(sorted(used))),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

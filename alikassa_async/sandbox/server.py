@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Callable, Generator
@@ -27,9 +28,33 @@ from .app import Sandbox
 from .faults import FaultPlan
 from .state import SandboxState
 
-__all__ = ["LoopbackServer", "SandboxServer", "ThreadedSandboxServer", "bind_socket"]
+__all__ = ["LoopbackServer", "SandboxServer", "ThreadedSandboxServer", "bind_socket",
+           "ignore_upgrade_offers"]
 
 T = TypeVar("T")
+
+# What uvicorn logs (twice per request, at WARNING) when a client offers to upgrade the
+# connection -- Java's HttpClient offers h2c on every plain-http request -- and no
+# WebSocket protocol is configured. The offer is simply declined and the request is
+# answered over HTTP/1.1, which is what RFC 9110 §7.8 asks of a server that does not
+# upgrade: nothing is wrong, so nothing should be logged.
+_UPGRADE_NOISE = ("Unsupported upgrade request.", "No supported WebSocket library detected")
+
+
+class _UpgradeOfferFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        return not message.startswith(_UPGRADE_NOISE)
+
+
+_UPGRADE_FILTER = _UpgradeOfferFilter()
+
+
+def ignore_upgrade_offers() -> None:
+    """Keep uvicorn quiet about declined ``Upgrade:`` offers (h2c); idempotent."""
+    target = logging.getLogger("uvicorn.error")
+    if _UPGRADE_FILTER not in target.filters:
+        target.addFilter(_UPGRADE_FILTER)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -78,6 +103,7 @@ class LoopbackServer:
             ws="none", timeout_graceful_shutdown=shutdown_timeout,
             log_config=LOGGING_CONFIG if uvicorn_logging else None,
         )
+        ignore_upgrade_offers()  # after uvicorn.Config, which (re)configures its loggers
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 

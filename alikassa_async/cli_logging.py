@@ -1,0 +1,41 @@
+"""``alikassa -v`` / ``-vv``: which loggers the command line shows on stderr.
+
+``-v`` shows the SDK's own records (the ``alikassa_async`` loggers) down to DEBUG:
+one line per request with endpoint, status, duration and order_id. ``-vv`` adds
+httpx and httpcore (connections, TLS, every header event). hpack stays out at any
+level: the SDK already blanks the ``Sign`` header there, but its per-header
+chatter helps nobody at a terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+__all__ = ["SDK_LOGGERS", "TRANSPORT_LOGGERS", "configure"]
+
+SDK_LOGGERS = ("alikassa_async",)
+TRANSPORT_LOGGERS = ("httpx", "httpcore")
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_handler: logging.Handler | None = None
+
+
+def configure(verbosity: int, stream: TextIO | None = None) -> None:
+    """Show the SDK's DEBUG lines at ``verbosity >= 1``, httpx/httpcore at ``>= 2``.
+
+    Idempotent; 0 changes nothing (the SDK stays as quiet as a library should be).
+    """
+    global _handler
+    if verbosity <= 0:
+        return
+    if _handler is None:
+        _handler = logging.StreamHandler(stream or sys.stderr)
+        _handler.setFormatter(logging.Formatter(_FORMAT))
+    names = SDK_LOGGERS + (TRANSPORT_LOGGERS if verbosity >= 2 else ())
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        if _handler not in logger.handlers:
+            logger.addHandler(_handler)
+        logger.propagate = False  # one line per record, whatever the root logger has
