@@ -3,6 +3,13 @@
 import logging
 
 from ._defaults import __version__
+from ._observe import (
+    Hooks,
+    OutcomeUnknownEvent,
+    RequestEvent,
+    ResponseEvent,
+    RetryEvent,
+)
 from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
 from .client import DEFAULT_BASE_URL, AliKassaClient
 from .errors import (
@@ -62,6 +69,7 @@ __all__ = [
     "ConfigurationError",
     "HistoryPage",
     "HistoryRow",
+    "Hooks",
     "InvalidRequestError",
     "Journal",
     "JournalError",
@@ -72,6 +80,7 @@ __all__ = [
     "OrderIdConflictError",
     "Outcome",
     "OutcomeUnknownError",
+    "OutcomeUnknownEvent",
     "PaymentCreated",
     "PaymentRequest",
     "PaymentStatus",
@@ -83,7 +92,10 @@ __all__ = [
     "RateLimitError",
     "ReconcilePolicy",
     "Redirect",
+    "RequestEvent",
     "RequestValidationError",
+    "ResponseEvent",
+    "RetryEvent",
     "RetryPolicy",
     "SQLiteJournal",
     "ServerError",

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._http1 import ProtocolError, ResponseParser, TooLarge, request_head
-from .transport import MAX_RESPONSE_BYTES, Answer, MaybeSent, NotSent, _describe
+from .transport import MAX_RESPONSE_BYTES, Answer, MaybeSent, NotSent, SignedBody, _describe
 
 __all__ = ["BuiltinSender"]
 
@@ -67,6 +67,16 @@ _FIXED_HEADERS = "Accept-Encoding: identity\r\n"
 
 class _Timeout(Exception):
     """Internal: the attempt's deadline or a read timeout passed."""
+
+
+class _Wire(bytes):
+    """The request's bytes (head, ``Sign``, body) with a redacted repr: tracebacks with
+    captured locals and debuggers show only the size."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<request: {len(self)} bytes, redacted>"
 
 
 class _Connection(asyncio.Protocol):
@@ -139,12 +149,13 @@ class _Connection(asyncio.Protocol):
     # -- one exchange --------------------------------------------------------------
 
     async def exchange(self, payload: bytes, read_timeout: float | None,
-                       end: float | None) -> None:
+                       end: float | None, max_bytes: int) -> None:
         """Write one request and wait until its answer is complete (or fails)."""
         loop = self.pool.loop
         transport = self.transport
         assert transport is not None
         self.parser.reset()
+        self.parser.max_body = max_bytes
         waiter = self.waiter = loop.create_future()
         now = self._last = loop.time()
         self._read_timeout = read_timeout
@@ -384,16 +395,31 @@ class BuiltinSender:
             target = self._targets[url] = _Target(url)
         return target
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None) -> Answer:
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
+                   time_budget: httpx.Timeout | None, deadline: float | None,
+                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
         if self._closed:
             raise NotSent("the HTTP connections have been closed")
+        refused = ""
         try:
             target = self._target(url)
-            payload = request_head("POST", target.path, target.host_header, headers,
-                                   len(body), _FIXED_HEADERS) + body
+            payload = _Wire(_join(target, headers, body))
         except ValueError as exc:
-            raise NotSent(f"request refused before sending: {exc}") from None
+            refused = f"request refused before sending: {exc}"
+        if refused:  # raised outside the except block: no chain to the frames that held bytes
+            raise NotSent(refused)
+        failure: NotSent | MaybeSent
+        cap = min(max_bytes, self.max_response_bytes)  # the endpoint's, within the sender's
+        try:
+            return await self._send(target, payload, body, time_budget, deadline, cap)
+        except (NotSent, MaybeSent) as exc:
+            failure = exc
+        # Raised afresh outside the except block: no chain into this module's frames.
+        raise type(failure)(str(failure))
+
+    async def _send(self, target: _Target, payload: _Wire, body: SignedBody,
+                    time_budget: httpx.Timeout | None, deadline: float | None,
+                    max_bytes: int) -> Answer:
         budget = self._timeout if time_budget is None else time_budget
         pool = self._pools.get(target.origin)
         loop = asyncio.get_running_loop()
@@ -430,8 +456,10 @@ class BuiltinSender:
                     raise NotSent("the HTTP connections have been closed")
             if end is not None and loop.time() >= end:
                 raise NotSent("the call's deadline passed before the request was sent")
+            if isinstance(body, SignedBody):
+                body.started = True  # from here on, the bytes may leave
             try:
-                await conn.exchange(payload, budget.read, end)
+                await conn.exchange(payload, budget.read, end, max_bytes)
             except Exception as exc:  # reset, timeout, bad framing, over the cap, ...
                 raise MaybeSent(_describe(exc)) from exc
             parser = conn.parser
@@ -439,7 +467,7 @@ class BuiltinSender:
             coding = parser.headers.get("content-encoding")
             if coding is not None and coding.lower() != "identity":
                 try:
-                    content = _decoded(content, coding, self.max_response_bytes)
+                    content = _decoded(content, coding, max_bytes)
                 except ProtocolError as exc:
                     raise MaybeSent(_describe(exc)) from exc
             answer = Answer(parser.status, parser.headers, content)
@@ -459,6 +487,13 @@ class BuiltinSender:
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.close()
+
+
+def _join(target: _Target, headers: Mapping[str, str], body: SignedBody) -> bytes:
+    """Head and body in one buffer (one write); the raw bytes live in no caller's frame."""
+    data = body.data if isinstance(body, SignedBody) else bytes(body)
+    return request_head("POST", target.path, target.host_header, headers, len(data),
+                        _FIXED_HEADERS) + data
 
 
 def _decoded(content: bytes, coding: str, cap: int) -> bytes:

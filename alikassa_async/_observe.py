@@ -28,6 +28,7 @@ import attrs
 from ._defaults import __version__
 
 __all__ = [
+    "CallTrace",
     "Hooks",
     "OutcomeUnknownEvent",
     "RequestEvent",
@@ -39,6 +40,8 @@ __all__ = [
 
 logger = logging.getLogger("alikassa_async")
 
+#: the header the request id goes in, with ``AliKassaClient(send_request_id=True)``
+REQUEST_ID_HEADER = "X-Request-Id"
 #: response headers a gateway (or its proxy) may carry its own request id in
 GATEWAY_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id", "cf-ray")
 
@@ -191,6 +194,32 @@ class Telemetry:
                                                    type(exc).__name__))
                 raise
 
+    def start_span(self, name: str, attributes: dict[str, Any]) -> Any:
+        """A span that is not made current (for a batch, whose body spans many tasks and
+        yields to the caller); end it with :meth:`end_span`."""
+        if not self.enabled:
+            return None
+        return self._tracer.start_span(name, attributes=_clean(attributes))
+
+    def end_span(self, span: Any, error: BaseException | None = None) -> None:
+        if span is None:
+            return
+        if error is not None:
+            span.set_attribute("error.type", type(error).__name__)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+        span.end()
+
+    @contextlib.contextmanager
+    def child_span(self, parent: Any, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
+        """A current span under ``parent`` (a span from :meth:`start_span`, or None)."""
+        if not self.enabled:
+            yield None
+            return
+        context = None if parent is None else self._trace.set_span_in_context(parent)
+        with self._tracer.start_as_current_span(name, context=context,
+                                                attributes=_clean(attributes)) as span:
+            yield span
+
     def set(self, span: Any, **attributes: Any) -> None:
         if span is not None:
             for key, value in _clean(attributes).items():
@@ -232,3 +261,129 @@ def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
 
 #: one per process: OpenTelemetry's providers are global anyway
 TELEMETRY = Telemetry()
+
+
+class CallTrace:
+    """One logical call, as the logs, hooks, spans and metrics see it.
+
+    The client makes one per endpoint call; every attempt, retry and outcome of
+    the call goes through it, so each record carries the same ``request_id``.
+    """
+
+    __slots__ = ("_attempt_span", "_attempt_started", "_host", "_op_span", "_port",
+                 "attempt", "endpoint", "gateway_request_id", "hooks", "lookup",
+                 "order_id", "request_id")
+
+    def __init__(self, endpoint: str, *, host: str, port: int | None, hooks: Hooks,
+                 order_id: str | None = None, lookup: dict[str, str] | None = None) -> None:
+        self.request_id = new_request_id()
+        self.endpoint = endpoint
+        self.order_id = order_id
+        self.lookup = lookup
+        self.hooks = hooks
+        self.attempt = 0
+        self.gateway_request_id: str | None = None
+        self._host = host
+        self._port = port
+        self._op_span: Any = None
+        self._attempt_span: Any = None
+        self._attempt_started = 0.0
+
+    def log_context(self, **more: Any) -> dict[str, Any]:
+        """``extra=`` for a log record: ``record.alikassa`` holds the call's facts."""
+        facts: dict[str, Any] = {"endpoint": self.endpoint, "request_id": self.request_id}
+        if self.order_id is not None:
+            facts["order_id"] = self.order_id
+        if self.lookup:
+            facts.update(self.lookup)
+        if self.attempt:
+            facts["attempt"] = self.attempt
+        facts.update(more)
+        return {"alikassa": facts}
+
+    def describe(self) -> str:
+        """`` order_id=... request_id=...`` for a human-readable log message."""
+        asked = self.lookup or ({"order_id": self.order_id} if self.order_id else {})
+        named = "".join(f" {key}={value}" for key, value in asked.items())
+        return f"{named} request_id={self.request_id}"
+
+    # -- the operation ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[CallTrace]:
+        attributes = {"alikassa.request_id": self.request_id, "alikassa.order_id": self.order_id,
+                      "alikassa.endpoint": self.endpoint}
+        with TELEMETRY.span(OPERATION_NAMES.get(self.endpoint, "alikassa.call"),
+                            attributes) as span:
+            self._op_span = span
+            yield self
+
+    def outcome(self, outcome: str) -> None:
+        TELEMETRY.set(self._op_span, alikassa__outcome=outcome)
+
+    # -- attempts ---------------------------------------------------------------------
+
+    async def attempt_starts(self) -> None:
+        self.attempt += 1
+        if self.hooks is not NO_HOOKS:
+            await self.hooks.emit("on_request", RequestEvent(
+                self.request_id, self.endpoint, self.attempt, self.order_id))
+        self._attempt_started = time.perf_counter()
+        if TELEMETRY.enabled:
+            attributes: dict[str, Any] = {
+                "http.request.method": "POST", "server.address": self._host,
+                "server.port": self._port, "url.path": "/" + self.endpoint,
+                "alikassa.request_id": self.request_id, "alikassa.order_id": self.order_id}
+            if self.attempt > 1:
+                attributes["http.request.resend_count"] = self.attempt - 1
+            manager = TELEMETRY.span("POST", attributes, client=True)
+            self._attempt_span = (manager, manager.__enter__())
+
+    def _end_attempt(self, status: int | None, error: BaseException | None) -> float:
+        seconds = time.perf_counter() - self._attempt_started
+        if self._attempt_span is not None:
+            manager, span = self._attempt_span
+            self._attempt_span = None
+            TELEMETRY.set(span, http__response__status_code=status)
+            if error is not None:
+                TELEMETRY.set(span, error__type=type(error).__name__)
+                span.set_status(TELEMETRY._trace.Status(TELEMETRY._trace.StatusCode.ERROR))
+            elif status is not None and status >= 400:
+                TELEMETRY.set(span, error__type=str(status))
+                span.set_status(TELEMETRY._trace.Status(TELEMETRY._trace.StatusCode.ERROR))
+            manager.__exit__(None, None, None)
+            TELEMETRY.record_attempt(seconds, {
+                "http.request.method": "POST", "server.address": self._host,
+                "http.response.status_code": status, "alikassa.endpoint": self.endpoint,
+                "error.type": None if error is None else type(error).__name__})
+        return seconds * 1000
+
+    async def answered(self, status: int, headers: Any) -> float:
+        """The attempt got an HTTP answer; its duration in ms."""
+        for name in GATEWAY_REQUEST_ID_HEADERS:
+            value = headers.get(name)
+            if value:
+                self.gateway_request_id = str(value)[:128]
+                break
+        elapsed = self._end_attempt(status, None)
+        if self.hooks is not NO_HOOKS:
+            await self.hooks.emit("on_response", ResponseEvent(
+                self.request_id, self.endpoint, self.attempt, status, elapsed, self.order_id,
+                self.gateway_request_id))
+        return elapsed
+
+    def failed(self, error: BaseException) -> None:
+        """The attempt broke before an answer (connection, timeout, cancellation)."""
+        self._end_attempt(None, error)
+
+    async def retrying(self, delay: float, error: BaseException) -> None:
+        TELEMETRY.count_retry(self.endpoint)
+        if self.hooks is not NO_HOOKS:
+            await self.hooks.emit("on_retry", RetryEvent(
+                self.request_id, self.endpoint, self.attempt, delay, type(error).__name__))
+
+    async def outcome_unknown(self, reason: str) -> None:
+        self.outcome("unknown")
+        if self.hooks is not NO_HOOKS:
+            await self.hooks.emit("on_outcome_unknown", OutcomeUnknownEvent(
+                self.request_id, self.endpoint, self.order_id or "", reason))

@@ -81,6 +81,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
+from ._observe import TELEMETRY
 from ._outcome import Outcome
 from ._protocols import PayoutSender
 from .errors import (
@@ -356,6 +357,8 @@ class _Run:
         self.policy = policy
         self.wait = wait
         self.run_id = run_id or uuid.uuid4().hex
+        #: the batch's span (None without OpenTelemetry); items' spans are its children
+        self.span: Any = None
         self.gate = _CredentialsGate()
         #: creates on the wire at once; a parked item re-sending takes a slot too
         self.send_slots = asyncio.Semaphore(concurrency)
@@ -366,8 +369,9 @@ class _Run:
 
     async def _note(self, item: _Item, state: Outcome, detail: str | None = None) -> None:
         if self.journal is not None:
-            await self.journal.record_outcome(item.order_id, state, payout_id=item.payout_id,
-                                              detail=detail)
+            with TELEMETRY.journal_write():
+                await self.journal.record_outcome(item.order_id, state,
+                                                  payout_id=item.payout_id, detail=detail)
 
     async def process(self, item: _Item, park: Callable[[], None]) -> BatchResult:
         """Send one payout (or settle it from the journal) and report its outcome.
@@ -375,11 +379,18 @@ class _Run:
         ``park`` tells the scheduler this item no longer needs a send slot (it is
         settling a doubt or waiting for a final status), so another can start.
         """
-        try:
-            return await self._process(item, park)
-        except asyncio.CancelledError:
-            await self._journal_interrupted(item)
-            raise
+        with TELEMETRY.child_span(self.span, "alikassa.payout.batch_item",
+                                  {"alikassa.order_id": item.order_id}) as span:
+            try:
+                result = await self._process(item, park)
+            except asyncio.CancelledError:
+                await self._journal_interrupted(item)
+                raise
+            TELEMETRY.set(span, alikassa__outcome=result.outcome.value,
+                          alikassa__reconciled=result.reconciled,
+                          alikassa__resumed=result.resumed, alikassa__attempts=result.attempts)
+            TELEMETRY.count_payout(result.outcome.value)
+            return result
 
     async def _journal_interrupted(self, item: _Item) -> None:
         """A cancelled item leaves the journal saying what the next run must do."""
@@ -400,7 +411,8 @@ class _Run:
         previous = None
         if self.journal is not None:
             digest = body_hash(item.request)
-            previous = await self.journal.claim(item.order_id, digest, self.run_id)
+            with TELEMETRY.journal_write():
+                previous = await self.journal.claim(item.order_id, digest, self.run_id)
             item.send_pending = previous is None
         if previous is not None:
             if previous.run_id == self.run_id:
@@ -753,6 +765,10 @@ async def payouts_batch(
         source = _Source(items)
         scheduler = _Scheduler(run, concurrency=concurrency, max_waiting=max_waiting,
                                progress=progress, total=total)
+        run.span = TELEMETRY.start_span("alikassa.payouts.batch", {
+            "alikassa.batch.run_id": run_id, "alikassa.batch.concurrency": concurrency,
+            "alikassa.batch.journal": _journal_kind(owned)})
+        error: BaseException | None = None
         try:
             while True:
                 while scheduler.has_room() and not source.exhausted:
@@ -769,9 +785,20 @@ async def payouts_batch(
                     yield result
             if source.error is not None:
                 raise source.error
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             await scheduler.stop()
             await source.aclose()
+            TELEMETRY.set(run.span, **{f"alikassa__batch__{k}": v
+                                       for k, v in scheduler.counts.items()})
+            TELEMETRY.end_span(run.span, None if isinstance(error, GeneratorExit) else error)
+
+
+def _journal_kind(journal: Journal | None) -> str:
+    """What the batch span says of its journal: its kind, never a path or a DSN."""
+    return "none" if journal is None else type(journal).__name__
 
 
 def _check_positive(**values: int) -> None:
@@ -850,10 +877,15 @@ class _Scheduler:
 
         task = asyncio.create_task(self.run.process(item, park),
                                    name=f"payout order_id={item.order_id}")
-        task.add_done_callback(lambda t: self._events.put_nowait(("done", t)))
+        task.add_done_callback(self._done)
+        TELEMETRY.batch_started(1)
         self._sending.add(task)
         self._order_ids[task] = item.order_id
         self._ids.add(item.order_id)
+
+    def _done(self, task: asyncio.Task[BatchResult]) -> None:
+        TELEMETRY.batch_started(-1)
+        self._events.put_nowait(("done", task))
 
     async def next_result(self) -> BatchResult | None:
         """The next finished item's result, or None when only a send slot freed up."""

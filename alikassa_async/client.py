@@ -25,9 +25,9 @@ from collections.abc import (
     Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -36,6 +36,7 @@ import httpx
 from . import _hpack_redaction, converters
 from . import batch as _batch
 from . import polling as _polling
+from ._arguments import count_problem, header_problem, seconds_problem
 from ._builtin_sender import BuiltinSender
 from ._defaults import (
     DEFAULT_BASE_URL,
@@ -49,6 +50,8 @@ from ._defaults import (
     DEMO_ACCOUNT,
     LOOPBACK_HOSTS,
 )
+from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
+from ._tls import check_transport_tls, tls_context
 from .encoding import php_json_encode
 from .errors import (
     AliKassaError,
@@ -86,7 +89,9 @@ from .transport import (
     LanePoolTransport,
     MaybeSent,
     NotSent,
+    Secret,
     Sender,
+    SignedBody,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
@@ -98,21 +103,39 @@ T = TypeVar("T")
 CertKind = Literal["payment", "payout"]
 
 
+#: Answer size caps. A create, status or balance answer is a few hundred bytes; an
+#: account's service list a few KiB; a history row about 200 bytes (a page of the
+#: largest ``page_size`` fits with room to spare). Each cap is far above what the gateway
+#: sends and low enough that parsing stays bounded: a 1 MiB answer is parsed off the
+#: event loop in ~40 ms, blocking the loop for under ~10 ms (json's C parser holds the
+#: GIL); 8 MiB would block it for ~250 ms (benchmarks/RESULTS-big-answers.md).
+SMALL_ANSWER_BYTES = 64 * 1024
+INFO_ANSWER_BYTES = 1024 * 1024
+HISTORY_ANSWER_BYTES = 1024 * 1024
+#: the largest ``page_size`` of a history page (about 500 bytes a row fit the cap)
+MAX_PAGE_SIZE = 2000
+#: Answers up to this size are parsed on the event loop (well under 1 ms); bigger ones
+#: in a worker thread.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
 @attrs.frozen
 class _Endpoint(Generic[T]):
     path: str
     cert: CertKind
     response: type[T]
     creates: bool = False
+    max_bytes: int = SMALL_ANSWER_BYTES
 
 
 _PAYMENT = _Endpoint("v1/payment", "payment", PaymentCreated, creates=True)
 _PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment", PaymentStatusResponse)
-_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage)
+_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage,
+                             max_bytes=HISTORY_ANSWER_BYTES)
 _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
-_INFO = _Endpoint("v1/account/info", "payout", AccountInfo)
+_INFO = _Endpoint("v1/account/info", "payout", AccountInfo, max_bytes=INFO_ANSWER_BYTES)
 
 class _Retryable(Exception):
     """Internal: this attempt failed in a way a read may retry."""
@@ -132,8 +155,54 @@ def _check_account(account: str) -> str:
         ) from None
 
 
+def _check_arguments(*, timeout: object, max_connections: object,
+                     max_keepalive_connections: object, http2: object, sign_threads: object,
+                     http_client: object, transport: object, retry: object,
+                     allow_plain_http: object, user_agent: object, tls_from_env: object,
+                     signature_hash: object) -> None:
+    """Every constructor argument that is not checked where it is used, checked now."""
+    problems: list[str] = []
+
+    def check(name: str, problem: str | None) -> None:
+        if problem is not None:
+            problems.append(f"{name} {problem}")
+
+    if isinstance(timeout, httpx.Timeout):
+        for part in ("connect", "read", "write", "pool"):
+            check(f"timeout.{part}", seconds_problem(getattr(timeout, part)))
+    else:
+        check("timeout", seconds_problem(timeout))
+    check("max_connections", count_problem(max_connections, maximum=100_000))
+    if max_keepalive_connections is not None:
+        check("max_keepalive_connections",
+              count_problem(max_keepalive_connections, minimum=0, maximum=100_000))
+    if sign_threads is not None:
+        check("sign_threads", count_problem(sign_threads, minimum=0, maximum=256))
+    for name, flag in (("http2", http2), ("allow_plain_http", allow_plain_http),
+                       ("tls_from_env", tls_from_env)):
+        if not isinstance(flag, bool):
+            problems.append(f"{name} must be True or False, not {type(flag).__name__}")
+    if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+        problems.append("http_client must be an httpx.AsyncClient")
+    if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+        problems.append("transport must be an httpx.AsyncBaseTransport")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        problems.append("retry must be a RetryPolicy (or None for the default)")
+    check("user_agent", header_problem(user_agent))
+    if not isinstance(signature_hash, str):
+        problems.append("signature_hash must be 'sha1' or 'sha256'")
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+
+
 def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
-    parts = urlsplit(base_url)
+    if not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a string, not {type(base_url).__name__}")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationError(f"base_url is not a valid URL: {base_url!r}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(f"base_url must be an http(s) URL, not {base_url!r}")
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS and not allow_plain_http:
@@ -144,23 +213,15 @@ def _check_base_url(base_url: str, allow_plain_http: bool) -> str:
     return base_url.rstrip("/") + "/"
 
 
-def _ssl_context(verify: ssl.SSLContext | str | Path | bool) -> ssl.SSLContext | bool:
-    if verify is True or isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is False:
-        raise ConfigurationError("TLS verification cannot be switched off; pass your CA instead")
-    try:
-        return ssl.create_default_context(cafile=str(verify))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(f"cannot load CA bundle {str(verify)!r}: {exc}") from None
-
-
 def _lookup_key(id: int | str | None, order_id: str | None) -> dict[str, str]:
     if (id is None) == (order_id is None):
         raise RequestValidationError({"id": ["give exactly one of id or order_id"]})
     if id is not None:
-        text = str(id).strip()
-        if not text or len(text) > 128 or isinstance(id, bool):
+        if isinstance(id, bool) or not isinstance(id, int | str):
+            raise RequestValidationError(
+                {"id": [f"must be an int or str, not {type(id).__name__}"]})
+        text = (str(id) if isinstance(id, str) or abs(id) < 10**128 else "").strip()
+        if not text or len(text) > 128:
             raise RequestValidationError({"id": ["must be a non-empty id of at most 128 chars"]})
         return {"id": text}
     if not isinstance(order_id, str) or not 1 <= len(order_id) <= 128:
@@ -176,19 +237,26 @@ def _history_payload(
     for name, value in (("date_from", date_from), ("date_to", date_to)):
         if value is None:
             continue
-        if isinstance(value, date):
+        if isinstance(value, datetime):
+            payload[name] = value.date().isoformat()  # the gateway filters by day
+        elif isinstance(value, date):
             payload[name] = value.isoformat()
-            continue
-        try:
-            payload[name] = date.fromisoformat(str(value)).isoformat()
-        except ValueError:
+        elif not isinstance(value, str) or len(value) > 10:
             problems[name] = ["must be a date or a YYYY-MM-DD string"]
-    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-        problems["page"] = ["must be a positive integer"]
+        else:
+            try:
+                payload[name] = date.fromisoformat(value).isoformat()
+            except ValueError:
+                problems[name] = ["must be a date or a YYYY-MM-DD string"]
+    problem = count_problem(page)
+    if problem is not None:
+        problems["page"] = [problem]
     payload["page"] = page
     if page_size is not None:
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            problems["paginate"] = ["must be a positive integer"]
+        # A page must fit the history answer cap (about 200 bytes a row).
+        problem = count_problem(page_size, maximum=MAX_PAGE_SIZE)
+        if problem is not None:
+            problems["paginate"] = [problem]
         payload["paginate"] = page_size
     if problems:
         raise RequestValidationError(problems)
@@ -231,7 +299,22 @@ class AliKassaClient:
         verify: ssl.SSLContext | str | Path | bool = True,
         allow_plain_http: bool = False,
         user_agent: str = DEFAULT_USER_AGENT,
+        tls_from_env: bool = False,
+        hooks: Hooks | None = None,
+        send_request_id: bool = False,
     ) -> None:
+        _check_arguments(timeout=timeout, max_connections=max_connections,
+                         max_keepalive_connections=max_keepalive_connections, http2=http2,
+                         sign_threads=sign_threads, http_client=http_client,
+                         transport=transport, retry=retry, allow_plain_http=allow_plain_http,
+                         user_agent=user_agent, tls_from_env=tls_from_env,
+                         signature_hash=signature_hash)
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
+        if not isinstance(send_request_id, bool):
+            raise ConfigurationError("send_request_id must be True or False")
+        self._hooks = hooks or NO_HOOKS
+        self._send_request_id = send_request_id
         self.account = _check_account(account)
         for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
             if cert is not None and not isinstance(cert, Certificate):
@@ -242,6 +325,8 @@ class AliKassaClient:
         hash_algorithm(signature_hash)  # fail now on a typo, not on the first call
         self.signature_hash: SignatureHash = signature_hash
         self.base_url = _check_base_url(base_url, allow_plain_http)
+        parts = urlsplit(self.base_url)
+        self._host, self._port = parts.hostname or "", parts.port
         self.retry = retry if retry is not None else RetryPolicy()
         self._base_headers = {
             "Content-Type": "application/json",
@@ -249,13 +334,13 @@ class AliKassaClient:
             "User-Agent": user_agent,
         }
         _hpack_redaction.install()  # HTTP/2 (ours or the caller's client) logs headers
-        if sign_threads is not None and sign_threads < 0:
-            raise ConfigurationError("sign_threads must be None (auto), 0 or a positive count")
         self._sign_threads = sign_threads
         self._sign_pool: ThreadPoolExecutor | None = None
         self._http: httpx.AsyncClient | None = None
         self._sender: Sender
-        ssl_context = _ssl_context(verify)
+        ssl_context = tls_context(verify, from_env=tls_from_env)
+        for given in (transport, getattr(http_client, "_transport", None)):
+            check_transport_tls(given)
         if http_backend is None:  # the built-in sender unless an httpx feature was asked for
             custom = http_client is not None or transport is not None or http2
             http_backend = "httpx" if custom else "builtin"
@@ -311,7 +396,7 @@ class AliKassaClient:
         max_keepalive_connections: int | None,
         http2: bool,
         transport: httpx.AsyncBaseTransport | None,
-        ssl_context: ssl.SSLContext | bool,
+        ssl_context: ssl.SSLContext,
     ) -> httpx.AsyncClient:
         if http2:
             try:
@@ -375,6 +460,10 @@ class AliKassaClient:
         """
         if not isinstance(request, PaymentRequest):
             raise RequestValidationError({"request": ["must be built with build_payment()"]})
+        if application is not None:
+            problem = header_problem(application)
+            if problem is not None:
+                raise RequestValidationError({"application": [problem]})
         extra = {"Application": application} if application else None
         created = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
                                    extra_headers=extra)
@@ -384,7 +473,8 @@ class AliKassaClient:
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PaymentStatusResponse:
         """Status of one payment, by AliKassa ``id`` (preferred) or your ``order_id``."""
-        return await self._call(_PAYMENT_STATUS, _lookup_key(id, order_id))
+        key = _lookup_key(id, order_id)
+        return await self._call(_PAYMENT_STATUS, key, lookup=key)
 
     async def payment_history_page(
         self,
@@ -436,7 +526,8 @@ class AliKassaClient:
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PayoutStatusResponse:
         """Status of one payout, by AliKassa ``id`` or your ``order_id``."""
-        return await self._call(_PAYOUT_STATUS, _lookup_key(id, order_id))
+        key = _lookup_key(id, order_id)
+        return await self._call(_PAYOUT_STATUS, key, lookup=key)
 
     async def balance(self) -> Balance:
         """Balance of the account (signed with the payout certificate)."""
@@ -464,26 +555,51 @@ class AliKassaClient:
         *,
         order_id: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        lookup: dict[str, str] | None = None,
     ) -> T:
         """Encode once, sign once, send with the retry rules of this endpoint, and parse."""
         self._ensure_open()
         cert = self._signer(endpoint)
-        body = php_json_encode(payload)
-        headers = {**self._base_headers, "Sign": await self._signature(cert, body)}
+        trace = CallTrace(endpoint.path, host=self._host, port=self._port, hooks=self._hooks,
+                          order_id=order_id, lookup=lookup)
+        # The body (card numbers) and Sign live on in these frames while the call runs:
+        # keep them in objects whose repr is redacted, for tracebacks with captured locals.
+        body = SignedBody(php_json_encode(payload))
+        del payload
+        headers = {**self._base_headers,
+                   "Sign": Secret(await self._signature(cert, body.data))}
+        if self._send_request_id:
+            headers[REQUEST_ID_HEADER] = trace.request_id
         if extra_headers:
             headers.update(extra_headers)
+        with trace.operation():
+            try:
+                result = await self._send_with_retries(endpoint, body, headers, trace)
+            except AliKassaError as exc:
+                exc.request_id = trace.request_id
+                exc.gateway_request_id = trace.gateway_request_id
+                if isinstance(exc, OutcomeUnknownError):
+                    await trace.outcome_unknown(exc.reason)
+                else:
+                    trace.outcome("rejected" if endpoint.creates else "error")
+                raise
+            if endpoint.creates:
+                trace.outcome("created")
+            return result
+
+    async def _send_with_retries(self, endpoint: _Endpoint[T], body: SignedBody,
+                                 headers: Mapping[str, str], trace: CallTrace) -> T:
         url = self.base_url + endpoint.path
         policy = self.retry
         deadline = None if policy.total_timeout is None else time.monotonic() + policy.total_timeout
-        attempt = 0
         while True:
-            attempt += 1
             started = time.monotonic()
             try:
-                return await self._attempt(endpoint, url, body, headers, order_id,
+                return await self._attempt(endpoint, url, body, headers, trace,
                                            self._attempt_timeout(deadline), deadline)
             except _Retryable as failure:
                 error = failure.error
+                attempt = trace.attempt
                 retries_allowed = (
                     policy.create_connect_retries + 1 if endpoint.creates else policy.max_attempts
                 )
@@ -495,43 +611,80 @@ class AliKassaClient:
                     or (remaining is not None and delay >= remaining)
                 ):
                     logger.warning(
-                        "POST %s failed after %d attempt(s): %s", endpoint.path, attempt, error
-                    )
+                        "POST %s failed after %d attempt(s): %s%s", endpoint.path, attempt,
+                        error, trace.describe(), extra=trace.log_context(
+                            error=type(error).__name__))
                     raise error from None
                 logger.info(
-                    "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s",
+                    "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s%s",
                     endpoint.path, attempt, (time.monotonic() - started) * 1000,
-                    type(error).__name__, delay,
-                )
+                    type(error).__name__, delay, trace.describe(),
+                    extra=trace.log_context(error=type(error).__name__, retry_in=delay))
+                await trace.retrying(delay, error)
                 await asyncio.sleep(delay)
 
     async def _attempt(
         self,
         endpoint: _Endpoint[T],
         url: str,
-        body: bytes,
+        body: SignedBody,
         headers: Mapping[str, str],
-        order_id: str | None,
+        trace: CallTrace,
         time_budget: httpx.Timeout | None,
         deadline: float | None,
     ) -> T:
-        started = time.monotonic()
+        order_id = trace.order_id
+        await trace.attempt_starts()
+        body.started = False
+        failure: NotSent | MaybeSent
         try:
-            answer = await self._sender.post(url, body, headers, time_budget, deadline)
-        except NotSent as exc:
-            # The connection never opened: nothing can have reached the gateway.
-            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
-        except MaybeSent as exc:
-            # Sent (or partly sent) and then broken: a create may have taken effect.
-            if endpoint.creates:
-                raise self._unknown(endpoint, order_id, str(exc), exc.__cause__ or exc) from None
-            raise _Retryable(TransportError(str(exc), endpoint=endpoint.path)) from None
-        elapsed = (time.monotonic() - started) * 1000
+            answer = await self._sender.post(url, body, headers, time_budget, deadline,
+                                             endpoint.max_bytes)
+        except (NotSent, MaybeSent) as exc:
+            failure = exc
+            trace.failed(exc)
+        except asyncio.CancelledError as exc:
+            trace.failed(exc)
+            if endpoint.creates and body.started:
+                # The caller's own timeout or cancel: the request may have arrived, and no
+                # exception of ours will say so. The connection was closed, not reused.
+                logger.warning(
+                    "POST %s cancelled after its request may have been sent: outcome unknown "
+                    "for order_id=%s; look it up by order_id before sending it again%s",
+                    endpoint.path, order_id, trace.describe(),
+                    extra=trace.log_context(outcome="unknown", cancelled=True))
+            raise
+        else:
+            elapsed = await trace.answered(answer.status_code, answer.headers)
+            return await self._answered(endpoint, answer, trace, elapsed)
+        # Raised outside the except block, so no exception chain holds the HTTP stack's frames.
+        if isinstance(failure, NotSent):
+            # Nothing of the request can have been processed: a create may be retried.
+            raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
+        # Sent (or partly sent) and then broken: a create may have taken effect.
+        if endpoint.creates:
+            raise self._unknown(endpoint, trace, str(failure), failure)
+        raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
+
+    async def _answered(self, endpoint: _Endpoint[T], answer: Answer, trace: CallTrace,
+                        elapsed: float) -> T:
         logger.debug(
             "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,
-            f" order_id={order_id}" if order_id else "",
+            trace.describe(), extra=trace.log_context(status=answer.status_code,
+                                                      duration_ms=round(elapsed, 3)),
         )
-        return self._classify(endpoint, answer, order_id)
+        if answer.status_code != 200:
+            self._refuse(endpoint, answer, trace)
+        if len(answer.body) > PARSE_INLINE_BYTES:
+            parsed = await asyncio.to_thread(_parse, endpoint.response, answer.body)
+        else:
+            parsed = _parse(endpoint.response, answer.body)
+        if isinstance(parsed, converters.ResponseShapeError):
+            reason = f"unreadable 200 answer: {parsed}"
+            if endpoint.creates:  # a 200 we cannot read may still mean it was created
+                raise self._unknown(endpoint, trace, reason, parsed)
+            raise _Retryable(_api_error(APIError, reason, answer, endpoint, answer.body))
+        return parsed
 
     def _attempt_timeout(self, deadline: float | None) -> httpx.Timeout | None:
         """The client's timeouts, shortened so no attempt outlives the call's deadline."""
@@ -565,29 +718,25 @@ class AliKassaClient:
             self._sign_pool, cert.sign, body, self.signature_hash)
 
     def _unknown(
-        self, endpoint: _Endpoint[Any], order_id: str | None, reason: str, cause: BaseException
+        self, endpoint: _Endpoint[Any], trace: CallTrace, reason: str, cause: BaseException
     ) -> OutcomeUnknownError:
         logger.warning(
-            "POST %s outcome unknown for order_id=%s: %s", endpoint.path, order_id, reason
+            "POST %s outcome unknown for order_id=%s: %s (request_id=%s)", endpoint.path,
+            trace.order_id, reason, trace.request_id,
+            extra=trace.log_context(outcome="unknown", reason=reason),
         )
-        return OutcomeUnknownError(order_id or "", endpoint=endpoint.path, reason=reason,
+        return OutcomeUnknownError(trace.order_id or "", endpoint=endpoint.path, reason=reason,
                                    cause=cause)
 
-    def _classify(self, endpoint: _Endpoint[T], response: Answer, order_id: str | None) -> T:
-        status, raw = response.status_code, response.body
-        if status == 200:
-            try:
-                return converters.structure(endpoint.response, converters.parse_json(raw))
-            except converters.ResponseShapeError as exc:
-                if endpoint.creates:  # a 200 we cannot read may still mean it was created
-                    raise self._unknown(endpoint, order_id, f"unreadable 200 answer: {exc}",
-                                        exc) from None
-                raise _Retryable(_api_error(APIError, f"unreadable 200 answer: {exc}", response,
-                                            endpoint, raw)) from None
+    def _refuse(self, endpoint: _Endpoint[Any], response: Answer,
+                trace: CallTrace) -> NoReturn:
+        """Raise what a non-200 answer means for this endpoint."""
+        raw = response.body
+        status = response.status_code
         error = _error_for(response, endpoint, raw)
         if endpoint.creates and not isinstance(error, InvalidRequestError | AuthenticationError):
             # The vendor: a payout that got any non-200 must never be taken as cancelled.
-            raise self._unknown(endpoint, order_id, f"HTTP {status}", error)
+            raise self._unknown(endpoint, trace, f"HTTP {status}", error)
         if isinstance(error, RateLimitError | ServerError):
             raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
                              else parse_retry_after(response.headers))
@@ -696,6 +845,14 @@ class AliKassaClient:
     # -- end of polling and batch payouts ----------------------------------
 
 
+def _parse(cls: type[T], raw: bytes) -> T | converters.ResponseShapeError:
+    """The typed answer, or the shape error (returned, so a worker thread can hand it back)."""
+    try:
+        return converters.structure(cls, converters.parse_json(raw))
+    except converters.ResponseShapeError as exc:
+        return exc
+
+
 def _shorter(configured: float | None, remaining: float) -> float:
     return remaining if configured is None else min(configured, remaining)
 
@@ -729,6 +886,10 @@ def _error_for(response: Answer, endpoint: _Endpoint[Any], raw: bytes) -> APIErr
                           raw, retry_after=parse_retry_after(response.headers))
     if status >= 500:
         return _api_error(ServerError, message or "server error", response, endpoint, raw)
+    if 300 <= status < 400:
+        # Never followed, whatever client is in use: that would re-send the signed body.
+        return _api_error(APIError, f"redirect (HTTP {status}) not followed", response,
+                          endpoint, raw)
     return _api_error(APIError, message or f"unexpected HTTP {status}", response, endpoint, raw)
 
 

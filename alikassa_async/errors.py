@@ -65,6 +65,11 @@ def snippet(body: bytes | str, limit: int = _SNIPPET) -> str:
 class AliKassaError(Exception):
     """Base class of every error raised by ``alikassa_async``."""
 
+    #: the id of the client call that raised it (quote it to support), when from a call
+    request_id: str | None = None
+    #: the gateway's own request id, if its answer carried one
+    gateway_request_id: str | None = None
+
 
 class ConfigurationError(AliKassaError):
     """The client or a key is set up wrongly; fix the configuration, not the call."""

@@ -31,6 +31,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Protocol, TypeVar
 
+from ._arguments import seconds_problem
 from ._defaults import DEFAULT_POLL_INTERVAL, DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_TIMEOUT
 from ._protocols import StatusSource
 from .errors import (
@@ -38,6 +39,7 @@ from .errors import (
     APIError,
     PollingTimeoutError,
     RateLimitError,
+    RequestValidationError,
     TransportError,
 )
 from .models import PaymentStatus, PaymentStatusResponse, PayoutStatusResponse
@@ -78,12 +80,15 @@ Throttle = Callable[[], Awaitable[None]]
 
 
 def _check_timing(timeout: float | None, interval: float, max_interval: float) -> None:
-    if timeout is not None and not timeout > 0:
-        raise ValueError("timeout must be a positive number of seconds or None")
-    if not interval > 0:
-        raise ValueError("interval must be a positive number of seconds")
-    if not max_interval >= interval:
-        raise ValueError("max_interval must be at least interval")
+    problems = {name: [problem] for name, problem in (
+        ("timeout", seconds_problem(timeout)),
+        ("interval", seconds_problem(interval, allow_none=False)),
+        ("max_interval", seconds_problem(max_interval, allow_none=False)),
+    ) if problem is not None}
+    if not problems and not max_interval >= interval:
+        problems["max_interval"] = ["must be at least interval"]
+    if problems:
+        raise RequestValidationError(problems)
 
 
 def _pause(step: int, interval: float, max_interval: float) -> float:

@@ -13,29 +13,62 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import attrs
+
+from ._arguments import count_problem, seconds_problem
+from .errors import ConfigurationError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
+class RetryPolicyError(ConfigurationError, ValueError):
+    """A ``RetryPolicy`` field of the wrong type or range (also a ``ValueError``, as before)."""
+
+
+def _count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        problem = count_problem(value, minimum=minimum, maximum=1000)
+        if problem is not None:
+            raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
+    return check
+
+
+def _delay(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # 0 is a valid delay here (no backoff), unlike a timeout.
+    problem = None if value == 0 and not isinstance(value, bool) else seconds_problem(
+        value, allow_none=False)
+    if problem is not None:
+        raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
+
+
+def _deadline(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    problem = seconds_problem(value)
+    if problem is not None:
+        raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
+
+
 @attrs.frozen
 class RetryPolicy:
-    """Bounds for retrying one call: attempts, backoff and a total deadline."""
+    """Bounds for retrying one call: attempts, backoff and a total deadline.
+
+    A field of the wrong type or range raises ``ConfigurationError`` here, at once."""
 
     #: attempts per read call, the first included (1 disables retries)
-    max_attempts: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    max_attempts: int = attrs.field(default=4, validator=_count(1))
     #: first backoff ceiling in seconds; doubles per attempt, full jitter below it
-    backoff_base: float = 0.25
-    backoff_max: float = 8.0
+    backoff_base: float = attrs.field(default=0.25, validator=_delay)
+    backoff_max: float = attrs.field(default=8.0, validator=_delay)
     #: the longest ``Retry-After`` we honour; a longer hint ends the retries
-    max_retry_after: float = 30.0
-    #: wall-clock budget of one call across all attempts (None: attempts only)
-    total_timeout: float | None = 60.0
+    max_retry_after: float = attrs.field(default=30.0, validator=_delay)
+    #: wall-clock budget of one call across all attempts — connect, send, the whole
+    #: answer, every retry — (None: attempts only, bounded by the per-operation timeouts)
+    total_timeout: float | None = attrs.field(default=60.0, validator=_deadline)
     #: extra attempts for a create whose connection could not even be opened
-    create_connect_retries: int = 2
+    create_connect_retries: int = attrs.field(default=2, validator=_count(0))
 
     @classmethod
     def disabled(cls) -> RetryPolicy:

@@ -36,7 +36,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -50,10 +50,12 @@ __all__ = [
     "LanePoolTransport",
     "MaybeSent",
     "NotSent",
+    "Secret",
     "Sender",
+    "SignedBody",
 ]
 
-#: Bodies above this are refused: no documented answer comes close.
+#: Bodies above this are refused by default; each endpoint passes its own, smaller cap.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
@@ -77,10 +79,50 @@ class Answer:
 
 
 class Sender(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None) -> Answer: ...
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
+                   time_budget: httpx.Timeout | None, deadline: float | None,
+                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer: ...
 
     async def aclose(self) -> None: ...
+
+
+class Secret(str):
+    """A header value (``Sign``) whose repr is redacted; it is sent as the plain text."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<redacted>'"
+
+
+class SignedBody(httpx.ByteStream):
+    """A request body that records whether its bytes started to leave, with a redacted repr.
+
+    The body holds card numbers and is what ``Sign`` signs: its ``repr`` (what
+    tracebacks with captured locals and debuggers show) names only its size.
+    ``started`` turns true when the HTTP stack first asks for the body, which it
+    does only after the request head: a request whose body was never asked for
+    cannot have been processed, whatever else happened.
+    """
+
+    __slots__ = ("data", "started")
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.data = body
+        self.started = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.started = True
+        return super().__iter__()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        async for chunk in super().__aiter__():
+            yield chunk
+
+    def __repr__(self) -> str:
+        return f"<SignedBody: {len(self.data)} bytes, redacted>"
 
 
 # -- httpx ----------------------------------------------------------------------------
@@ -97,12 +139,26 @@ def _httpx_not_sent(exc: BaseException) -> bool:
     return cause is None or type(cause).__module__.split(".")[0] in ("httpcore", "httpx")
 
 
+class _TooLarge(Exception):
+    def __init__(self, max_bytes: int, declared: object = None) -> None:
+        size = "" if declared is None else f" of {declared} bytes"
+        super().__init__(f"response body{size} is too large for this endpoint "
+                         f"(limit {max_bytes} bytes)")
+
+
 class HttpxSender:
     """POST through an ``httpx.AsyncClient`` (the SDK's own or the caller's).
 
     When the SDK owns the client and its transport (``direct``), requests go to
     that transport straight away: the client's cookie jar, auth and redirect
     generators and event hooks do nothing for us and cost ~0.2 ms a request.
+    A caller's client is never allowed to follow a redirect (the signed body
+    would be re-sent to wherever it points).
+
+    The call's ``deadline`` bounds the whole attempt — pool wait, connect, write,
+    response head and body — with one ``asyncio.timeout``: httpx's timeouts are
+    per operation, so a server trickling its headers or body a byte at a time
+    would otherwise hold the call forever.
     """
 
     def __init__(self, client: httpx.AsyncClient, *, owned: bool,
@@ -112,26 +168,53 @@ class HttpxSender:
         self._direct = direct
         self._timeout = client.timeout
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None) -> Answer:
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
+                   time_budget: httpx.Timeout | None, deadline: float | None,
+                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
+        timeout = self._timeout if time_budget is None else time_budget
+        if self._direct is not None:
+            request = httpx.Request("POST", url, content=body.data, headers=headers,
+                                    extensions={"timeout": timeout.as_dict()})
+        else:
+            request = self.client.build_request("POST", url, content=body.data, headers=headers,
+                                                timeout=timeout)
+        request.stream = body  # same bytes and Content-Length; records when they start to go
+        limit = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        scope = asyncio.timeout(limit)
+        failure: NotSent | MaybeSent
         try:
-            if self._direct is not None:
-                timeout = (self._timeout if time_budget is None else time_budget).as_dict()
-                request = httpx.Request("POST", url, content=body, headers=headers,
-                                        extensions={"timeout": timeout})
-                response = await self._direct.handle_async_request(request)
-                try:
-                    raw = await _within(deadline, _read_capped(response))
-                finally:
-                    await response.aclose()
+            async with scope:
+                return await self._exchange(request, max_bytes)
+        except TimeoutError:
+            if not scope.expired():
+                failure = MaybeSent("TimeoutError inside the HTTP stack")
+            elif body.started:
+                # The cancellation closed the connection: httpcore closes one interrupted
+                # mid-exchange, and the lane pool discards the lane.
+                failure = MaybeSent("the call's deadline passed while waiting for the answer")
             else:
-                async with self.client.stream(
-                    "POST", url, content=body, headers=headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if time_budget is None else time_budget,
-                ) as response:
-                    raw = await _within(deadline, _read_capped(response))
+                failure = NotSent("the call's deadline passed before the request was sent")
+        except _TooLarge as exc:
+            failure = MaybeSent(str(exc))
         except (httpx.HTTPError, OSError) as exc:
-            raise (NotSent if _httpx_not_sent(exc) else MaybeSent)(_describe(exc)) from exc
+            failure = (NotSent if _httpx_not_sent(exc) else MaybeSent)(_describe(exc))
+        # Raised outside the except block: httpx's exception holds the request (Sign, body)
+        # and its frames the bytes; none of it may ride along in the chain.
+        raise failure
+
+    async def _exchange(self, request: httpx.Request, max_bytes: int) -> Answer:
+        if self._direct is not None:
+            response = await self._direct.handle_async_request(request)
+            try:
+                raw = await _read_capped(response, max_bytes)
+            finally:
+                await response.aclose()  # the lane pool discards a lane not read to the end
+        else:
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                raw = await _read_capped(response, max_bytes)
+            finally:
+                await _close_shielded(response)
         return Answer(response.status_code, response.headers, raw)
 
     async def aclose(self) -> None:
@@ -139,32 +222,32 @@ class HttpxSender:
             await self.client.aclose()
 
 
-async def _within(deadline: float | None, read: Any) -> bytes:
-    """The body, within the call's deadline: httpx's read timeout bounds each chunk,
-    not their sum, so a trickling body could otherwise outlive the deadline. Only the
-    body read is bounded here: the lane pool makes pool waits cancel-safe, but a
-    caller's own transport may not be (encode/httpcore#1093)."""
-    if deadline is None:
-        result: bytes = await read
-        return result
+async def _close_shielded(response: httpx.Response) -> None:
+    """Close a response so that a second cancellation cannot stop httpcore half-way
+    (which would leave a pooled connection marked busy forever)."""
+    closing = asyncio.ensure_future(response.aclose())
     try:
-        async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
-            result = await read
-            return result
-    except TimeoutError:
-        raise httpx.ReadTimeout("the answer did not arrive within the call's deadline") from None
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        closing.add_done_callback(_ignore_result)
+        raise
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+def _ignore_result(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise httpx.DecodingError(f"response body of {declared} bytes is too large")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _TooLarge(max_bytes, declared)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise httpx.DecodingError("response body is too large")
+        if size > max_bytes:
+            raise _TooLarge(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -175,27 +258,39 @@ def _describe(exc: BaseException) -> str:
 
 
 class _LaneStream(httpx.AsyncByteStream):
-    """A lane's response body; closing it gives the lane back exactly once."""
+    """A lane's response body; closing it gives the lane back exactly once.
 
-    __slots__ = ("_inner", "_lane", "_pool")
+    The lane is reused only if its answer was read to the end and closed without
+    interruption; otherwise (cancelled, over a cap, broken) it is discarded and
+    its connection closed, so a half-read connection can never serve the next
+    request.
+    """
+
+    __slots__ = ("_complete", "_inner", "_lane", "_pool")
 
     def __init__(self, inner: httpx.AsyncByteStream, pool: LanePoolTransport,
                  lane: httpx.AsyncBaseTransport) -> None:
         self._inner = inner
         self._pool = pool
         self._lane: httpx.AsyncBaseTransport | None = lane
+        self._complete = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._inner:
             yield chunk
+        self._complete = True
 
     async def aclose(self) -> None:
         lane, self._lane = self._lane, None
+        reusable = self._complete
         try:
             await self._inner.aclose()
+        except BaseException:
+            reusable = False  # httpcore may have stopped half-way through its cleanup
+            raise
         finally:
             if lane is not None:
-                await self._pool._give_back(lane)
+                self._pool._give_back(lane, reusable=reusable)
 
 
 class LanePoolTransport(httpx.AsyncBaseTransport):
@@ -209,6 +304,12 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
     ``pool`` timeout with ``httpx.PoolTimeout`` (nothing was sent). Every lane is
     a plain ``httpx.AsyncHTTPTransport``, so TLS, timeouts, the stale-connection
     check and httpx's exception mapping are exactly httpx's.
+
+    Cancellation-safe: a lane goes back to the idle list only after an exchange
+    that finished cleanly (answer read to the end, stream closed); any other
+    ending — a cancelled task, an error, a body left unread — discards the lane
+    and closes its connection in the background. The bookkeeping (slot, idle
+    list) is synchronous, so a cancellation cannot leave it half-done.
     """
 
     def __init__(
@@ -220,26 +321,28 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         verify: ssl.SSLContext | bool = True,
         lane_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
+                max_connections < 1):
+            raise ValueError("max_connections must be a positive integer")
         self._max_idle = max_connections if max_keepalive_connections is None else min(
             max_keepalive_connections, max_connections)
         self._expiry = keepalive_expiry
         if lane_factory is None:
             # One SSLContext for every lane: building one loads the CA bundle (~10 ms).
             context = verify if isinstance(verify, ssl.SSLContext) else (
-                httpx.create_ssl_context(verify=verify))
+                httpx.create_ssl_context(verify=verify, trust_env=False))
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
                                   keepalive_expiry=keepalive_expiry)
 
             def lane_factory() -> httpx.AsyncBaseTransport:
-                return httpx.AsyncHTTPTransport(verify=context, limits=limits)
+                return httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False)
 
         self._new_lane = lane_factory
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: collections.deque[tuple[float, httpx.AsyncBaseTransport]] = (
             collections.deque())
         self.lanes: set[httpx.AsyncBaseTransport] = set()
+        self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
 
     @property
@@ -264,7 +367,7 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         try:
             response = await lane.handle_async_request(request)
         except BaseException:
-            await self._give_back(lane)
+            self._give_back(lane, reusable=False)
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         return httpx.Response(
@@ -277,9 +380,15 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         self.lanes.add(lane)
         return lane
 
-    async def _give_back(self, lane: httpx.AsyncBaseTransport) -> None:
+    def _give_back(self, lane: httpx.AsyncBaseTransport, *, reusable: bool) -> None:
+        """Return a lane's slot; keep the lane for reuse only after a clean exchange.
+
+        Synchronous on purpose: a cancellation cannot interrupt it. Lanes that go
+        are closed in background tasks, which ``aclose`` waits for."""
         try:
-            if self._closed:
+            if self._closed or not reusable:
+                self.lanes.discard(lane)
+                self._close_later(lane)
                 return
             now = time.monotonic()
             self._idle.append((now, lane))
@@ -290,9 +399,18 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
             ):
                 _, stale = self._idle.popleft()
                 self.lanes.discard(stale)
-                await stale.aclose()
+                self._close_later(stale)
         finally:
             self._slots.release()
+
+    def _close_later(self, lane: httpx.AsyncBaseTransport) -> None:
+        closing = asyncio.ensure_future(lane.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closed_one)
+
+    def _closed_one(self, closing: asyncio.Future[None]) -> None:
+        self._closing.discard(closing)
+        _ignore_result(closing)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -302,9 +420,15 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
         for lane in lanes:
             await lane.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 # -- aiohttp --------------------------------------------------------------------------
+
+#: how long after the deadline the outer timeout fires, so aiohttp's own (more precise)
+#: timeout error is seen first
+_BACKSTOP = 0.05
 
 
 class AiohttpSender:
@@ -349,32 +473,57 @@ class AiohttpSender:
         )
         return self._session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None) -> Answer:
+    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
+                   time_budget: httpx.Timeout | None, deadline: float | None,
+                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
         aiohttp = self._aiohttp
         session = self._session or self._open()
         timeout = self._timeout if time_budget is None else self._client_timeout(time_budget)
+        limit = None
         if deadline is not None:
+            limit = max(deadline - time.monotonic(), 0.001)
             timeout = aiohttp.ClientTimeout(
-                total=max(deadline - time.monotonic(), 0.001), connect=timeout.connect,
+                total=limit, connect=timeout.connect,
                 sock_connect=timeout.sock_connect, sock_read=timeout.sock_read)
+            # aiohttp's own total timeout says more (connect vs. read); this is the backstop.
+            limit += _BACKSTOP
+        scope = asyncio.timeout(limit)
+        # aiohttp has no hook for "the body starts to go": count it as gone from here on.
+        body.started = True
+        failure: NotSent | MaybeSent
         try:
-            async with session.post(url, data=body, headers=dict(headers),
-                                    allow_redirects=False, timeout=timeout) as response:
-                if (response.content_length or 0) > MAX_RESPONSE_BYTES:
-                    raise MaybeSent("response body is too large")
+            async with scope:
+                return await self._exchange(session, url, body.data, headers, timeout,
+                                            max_bytes)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            failure = NotSent(_describe(exc))
+        except _TooLarge as exc:
+            failure = MaybeSent(str(exc))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            past_deadline = isinstance(exc, TimeoutError) and (
+                scope.expired() or (deadline is not None and time.monotonic() >= deadline))
+            failure = MaybeSent("the call's deadline passed while waiting for the answer"
+                                if past_deadline else _describe(exc))
+        raise failure  # outside the except block: no chain into aiohttp's frames
+
+    async def _exchange(self, session: Any, url: str, body: bytes, headers: Mapping[str, str],
+                        client_timeout: Any, max_bytes: int) -> Answer:
+        async with session.post(url, data=body, headers=dict(headers),
+                                allow_redirects=False, timeout=client_timeout) as response:
+            try:
+                if (response.content_length or 0) > max_bytes:
+                    raise _TooLarge(max_bytes, response.content_length)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.content.iter_any():
                     size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise MaybeSent("response body is too large")
+                    if size > max_bytes:
+                        raise _TooLarge(max_bytes)
                     chunks.append(chunk)
-                return Answer(response.status, response.headers, b"".join(chunks))
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise NotSent(_describe(exc)) from exc
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise MaybeSent(_describe(exc)) from exc
+            except BaseException:
+                response.close()  # never pool a connection whose answer was not read to the end
+                raise
+            return Answer(response.status, response.headers, b"".join(chunks))
 
     async def aclose(self) -> None:
         if self._session is not None:

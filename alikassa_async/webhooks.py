@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl
 import attrs
 
 from .encoding import EncodingError, php_json_encode, php_json_string
-from .errors import SignatureError
+from .errors import ConfigurationError, SignatureError
 from .models import PaymentStatus
 from .signing import SignatureHash, Verifier
 
@@ -114,11 +114,14 @@ def _php_string_to_int(text: str) -> int:
     if match is None:
         return 0
     sign, digits, fraction, _bare_fraction, exponent = match.groups()
-    if digits is not None and fraction is None and not exponent:
-        # Integer literal: PHP keeps it an int when it fits, else goes through double.
+    # An integer literal PHP keeps as an int when it fits (at most 19 digits after the
+    # leading zeros; longer ones never fit, and int() of 4,301+ digits raises).
+    if digits is not None and fraction is None and not exponent and (
+            len(digits.lstrip("0")) <= 19):
         value = int(sign + digits)
         if _PHP_INT_MIN <= value <= _PHP_INT_MAX:
             return value
+    # Else through double, as PHP does (float() has no digit limit; too big is inf).
     return _php_float_to_int_cap(float(match.group(0).lstrip(" \t\n\r\v\f")))
 
 
@@ -129,7 +132,13 @@ def _php_int(value: object) -> int:
     if value is True:
         return 1
     if isinstance(value, int):
-        return value
+        if _PHP_INT_MIN <= value <= _PHP_INT_MAX:
+            return value
+        # Beyond int64, json_decode would have made it a double: cast that one.
+        try:
+            return _php_float_to_int(float(value))
+        except OverflowError:
+            return 0  # (int)INF
     if isinstance(value, float):
         return _php_float_to_int(value)
     if isinstance(value, str):
@@ -184,6 +193,8 @@ def _refuse(message: str) -> SignatureError:
 
 
 def _json_int(text: str) -> int | float:
+    if len(text.lstrip("-0")) > 19:  # never an int64; int() of 4,301+ digits would raise
+        return float(text)
     value = int(text)
     # json_decode turns integers beyond int64 into floats.
     return value if _PHP_INT_MIN <= value <= _PHP_INT_MAX else float(text)
@@ -226,6 +237,11 @@ def _check_value_shape(value: object, depth: int) -> int:
         raise _refuse("input is nested too deeply")
     if isinstance(value, str):
         return len(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not (
+            _PHP_INT_MIN <= value <= _PHP_INT_MAX) and value.bit_length() > 1024:
+        # No query string or json_decode yields such an int, and turning it into text
+        # (json_encode, str) raises past 4,300 digits: refuse it as a parameter value.
+        raise _refuse("integer parameter out of range")
     if value is None or isinstance(value, bool | int | float):
         return 8
     if isinstance(value, dict):
@@ -334,7 +350,7 @@ def _first_match(verifier: Verifier, signature: bytes,
     for name, form in forms:
         try:
             body = _encode_received(form)
-        except EncodingError:
+        except (EncodingError, ValueError, OverflowError):
             continue  # PHP's json_encode would fail on it too: cannot be what was signed
         if body in seen:
             continue
@@ -468,6 +484,10 @@ class NotificationVerifier:
 
         >>> note = verifier.verify_notification(b"type=payment&id=1&...&sign=...")
         """
+        if expected_account is not None and not isinstance(expected_account, str):
+            raise ConfigurationError(
+                f"expected_account must be the account UUID string, not "
+                f"{type(expected_account).__name__}")
         params, signature = _split_sign(_received_params(data), _REQUIRED, "notification")
         variant, used_hash = _first_match(self._verifier, signature, _notification_forms(params))
         note = Notification(

@@ -16,8 +16,8 @@ import alikassa_async
 PACKAGE = Path(alikassa_async.__file__).parent
 
 LAYERS: list[set[str]] = [
-    {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe"},
-    {"validation", "encoding", "retry", "signing", "_http1"},
+    {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe", "_arguments"},
+    {"validation", "encoding", "retry", "signing", "_tls", "_http1"},
     {"models"},
     {"converters", "services", "_protocols"},
     {"payments", "payouts", "transport", "_builtin_sender", "webhooks", "journal", "polling"},

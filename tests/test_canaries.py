@@ -344,7 +344,9 @@ async def test_no_sign_in_hpack_debug_logs_over_http2(canaries, caplog, tmp_path
     texts += [t for obj in seen for t in texts_of(obj)]
     assert_no_canary(texts, canaries.needles | set(signs))
     hpack = [r for r in caplog.records if r.name.startswith("hpack")]
-    assert any("b'sign'=b'<redacted>'" in r.getMessage() for r in hpack)
+    # hpack 4.2+: "b'sign'=b'<redacted>'"; 4.0 and 4.1: "(b'sign', b'<redacted>')"
+    assert any("b'sign'" in r.getMessage() and "b'<redacted>'" in r.getMessage()
+               for r in hpack)
 
 
 async def test_no_canary_when_key_loading_fails(tmp_path, canaries, caplog):
@@ -383,3 +385,88 @@ def test_canary_values_are_what_the_builders_accept():
     assert Decimal(payouts.card(order_id="x", amount=1, number=CARD).amount) == 1
     with pytest.raises(RequestValidationError):
         payouts.card(order_id="x", amount=1, number=BAD_CARD)
+
+
+#: What each hpack release logs when it adds a header to its table (from the hpack sources):
+#: the lowest the ``http2`` extra allows (4.0) and 4.1 pass the header as one tuple.
+HPACK_ADD_FORMATS = {
+    "hpack-4.0-4.1": ("Adding %s to the header table, sensitive:%s, huffman:%s",
+                      lambda name, value: ((name, value), False, True)),
+    "hpack-4.2+": ("Adding %s=%s to the header table, sensitive:%s, huffman:%s",
+                   lambda name, value: (name, value, False, True)),
+    "eviction": ("Evicting %s: %s from the header table", lambda name, value: (name, value)),
+}
+
+
+@pytest.mark.parametrize("fmt", HPACK_ADD_FORMATS)
+@pytest.mark.parametrize("name", [b"sign", b"Sign", "sign"])
+def test_sign_is_redacted_in_every_hpack_log_format(fmt, name, caplog, payout_cert):
+    AliKassaClient(ACCOUNT, payout_cert=payout_cert)  # installs the filter
+    secret = b"c2VjcmV0LXNpZ25hdHVyZQ==" if isinstance(name, bytes) else "c2VjcmV0LXNpZ25hdHVyZQ=="
+    message, args = HPACK_ADD_FORMATS[fmt]
+    with caplog.at_level(logging.DEBUG, logger="hpack"):
+        for logger_name in ("hpack.hpack", "hpack.table"):
+            logging.getLogger(logger_name).debug(message, *args(name, secret))
+            logging.getLogger(logger_name).debug(message, *args(b"content-type", b"json"))
+    texts = [r.getMessage() for r in caplog.records]
+    assert len(texts) == 4
+    assert not any("c2VjcmV0" in t for t in texts), texts
+    assert sum("redacted" in t for t in texts) == 2 and sum("json" in t for t in texts) == 2
+
+
+class _Wire:
+    """What the mock gateway saw; a plain repr, so a captured local shows nothing."""
+
+    def __init__(self) -> None:
+        self.signs: list[str] = []
+
+    def __repr__(self) -> str:
+        return "<wire>"
+
+
+def _card_payout() -> object:
+    return payouts.card(order_id="LOCALS-1", amount="10.00", number=CARD)
+
+
+LOCALS_FAILURES = {
+    "http_400": lambda request: httpx.Response(400, json={"message": "invalid"}),
+    "http_500": lambda request: httpx.Response(500, json={"message": "oops"}),
+    "read_error": httpx.ReadError,
+    "connect_error": httpx.ConnectError,
+    "html_200": lambda request: httpx.Response(200, text="<html></html>"),
+}
+
+
+@pytest.mark.parametrize("failure", LOCALS_FAILURES)
+async def test_no_card_or_sign_in_tracebacks_with_captured_locals(failure, payout_cert):
+    """What an error tracker capturing locals (Sentry's default) would ship: every frame of
+    the exception and its whole chain, each local's repr, and the exception's attributes."""
+    wire = _Wire()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        wire.signs.append(request.headers["sign"])
+        await request.aread()
+        make = LOCALS_FAILURES[failure]
+        if isinstance(make, type):
+            raise make("boom", request=request)
+        return make(request)
+
+    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert,
+                              transport=httpx.MockTransport(gateway),
+                              retry=RetryPolicy.disabled()) as client:
+        try:
+            await client.create_payout(_card_payout())  # type: ignore[arg-type]
+        except AliKassaError as exc:
+            caught = exc
+        else:
+            pytest.fail("the failure did not surface")
+    assert wire.signs
+    shipped = [caught, getattr(caught, "cause", None), getattr(caught, "__cause__", None)]
+    texts = ["".join(traceback.TracebackException.from_exception(
+        e, capture_locals=True).format()) for e in shipped if e is not None]
+    texts += [repr(vars(e)) for e in shipped if e is not None]
+    for text in texts:
+        assert CARD not in text
+        for sign in wire.signs:
+            assert sign not in text
+    assert "SignedBody" in texts[0] and "<redacted>" in texts[0]  # the frames were captured

@@ -8,17 +8,17 @@ import pkgutil
 import alikassa_async
 
 PUBLIC = {
-    "APIError", "AccountInfo", "AliKassaClient", "AliKassaError", "AuthenticationError",
-    "Balance", "BatchProgress", "BatchResult", "Certificate", "ClientClosedError",
-    "ConfigurationError", "DEFAULT_BASE_URL", "HistoryPage", "HistoryRow",
-    "InvalidRequestError", "Journal", "JournalError", "JournalInUseError", "NotFoundError",
-    "Notification",
+    "__version__", "AccountInfo", "AliKassaClient", "AliKassaError", "APIError",
+    "AuthenticationError", "Balance", "BatchProgress", "BatchResult", "build_payment",
+    "build_payout", "Certificate", "ClientClosedError", "ConfigurationError",
+    "DEFAULT_BASE_URL", "HistoryPage", "HistoryRow", "Hooks", "InvalidRequestError", "Journal",
+    "JournalError", "JournalInUseError", "NotFoundError", "Notification",
     "NotificationVerifier", "OrderIdConflictError", "Outcome", "OutcomeUnknownError",
-    "PaymentCreated", "PaymentRequest", "PaymentStatus", "PaymentStatusResponse",
-    "PayoutCreated", "PayoutRequest", "PayoutStatusResponse", "PollingTimeoutError",
-    "RateLimitError", "ReconcilePolicy", "Redirect", "RequestValidationError", "RetryPolicy",
-    "SQLiteJournal", "ServerError", "ServiceInfo", "SignatureError", "TransportError",
-    "Verifier", "__version__", "build_payment", "build_payout",
+    "OutcomeUnknownEvent", "PaymentCreated", "PaymentRequest", "PaymentStatus",
+    "PaymentStatusResponse", "PayoutCreated", "PayoutRequest", "PayoutStatusResponse",
+    "PollingTimeoutError", "RateLimitError", "ReconcilePolicy", "Redirect", "RequestEvent",
+    "RequestValidationError", "ResponseEvent", "RetryEvent", "RetryPolicy", "ServerError",
+    "ServiceInfo", "SignatureError", "SQLiteJournal", "TransportError", "Verifier",
 }
 
 

@@ -131,9 +131,24 @@ FAULTS: list[FaultRow] = [
     FaultRow("truncated_json_200", Fault.truncated_json_200, APIError, True, U, 1),
     FaultRow("json_array_200", Fault.json_array_200, APIError, True, U, 1),
     FaultRow("huge_body_200", Fault.huge_body_200, TransportError, True, U, 1),
+    # 8 MiB: under the transport's absolute cap, over every endpoint's own cap.
+    FaultRow("answer_8mib", lambda: Fault.huge_body_200(8 * 1024 * 1024), TransportError, True,
+             U, 1),
+    # 3xx: never followed (that would re-send the signed body), not retried; a create's
+    # outcome is unknown and reconciles to "not created".
+    FaultRow("redirect_307", lambda: Fault.redirect(307), APIError, False, U, 0),
+    FaultRow("redirect_308", lambda: Fault.redirect(308), APIError, False, U, 0),
+    FaultRow("redirect_302", lambda: Fault.redirect(302), APIError, False, U, 0),
+    FaultRow("slow_headers", lambda: Fault.slow_headers(0.3), None, True, None, 1),
     FaultRow("slow_body_200", lambda: Fault.slow_body_200(0.5), None, True, None, 1),
     # A body trickling in under every per-read timeout, for longer than the call's deadline.
     FaultRow("slow_body_past_deadline", lambda: Fault.slow_body_200(5.0), TransportError,
+             False, U, 1, variants=("once",), timeout=1.0,
+             policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
+                                total_timeout=1.0)),
+    # The status line and headers trickling in, a byte per ~50 ms: no per-read timeout fires;
+    # only the call's deadline (total_timeout) can end it.
+    FaultRow("slow_headers_past_deadline", lambda: Fault.slow_headers(5.0), TransportError,
              False, U, 1, variants=("once",), timeout=1.0,
              policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
                                 total_timeout=1.0)),

@@ -150,3 +150,63 @@ async def test_a_stalled_tls_handshake_is_a_connect_failure_nothing_sent(backend
         server.close()
         await server.wait_closed()
     assert await settled_fds(baseline) <= baseline
+
+
+def _secrets(keylog: Path) -> list[str]:
+    """Key lines of an SSLKEYLOGFILE (Python writes a '#' header when one is opened)."""
+    text = keylog.read_text() if keylog.exists() else ""
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+#: every TLS set-up: the built-in sender (the default), the lane pool, HTTP/2, aiohttp
+SETUPS = {"builtin": {}, "lane_pool": {"http_backend": "httpx"}, "http2": {"http2": True},
+          "aiohttp": {"http_backend": "aiohttp"}}
+
+
+@pytest.mark.parametrize("backend", SETUPS)
+async def test_sslkeylogfile_is_ignored_unless_asked(https_server, payout_cert, tmp_path,
+                                                     monkeypatch, backend):
+    url, ca = https_server
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    for verify in (ca, ssl.create_default_context(cafile=str(ca))):
+        async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
+                                  verify=verify, retry=RetryPolicy.disabled(),
+                                  **SETUPS[backend]) as client:
+            assert (await client.balance()).currency == "RUB"
+    assert _secrets(keylog) == [], "TLS session keys on disk"
+    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url, verify=ca,
+                              tls_from_env=True, retry=RetryPolicy.disabled(),
+                              **SETUPS[backend]) as client:
+        await client.balance()
+    assert _secrets(keylog)  # asked for: written
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+@pytest.mark.parametrize("backend", SETUPS)
+async def test_the_trust_store_is_what_verify_says_on_every_backend(
+        https_server, payout_cert, monkeypatch, backend, variable, tmp_path):
+    url, ca = https_server
+    if variable == "SSL_CERT_DIR":
+        import shutil
+        import subprocess
+
+        if shutil.which("openssl") is None:
+            pytest.skip("a hashed CA directory needs `openssl rehash`")
+        folder = tmp_path / "cadir"
+        folder.mkdir()
+        (folder / "ca.pem").write_bytes(ca.read_bytes())
+        subprocess.run(["openssl", "rehash", str(folder)],  # noqa: ASYNC221 - setup, ~5 ms
+                       check=True, capture_output=True)
+        monkeypatch.setenv(variable, str(folder))
+    else:
+        monkeypatch.setenv(variable, str(ca))
+    # The environment names the self-signed CA; verify=True still means certifi's bundle.
+    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
+                              retry=RetryPolicy.disabled(), **SETUPS[backend]) as client:
+        with pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await client.balance()
+    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
+                              tls_from_env=True, retry=RetryPolicy.disabled(),
+                              **SETUPS[backend]) as client:
+        assert (await client.balance()).currency == "RUB"

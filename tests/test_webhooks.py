@@ -364,3 +364,96 @@ def test_arbitrary_junk_raises_only_signature_error(verifier, junk):
 def test_wrong_input_types_raise_signature_error(verifier, junk):
     with pytest.raises(SignatureError):
         verifier.verify_notification(junk)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# Numeric fields: huge, signed, with exponents, in Unicode digits — in every input shape
+
+
+def _numeric_text() -> st.SearchStrategy[str]:
+    digits = st.text("0123456789", min_size=1, max_size=6000)
+    unicode_digits = st.text(st.characters(categories=["Nd"]), min_size=1, max_size=40)
+    exponent = st.builds(lambda m, e: f"{m}e{e}", st.integers(-10**6, 10**6),
+                         st.integers(-10**6, 10**6))
+    return st.builds(lambda sign, body, tail: sign + body + tail,
+                     st.sampled_from(["", "-", "+", " ", "\t"]),
+                     st.one_of(digits, unicode_digits, exponent,
+                               st.builds(lambda a, b: f"{a}.{b}", digits, digits)),
+                     st.sampled_from(["", "x", ".", "e", " "]))
+
+
+def _digits(value: int | float) -> str:
+    """The decimal text of a number, even past Python's 4,300-digit conversion limit."""
+    if isinstance(value, float):
+        return repr(value)
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        return str(value)
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
+_numeric = st.one_of(_numeric_text(), st.integers(-(10**5000), 10**5000),
+                     st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(field=st.sampled_from(["id", "amount", "payment_amount", "commission_amount",
+                              "is_partial_payment"]),
+       value=_numeric, shape=st.sampled_from(["query", "form_bytes", "mapping", "json"]))
+def test_numeric_fields_of_any_size_or_form_raise_only_signature_error(
+        verifier, field, value, shape):
+    params: dict[str, object] = {**BASE, field: value, "sign": "AAAA"}
+    if shape == "mapping":
+        data: object = params
+    elif shape == "json":
+        # A JSON body spells the number itself (json.dumps refuses ints above the limit).
+        text = value if isinstance(value, str) else _digits(value)
+        data = json.dumps({**params, field: 0}).replace(f'"{field}": 0',
+                                                        f'"{field}": {text}', 1)
+    else:  # a query string or form body carries the number's digits as text
+        text = value if isinstance(value, str) else _digits(value)
+        query = urlencode({**params, field: text})
+        data = query.encode() if shape == "form_bytes" else query
+    with pytest.raises(SignatureError):
+        verifier.verify_notification(data)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", ["query", "bytes", "mapping", "json"])
+def test_an_id_of_4301_digits_is_a_signature_error(verifier, shape):
+    digits = "7" * 4301
+    params = {**BASE, "id": digits, "sign": "AAAA"}
+    data: object = {
+        "query": urlencode(params), "bytes": urlencode(params).encode(),
+        "mapping": params,
+        "json": json.dumps(params).replace(f'"{digits}"', digits),
+    }[shape]
+    with pytest.raises(SignatureError):
+        verifier.verify_notification(data)  # type: ignore[arg-type]
+
+
+def test_a_mapping_holding_a_huge_int_is_a_signature_error(verifier):
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        huge = int("7" * 5000)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    for field in ("id", "amount", "desc"):
+        with pytest.raises(SignatureError):
+            verifier.verify_notification({**BASE, field: huge, "sign": "AAAA"})
+
+
+@pytest.mark.parametrize("account", [5, None, b"x", ["x"]])
+def test_expected_account_of_the_wrong_type_is_a_configuration_error(verifier, account):
+    from alikassa_async import ConfigurationError
+
+    if account is None:
+        return  # None means "do not check"
+    with pytest.raises(ConfigurationError):
+        verifier.verify_notification(GOOD[0]["body"], expected_account=account)

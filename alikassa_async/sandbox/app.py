@@ -297,7 +297,7 @@ class Sandbox:
         response: Response | None = None
         if fault is not None and fault.phase == "before":
             logger.info("fault %s on %s", fault.describe(), endpoint)
-            response = await self._before_commit(fault, send)
+            response = await self._before_commit(fault, send, endpoint)
             if response is None and fault.kind == "drop":
                 return
         if response is None:
@@ -457,8 +457,11 @@ class Sandbox:
 
     # -- faults ------------------------------------------------------------------
 
-    async def _before_commit(self, fault: Fault, send: Send) -> Response | None:
+    async def _before_commit(self, fault: Fault, send: Send, endpoint: str) -> Response | None:
         """Run a ``before`` fault: a response to send instead, or None (go on / dropped)."""
+        if fault.kind == "redirect":
+            return Response(b"", status_code=fault.status_code or 307,
+                            headers={"Location": fault.location or "/" + endpoint})
         if fault.kind == "delay":
             await self._sleep(fault.seconds)
             return None
@@ -474,6 +477,8 @@ class Sandbox:
         if fault.kind == "drop":
             await self._drop(send)
             return None
+        if fault.kind == "slow_headers":
+            return await self._trickle_head(real, send, fault.seconds)
         return self._fault_response(fault, real)
 
     def _fault_response(self, fault: Fault, real: Response | None) -> Response:
@@ -531,6 +536,33 @@ class Sandbox:
 
         return StreamingResponse(chunks(), status_code=status, media_type="application/json",
                                  headers={"Content-Length": str(len(body))})
+
+    async def _trickle_head(self, real: Response, send: Send, seconds: float
+                            ) -> Response | None:
+        """Write ``real`` straight to the socket, its head a byte at a time over ``seconds``.
+
+        In-process there is no socket: the whole answer starts ``seconds`` late instead."""
+        cycle = getattr(send, "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if not isinstance(transport, asyncio.WriteTransport):
+            await self._sleep(seconds)
+            return real
+        body = bytes(real.body)
+        head = (f"HTTP/1.1 {real.status_code} OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("ascii")
+        for byte in range(len(head)):
+            if transport.is_closing():
+                break  # the client gave up
+            transport.write(head[byte:byte + 1])
+            await self._sleep(seconds / len(head))
+        else:
+            transport.write(body)
+        transport.close()
+        for _ in range(50):  # let the server notice, so it does not send a 500 of its own
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0.001)
+        return None
 
     async def _drop(self, send: Send) -> None:
         """Close the connection without a response.

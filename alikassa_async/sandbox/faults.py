@@ -66,6 +66,8 @@ class Fault:
     http_date: bool = False
     seconds: float = 0.0
     size: int = 0
+    #: ``Location`` of a redirect (None: the requested path itself)
+    location: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -124,11 +126,27 @@ class Fault:
         """The real 200 answer, trickled out over ``seconds``."""
         return cls("slow_body_200", "after", seconds=float(seconds))
 
+    @classmethod
+    def slow_headers(cls, seconds: float = 5.0) -> Fault:
+        """The real answer with its status line and headers trickled out byte by byte over
+        ``seconds`` (each byte well inside any read timeout), then the body at once."""
+        return cls("slow_headers", "after", seconds=float(seconds))
+
+    @classmethod
+    def redirect(cls, code: int = 307, *, location: str | None = None) -> Fault:
+        """Answer a 3xx pointing at ``location`` (default: the requested path, so a
+        client that follows it re-sends the signed request). Nothing is created."""
+        if not 300 <= code <= 399:
+            raise ValueError("redirect faults are 3xx codes")
+        return cls("redirect", "before", status_code=code, location=location)
+
     def describe(self) -> str:
         detail = {
             "status": f" {self.status_code}",
             "delay": f" {self.seconds:g}s",
             "slow_body_200": f" {self.seconds:g}s",
+            "slow_headers": f" {self.seconds:g}s",
+            "redirect": f" {self.status_code}",
             "huge_body_200": f" {self.size}B",
         }.get(self.kind, "")
         return f"{self.kind}{detail} ({self.phase} commit)"
@@ -175,6 +193,14 @@ FAULT_KINDS: dict[str, FaultKind] = {k.name: k for k in (
     FaultKind("slow_body_200", "after", "the real 200, streamed slowly over N seconds", True,
               "created (or OutcomeUnknownError on a read timeout)", "answered",
               lambda: Fault.slow_body_200(0.3)),
+    FaultKind("slow_headers", "after", "the real answer, its status line and headers trickled "
+              "a byte at a time over N seconds (in-process: the answer starts N seconds late)",
+              True, "created (or OutcomeUnknownError when the call's deadline passes first)",
+              "answered (or TransportError when the call's deadline passes first)",
+              lambda: Fault.slow_headers(0.3)),
+    FaultKind("redirect", "before", "a 3xx (default 307) pointing back at the requested path: "
+              "a client that follows it re-sends the signed body", False, _UNKNOWN,
+              "APIError, not retried and never followed", Fault.redirect),
 )}
 
 #: what ``--fault-rate`` draws from (each equally likely)
