@@ -200,7 +200,13 @@ class Telemetry:
         spans are no-ops that still cost ~20 µs a call (context managers, attribute
         cleaning, context switches): skip them. Checked per call, so a provider set
         later is used from then on."""
-        provider = self._trace.get_tracer_provider()
+        # get_tracer_provider() reads the environment on every call while none is set;
+        # the API's module global (private, hence the fallback) says the same for free.
+        provider = getattr(self._trace, "_TRACER_PROVIDER", self)
+        if provider is None:
+            return False
+        if provider is self:
+            provider = self._trace.get_tracer_provider()
         return not isinstance(provider, self._no_tracing)
 
     def start_span(self, name: str, attributes: dict[str, Any]) -> Any:
