@@ -180,8 +180,11 @@ class Telemetry:
     def span(self, name: str, attributes: dict[str, Any], *, client: bool = False
              ) -> Iterator[Any]:
         """A span (``None`` without OpenTelemetry); an escaping error marks it failed."""
-        if not self.enabled or not self._tracing():
+        if not self.enabled:
             yield None
+            return
+        if not self._tracing():
+            yield self._trace.INVALID_SPAN  # a no-op span: callers may still set on it
             return
         kind = self._trace.SpanKind.CLIENT if client else self._trace.SpanKind.INTERNAL
         with self._tracer.start_as_current_span(
@@ -227,8 +230,11 @@ class Telemetry:
     @contextlib.contextmanager
     def child_span(self, parent: Any, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
         """A current span under ``parent`` (a span from :meth:`start_span`, or None)."""
-        if not self.enabled or not self._tracing():
+        if not self.enabled:
             yield None
+            return
+        if not self._tracing():
+            yield self._trace.INVALID_SPAN
             return
         context = None if parent is None else self._trace.set_span_in_context(parent)
         with self._tracer.start_as_current_span(name, context=context,
@@ -236,7 +242,8 @@ class Telemetry:
             yield span
 
     def set(self, span: Any, **attributes: Any) -> None:
-        if span is not None:
+        # a span exists only when OpenTelemetry is there; INVALID_SPAN is the no-op one
+        if span is not None and span is not self._trace.INVALID_SPAN:
             for key, value in _clean(attributes).items():
                 span.set_attribute(key.replace("__", "."), value)
 
