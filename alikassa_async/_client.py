@@ -33,9 +33,8 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from . import _hpack_redaction, converters
-from . import batch as _batch
-from . import polling as _polling
+from . import _batch, _hpack_redaction, _polling
+from . import _converters as converters
 from ._arguments import count_problem, header_problem, seconds_problem
 from ._builtin_sender import BuiltinSender
 from ._defaults import (
@@ -50,10 +49,8 @@ from ._defaults import (
     DEMO_ACCOUNT,
     LOOPBACK_HOSTS,
 )
-from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
-from ._tls import check_transport_tls, tls_context
-from .encoding import php_json_encode
-from .errors import (
+from ._encoding import php_json_encode
+from ._errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
@@ -68,7 +65,7 @@ from .errors import (
     TransportError,
     snippet,
 )
-from .models import (
+from ._models import (
     AccountInfo,
     Balance,
     HistoryPage,
@@ -80,9 +77,11 @@ from .models import (
     PayoutRequest,
     PayoutStatusResponse,
 )
-from .retry import RetryPolicy, parse_retry_after
-from .signing import Certificate, SignatureHash, hash_algorithm
-from .transport import (
+from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
+from ._retry import RetryPolicy, parse_retry_after
+from ._signing import Certificate, SignatureHash, hash_algorithm
+from ._tls import check_transport_tls, tls_context
+from ._transport import (
     AiohttpSender,
     Answer,
     HttpxSender,
@@ -95,8 +94,8 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
+    from ._worker import WorkerPolicy
     from .pg_journal import PostgresJournal
-    from .worker import WorkerPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
@@ -278,7 +277,7 @@ class AliKassaClient:
     (``"builtin"``, :mod:`alikassa_async._builtin_sender`), or httpx when
     ``http_client``, ``transport`` or ``http2`` is given; ``"httpx"`` forces
     httpx on the lane pool; ``"aiohttp"`` (extra ``[aiohttp]``) sends through
-    aiohttp (:mod:`alikassa_async.transport`).
+    aiohttp (:mod:`alikassa_async._transport`).
     ``sign_threads``: ``None`` signs in a 2-thread pool for keys of 3072 bits
     and more (where signing dominates), inline otherwise; ``0`` always inline.
     """
@@ -747,7 +746,7 @@ class AliKassaClient:
         raise error
 
     # -- polling and batch payouts -----------------------------------------
-    # Thin delegates to alikassa_async.polling and alikassa_async.batch, where the
+    # Thin delegates to alikassa_async._polling and alikassa_async._batch, where the
     # logic and its docs live. Keep this block at the end of the class.
 
     #: the most status requests that waits, watches and batches keep in flight at
@@ -769,7 +768,7 @@ class AliKassaClient:
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
     ) -> PaymentStatusResponse:
         """Poll until the payment is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
-        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+        at the deadline, never earlier (see :mod:`alikassa_async._polling`).
 
         >>> st = await client.wait_for_payment(id=created.id, timeout=900)
         """
@@ -783,7 +782,7 @@ class AliKassaClient:
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
     ) -> PayoutStatusResponse:
         """Poll until the payout is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
-        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+        at the deadline, never earlier (see :mod:`alikassa_async._polling`).
 
         >>> st = await client.wait_for_payout(id=created.id, timeout=900)
         """
@@ -835,7 +834,7 @@ class AliKassaClient:
         reconcile: _batch.ReconcilePolicy | None = None,
     ) -> AsyncGenerator[_batch.BatchResult, None]:
         """Create many payouts, ``concurrency`` at a time; yield a ``BatchResult`` per item
-        as each completes (see :func:`alikassa_async.batch.payouts_batch`).
+        as each completes (see :func:`alikassa_async._batch.payouts_batch`).
 
         >>> async for r in client.payouts_batch(requests, journal="payouts.db", rate=50):
         ...     print(r.order_id, r.outcome)
@@ -858,12 +857,12 @@ class AliKassaClient:
         worker_id: str | None = None,
     ) -> AsyncGenerator[_batch.BatchResult, None]:
         """Work on a batch loaded into PostgreSQL, alongside any number of other workers
-        (extra ``postgres``; :mod:`alikassa_async.worker`).
+        (extra ``postgres``; :mod:`alikassa_async._worker`).
 
         >>> async for r in client.payouts_worker(journal, batch="payroll-2026-12"):
         ...     print(r.order_id, r.outcome)
         """
-        from . import worker as _worker  # psycopg is an extra
+        from . import _worker as _worker  # psycopg is an extra
 
         if journal.payout_cert is None:
             journal.payout_cert = self._certs["payout"]

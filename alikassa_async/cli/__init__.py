@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import __version__, cli_logging, cli_lookup, cli_workers
-from .errors import AliKassaError, ConfigurationError
+from .. import __version__
+from .._errors import AliKassaError, ConfigurationError
+from . import lookup, verbosity, workers
 
 if TYPE_CHECKING:
-    from .sandbox.keys import SandboxCerts
+    from ..sandbox.keys import SandboxCerts
 
 __all__ = ["COMMANDS", "DEMO_ACCOUNT", "build_parser", "main"]
 
@@ -49,7 +50,7 @@ EXIT_USAGE = 2
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .sandbox.keys import generate_certs
+    from ..sandbox.keys import generate_certs
 
     certs = generate_certs(args.dir, overwrite=args.force, key_size=args.key_size)
     print(f"wrote {certs.root}/")
@@ -119,7 +120,7 @@ def _public_url(text: str) -> str:
 
 
 def _load_sandbox_certs(certs_dir: Path) -> SandboxCerts:
-    from .sandbox import generate_certs, load_certs
+    from ..sandbox import generate_certs, load_certs
 
     if not (certs_dir / "payment" / "public.pem").exists():
         try:
@@ -136,7 +137,7 @@ def _load_sandbox_certs(certs_dir: Path) -> SandboxCerts:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    from .sandbox.server import bind_socket
+    from ..sandbox.server import bind_socket
 
     try:
         return bind_socket(host, port)
@@ -150,16 +151,16 @@ def _listen(host: str, port: int) -> socket.socket:
 async def _serve_sandbox(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .sandbox import Sandbox, SandboxConfig
-    from .sandbox.config import LOOPBACK_HOSTS
-    from .sandbox.server import ignore_upgrade_offers
+    from ..sandbox import Sandbox, SandboxConfig
+    from ..sandbox.config import LOOPBACK_HOSTS
+    from ..sandbox.server import ignore_upgrade_offers
 
     certs_dir: Path = args.certs
     certs = _load_sandbox_certs(certs_dir)
     tls_options: dict[str, Any] = {}
     ca_path: Path | None = None
     if args.tls:
-        from .sandbox.tls import ensure_tls
+        from ..sandbox.tls import ensure_tls
 
         names = [args.host] + ([urlsplit(args.public_url).hostname or ""]
                                if args.public_url else [])
@@ -264,7 +265,7 @@ def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .sandbox.demo import run_demo
+    from .demo import run_demo
 
     return asyncio.run(run_demo(verbose=args.verbose))
 
@@ -284,8 +285,8 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 
 #: every subcommand: a function adding its parser to the subparsers
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
-    register_demo, register_keygen, register_sandbox, cli_workers.register_payouts,
-    cli_lookup.register_status, cli_lookup.register_balance,
+    register_demo, register_keygen, register_sandbox, workers.register_payouts,
+    lookup.register_status, lookup.register_balance,
 )
 
 _VERBOSE_HELP = ("-v: the SDK's DEBUG lines (each request); -vv: also the connection-level "
@@ -327,7 +328,7 @@ def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alikassa`` console script; returns the exit code."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    cli_logging.configure(args.verbose)
+    verbosity.configure(args.verbose)
     try:
         return int(args.func(args))
     except ConfigurationError as exc:
@@ -339,7 +340,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AliKassaError as exc:
         print(f"alikassa: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
