@@ -148,6 +148,19 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+def _check_observability(hooks: object, send_request_id: object) -> None:
+    if hooks is not None and not isinstance(hooks, Hooks):
+        raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
+    if not isinstance(send_request_id, bool):
+        raise ConfigurationError("send_request_id must be True or False")
+
+
+def _check_certificates(**certificates: object) -> None:
+    for name, cert in certificates.items():
+        if cert is not None and not isinstance(cert, Certificate):
+            raise ConfigurationError(f"{name} must be a Certificate (Certificate.from_dir)")
+
+
 def _check_account(account: str) -> str:
     try:
         return str(uuid_module.UUID(str(account)))
@@ -312,16 +325,11 @@ class AliKassaClient:
                          transport=transport, retry=retry, allow_plain_http=allow_plain_http,
                          user_agent=user_agent, tls_from_env=tls_from_env,
                          signature_hash=signature_hash)
-        if hooks is not None and not isinstance(hooks, Hooks):
-            raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
-        if not isinstance(send_request_id, bool):
-            raise ConfigurationError("send_request_id must be True or False")
+        _check_observability(hooks, send_request_id)
         self._hooks = hooks or NO_HOOKS
         self._send_request_id = send_request_id
         self.account = _check_account(account)
-        for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
-            if cert is not None and not isinstance(cert, Certificate):
-                raise ConfigurationError(f"{name} must be a Certificate (Certificate.from_dir)")
+        _check_certificates(payment_cert=payment_cert, payout_cert=payout_cert)
         self._certs: dict[CertKind, Certificate | None] = {
             "payment": payment_cert, "payout": payout_cert,
         }
@@ -340,57 +348,77 @@ class AliKassaClient:
         self._sign_threads = sign_threads
         self._sign_pool: ThreadPoolExecutor | None = None
         self._http: httpx.AsyncClient | None = None
-        self._sender: Sender
         ssl_context = tls_context(verify, from_env=tls_from_env)
         for given in (transport, getattr(http_client, "_transport", None)):
             check_transport_tls(given)
+        self._sender = self._make_sender(http_backend, timeout, max_connections,
+                                         max_keepalive_connections, http2, http_client,
+                                         transport, ssl_context)
+        self._closed = False
+
+    def _make_sender(
+        self,
+        http_backend: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        http2: bool,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        ssl_context: ssl.SSLContext,
+    ) -> Sender:
         if http_backend is None:  # the built-in sender unless an httpx feature was asked for
             custom = http_client is not None or transport is not None or http2
             http_backend = "httpx" if custom else "builtin"
-        if http_backend == "builtin":
+        if http_backend == "httpx":
+            return self._httpx_sender(timeout, max_connections,
+                                              max_keepalive_connections, http2, http_client,
+                                              transport, ssl_context)
+        elif http_backend in ("builtin", "aiohttp"):
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
-                    "http_backend='builtin' cannot be combined with http_client, transport "
-                    "or http2"
-                )
+                    f"http_backend={http_backend!r} cannot be combined with http_client, "
+                    "transport or http2")
             self._timeout = httpx.Timeout(timeout)
-            self._sender = BuiltinSender(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
-                ssl_context=ssl_context)
-        elif http_backend == "aiohttp":
-            if http_client is not None or transport is not None or http2:
-                raise ConfigurationError(
-                    "http_backend='aiohttp' cannot be combined with http_client, transport "
-                    "or http2"
+            if http_backend == "builtin":
+                return BuiltinSender(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
+                    ssl_context=ssl_context)
+            else:  # aiohttp keeps every pooled connection alive: no keep-alive count
+                return AiohttpSender(
+                    max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
+                    timeout=self._timeout, ssl_context=ssl_context)
+        raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
+
+    def _httpx_sender(
+        self,
+        timeout: float | httpx.Timeout | None,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        http2: bool,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        ssl_context: ssl.SSLContext,
+    ) -> Sender:
+        owned = http_client is None
+        lanes: LanePoolTransport | None = None
+        if http_client is None:
+            if transport is None and not http2:
+                # httpcore's own pool costs CPU per open connection; lanes do not.
+                transport = lanes = LanePoolTransport(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                    verify=ssl_context,
                 )
-            self._timeout = httpx.Timeout(timeout)
-            self._sender = AiohttpSender(
-                max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
-                timeout=self._timeout, ssl_context=ssl_context,
+            http_client = self._own_http_client(
+                timeout, max_connections, max_keepalive_connections, http2, transport,
+                ssl_context,
             )
-        elif http_backend == "httpx":
-            owned = http_client is None
-            lanes: LanePoolTransport | None = None
-            if http_client is None:
-                if transport is None and not http2:
-                    # httpcore's own pool costs CPU per open connection; lanes do not.
-                    transport = lanes = LanePoolTransport(
-                        max_connections=max_connections,
-                        max_keepalive_connections=max_keepalive_connections,
-                        verify=ssl_context,
-                    )
-                http_client = self._own_http_client(
-                    timeout, max_connections, max_keepalive_connections, http2, transport,
-                    ssl_context,
-                )
-            self._http = http_client
-            self._timeout = http_client.timeout
-            self._sender = HttpxSender(http_client, owned=owned, direct=lanes)
-        else:
-            raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
-        self._closed = False
+        self._http = http_client
+        self._timeout = http_client.timeout
+        return HttpxSender(http_client, owned=owned, direct=lanes)
 
     @staticmethod
     def _own_http_client(
