@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib.metadata
 import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,22 @@ class PoolState:
     orphans: int = 0
 
 
+#: the releases whose private pool attributes ``pool_state`` reads (``_pool``, ``_requests``,
+#: ``_connection``; aiohttp's ``_conns``, ``_acquired``, ``_waiters``): the one place tests
+#: reach into other libraries' internals, guarded so a new major release fails loudly here
+#: instead of quietly measuring nothing
+_INTERNALS_TESTED = {"httpcore": "1.", "aiohttp": "3."}
+
+
+def _guard_internals(package: str) -> None:
+    version = importlib.metadata.version(package)
+    if not version.startswith(_INTERNALS_TESTED[package]):
+        raise AssertionError(
+            f"pool_state reads private attributes of {package} "
+            f"{_INTERNALS_TESTED[package]}x, but {package} {version} is installed: check "
+            "tests/reliability_support.py against its source before trusting these tests")
+
+
 def pool_state(client: AliKassaClient) -> PoolState:
     """What the connection pools of ``client`` hold: the built-in sender's connections;
     on httpx, the lanes of ``LanePoolTransport`` (one single-connection pool each) or
@@ -92,6 +109,7 @@ def pool_state(client: AliKassaClient) -> PoolState:
         return PoolState(opened, busy, busy + waiting)
     if client._http is None:
         return _aiohttp_state(client)
+    _guard_internals("httpcore")
     transport: Any = client._http._transport
     pools = ([lane._pool for lane in transport.lanes]
              if isinstance(transport, LanePoolTransport) else [transport._pool])
@@ -107,6 +125,7 @@ def pool_state(client: AliKassaClient) -> PoolState:
 
 
 def _aiohttp_state(client: AliKassaClient) -> PoolState:
+    _guard_internals("aiohttp")
     session: Any = client._sender._session  # type: ignore[attr-defined]
     if session is None or session.closed:
         return PoolState(0, 0, 0)
