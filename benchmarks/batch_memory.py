@@ -1,6 +1,6 @@
 """Items/s and peak memory of ``payouts_batch`` streaming N payouts to the loopback sandbox.
 
-One-off measurement for issue 6 (not part of ``benchmarks/run.py``)::
+A measurement of its own (not part of ``benchmarks/run.py``)::
 
     python benchmarks/batch_memory.py --items 100000 --concurrency 16
     python benchmarks/batch_memory.py --items 100000 --journal      # + SQLite journal

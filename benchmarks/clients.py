@@ -309,7 +309,7 @@ class SdkClient(BenchClient):
         await super().close()
 
 
-#: Hand-written designs tried in phase 2 (name -> (class, options)).
+#: Hand-written transport designs that were tried (name -> (class, options)).
 PROTOTYPES: dict[str, tuple[type[BenchClient], dict[str, Any]]] = {
     # fixes httpcore's keep-alive miscount (idle conns closed while > 20 are open)
     "httpx-ka100": (HttpxClient, {"max_keepalive_connections": 100}),

@@ -1,4 +1,4 @@
-"""Transport designs measured in phase 2 of issue #7, as bench clients.
+"""Transport designs measured before the lane pool was chosen, as bench clients.
 
 The design that won ships in the SDK: ``alikassa_async._transport.LanePoolTransport``
 (one single-connection httpx transport per connection, called directly by the

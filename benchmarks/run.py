@@ -276,9 +276,9 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, str, str]]:
-    """The issues' acceptance figures from this run's cells (RSA-2048, ``inflight``):
-    issue 16 (the default against hand-tuned aiohttp; the SDK's own per-call CPU) and
-    issue 7 (against httpx and the vendor sample)."""
+    """The acceptance figures from this run's cells (RSA-2048, ``inflight``): the default
+    against hand-tuned aiohttp and the SDK's own per-call CPU; and against httpx and the
+    vendor sample."""
     rows: list[tuple[str, str, str, str]] = []
 
     def at(label: str, delay: float) -> dict[str, Any] | None:
@@ -333,7 +333,7 @@ def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, 
 
 
 def summary_table(cells: list[dict[str, Any]], inflight: int) -> str:
-    """Issue 16's table: each client at 0 and 50 ms against hand-tuned aiohttp."""
+    """The summary table: each client at 0 and 50 ms against hand-tuned aiohttp."""
     labels = list(dict.fromkeys(c["label"] for c in cells))
     out = [f"## Summary: RSA-2048, {inflight} in flight, against hand-tuned aiohttp\n",
            "| client | payouts/s, no delay | × aiohttp | CPU µs/payout | payouts/s, 50 ms "
@@ -408,7 +408,7 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         "yardstick for the SDK's own overhead); "
         "`sdk*` = `AliKassaClient.create_payout` (PayoutRequest built per call) in each "
         "transport configuration: `sdk` the default (built-in HTTP/1.1 sender), `sdk-httpx` "
-        "httpx on the lane pool (the default before issue 16), `sdk-aiohttp` "
+        "httpx on the lane pool (the previous default), `sdk-aiohttp` "
         "`http_backend=\"aiohttp\"`, `sdk-httpcore-pool` httpx's own pool. Other labels are "
         "phase-2 prototypes (see README).\n")
 
@@ -471,7 +471,7 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         "no duplicate `order_id`, no signature failures.") + "\n")
     target_rows = targets(cells, args.target_inflight)
     if target_rows:
-        add(f"## Targets (issues #16 and #7; RSA-2048, {args.target_inflight} in flight)\n")
+        add(f"## Targets (RSA-2048, {args.target_inflight} in flight)\n")
         add("| target | measured | goal | |")
         add("| --- | ---: | ---: | --- |")
         for row in target_rows:

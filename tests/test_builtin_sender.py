@@ -5,7 +5,7 @@ and aiohttp are the yardstick the built-in sender must not fall below (keep-aliv
 reuse, a server that closed an idle connection, redirects, cancellation half-way
 through an answer). Header trickle and the early refusal of an oversized answer
 are checked where the backend already keeps them (the httpx backend's header trickle
-is issue 12).
+is tested in tests/test_hostile_network.py).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ async def test_chunked_answers_with_extensions_and_trailers(backend, script, pay
 @pytest.mark.parametrize("backend", ["builtin", "aiohttp"])
 async def test_a_header_trickle_is_cut_at_the_total_deadline(backend, payout_cert):
     """One header byte every 0.1 s keeps every per-read timeout happy; the call's total
-    deadline must still end the attempt (the httpx backend's case is issue 12)."""
+    deadline must still end the attempt (the httpx backend's case: test_hostile_network)."""
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
