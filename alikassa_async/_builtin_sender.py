@@ -398,8 +398,7 @@ class BuiltinSender:
     async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
                    time_budget: httpx.Timeout | None, deadline: float | None,
                    max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
-        if self._closed:
-            raise NotSent("the HTTP connections have been closed")
+        self._check_open()
         refused = ""
         try:
             target = self._target(url)
@@ -421,39 +420,22 @@ class BuiltinSender:
                     time_budget: httpx.Timeout | None, deadline: float | None,
                     max_bytes: int) -> Answer:
         budget = self._timeout if time_budget is None else time_budget
-        pool = self._pools.get(target.origin)
         loop = asyncio.get_running_loop()
-        if pool is None or pool.loop is not loop:
-            if pool is not None:  # used from a new event loop: the old one's sockets are void
-                pool.abandon()
-            pool = self._pools[target.origin] = _Pool(self, *target.origin)
-        # The deadline is on time.monotonic(); the loop's clock may differ (uvloop).
-        end = None if deadline is None else loop.time() + (deadline - time.monotonic())
+        pool = self._pool(target, loop)
+        end = _on_loop_clock(deadline, loop)
         slots = pool.slots
         if slots.locked():
-            try:
-                async with asyncio.timeout(_phase(budget.pool, end, loop)):
-                    await slots.acquire()
-            except TimeoutError:
-                raise NotSent("PoolTimeout: no connection free within the pool timeout"
-                              ) from None
+            await _wait_for_slot(slots, _phase(budget.pool, end, loop))
         else:
             await slots.acquire()  # a free slot: returns without suspending
         conn: _Connection | None = None
         try:
             # Nothing is written before ``exchange``: every failure up to it is NotSent.
-            if self._closed:
-                raise NotSent("the HTTP connections have been closed")
+            self._check_open()
             conn = await pool.take_idle()
             if conn is None:
-                try:
-                    conn = await pool.connect(_phase(budget.connect, end, loop))
-                except TimeoutError:
-                    raise NotSent("ConnectTimeout: connecting timed out") from None
-                except Exception as exc:  # refused, unreachable, DNS, TLS handshake
-                    raise NotSent(_describe(exc)) from exc
-                if self._closed:  # closed while we connected
-                    raise NotSent("the HTTP connections have been closed")
+                conn = await _connect(pool, _phase(budget.connect, end, loop))
+                self._check_open()  # closed while we connected
             if end is not None and loop.time() >= end:
                 raise NotSent("the call's deadline passed before the request was sent")
             if isinstance(body, SignedBody):
@@ -462,16 +444,8 @@ class BuiltinSender:
                 await conn.exchange(payload, budget.read, end, max_bytes)
             except Exception as exc:  # reset, timeout, bad framing, over the cap, ...
                 raise MaybeSent(_describe(exc)) from exc
-            parser = conn.parser
-            content = parser.body
-            coding = parser.headers.get("content-encoding")
-            if coding is not None and coding.lower() != "identity":
-                try:
-                    content = _decoded(content, coding, max_bytes)
-                except ProtocolError as exc:
-                    raise MaybeSent(_describe(exc)) from exc
-            answer = Answer(parser.status, parser.headers, content)
-            if parser.keep_alive and conn.alive and not self._closed:
+            answer = _answer(conn.parser, max_bytes)
+            if self._reusable(conn):
                 pool.give_back(conn)
                 conn = None
             return answer
@@ -481,6 +455,23 @@ class BuiltinSender:
                 conn._kill()
                 pool.connections.discard(conn)
             slots.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise NotSent("the HTTP connections have been closed")
+
+    def _pool(self, target: _Target, loop: asyncio.AbstractEventLoop) -> _Pool:
+        """The connection pool for the target's origin on this event loop."""
+        pool = self._pools.get(target.origin)
+        if pool is None or pool.loop is not loop:
+            if pool is not None:  # used from a new event loop: the old one's sockets are void
+                pool.abandon()
+            pool = self._pools[target.origin] = _Pool(self, *target.origin)
+        return pool
+
+    def _reusable(self, conn: _Connection) -> bool:
+        """Whether a connection that carried a complete answer may carry another."""
+        return conn.parser.keep_alive and conn.alive and not self._closed
 
     async def aclose(self) -> None:
         self._closed = True
@@ -494,6 +485,43 @@ def _join(target: _Target, headers: Mapping[str, str], body: SignedBody) -> byte
     data = body.data if isinstance(body, SignedBody) else bytes(body)
     return request_head("POST", target.path, target.host_header, headers, len(data),
                         _FIXED_HEADERS) + data
+
+
+def _on_loop_clock(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
+    """The call's deadline, which is on time.monotonic(), on the loop's clock: they may
+    differ (uvloop)."""
+    return None if deadline is None else loop.time() + (deadline - time.monotonic())
+
+
+async def _wait_for_slot(slots: asyncio.Semaphore, limit: float | None) -> None:
+    """Wait for a connection slot when all are taken, within the pool timeout."""
+    try:
+        async with asyncio.timeout(limit):
+            await slots.acquire()
+    except TimeoutError:
+        raise NotSent("PoolTimeout: no connection free within the pool timeout") from None
+
+
+async def _connect(pool: _Pool, limit: float | None) -> _Connection:
+    """A new connection; every failure is NotSent (no byte of the request has left)."""
+    try:
+        return await pool.connect(limit)
+    except TimeoutError:
+        raise NotSent("ConnectTimeout: connecting timed out") from None
+    except Exception as exc:  # refused, unreachable, DNS, TLS handshake
+        raise NotSent(_describe(exc)) from exc
+
+
+def _answer(parser: ResponseParser, max_bytes: int) -> Answer:
+    """The complete answer, its body decoded if a proxy compressed it anyway."""
+    content = parser.body
+    coding = parser.headers.get("content-encoding")
+    if coding is not None and coding.lower() != "identity":
+        try:
+            content = _decoded(content, coding, max_bytes)
+        except ProtocolError as exc:
+            raise MaybeSent(_describe(exc)) from exc
+    return Answer(parser.status, parser.headers, content)
 
 
 def _decoded(content: bytes, coding: str, cap: int) -> bytes:

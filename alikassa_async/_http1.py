@@ -125,104 +125,26 @@ class ResponseParser:
         self.started = True
         if self._state == _DONE:
             raise ProtocolError("bytes after the end of the response")
-        buf = self._buf
-        if self._state == _HEAD and not buf:
+        if self._state == _HEAD and not self._buf:
             # The usual case: the whole (small) answer in one read; no buffer copies.
             end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end >= 0:
                 self._head(data[:end])
-                if self._state == _LENGTH and len(data) - end - 4 == self._remaining:
-                    self._body.append(data[end + 4:])
+                data = data[end + 4:]
+                if self._state == _LENGTH and len(data) == self._remaining:
+                    self._body.append(data)
                     self._size = self._remaining
                     self._finish()
                     return True
-                data = data[end + 4:]
+        buf = self._buf
         buf += data
+        # Each step consumes what it can of the buffer and returns None to go on with
+        # the state it moved to, or what feed returns: False (more bytes are needed) or
+        # True (the response is complete).
         while True:
-            state = self._state
-            if state == _HEAD:
-                # Search only the new bytes (and 3 before them): a trickled head stays linear.
-                end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
-                self._scanned = len(buf)
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise TooLarge("response head is too large")
-                    return False
-                if end > MAX_HEAD_BYTES:
-                    raise TooLarge("response head is too large")
-                head = bytes(buf[:end])
-                del buf[:end + 4]
-                self._scanned = 0
-                self._head(head)
-            elif state == _LENGTH:
-                if len(buf) < self._remaining:
-                    self._take(bytes(buf))
-                    self._remaining -= len(buf)
-                    buf.clear()
-                    return False
-                self._take(bytes(buf[:self._remaining]))
-                del buf[:self._remaining]
-                self._finish()
-            elif state == _UNTIL_CLOSE:
-                self._take(bytes(buf))
-                buf.clear()
-                return False
-            elif state == _CHUNK_LINE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > MAX_CHUNK_LINE:
-                        raise ProtocolError("chunk-size line is too long")
-                    return False
-                match = _CHUNK_SIZE.fullmatch(buf, 0, end)
-                if match is None:
-                    raise ProtocolError("malformed chunk-size line")
-                size = int(match.group(1), 16)
-                del buf[:end + 2]
-                if size == 0:
-                    self._state = _TRAILERS
-                else:
-                    if self._size + size > self.max_body:
-                        raise TooLarge("response body is too large")
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                if len(buf) < self._remaining:
-                    self._take(bytes(buf))
-                    self._remaining -= len(buf)
-                    buf.clear()
-                    return False
-                self._take(bytes(buf[:self._remaining]))
-                del buf[:self._remaining]
-                self._state = _CHUNK_END
-            elif state == _CHUNK_END:
-                if len(buf) < 2:
-                    return False
-                if buf[:2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                del buf[:2]
-                self._state = _CHUNK_LINE
-            elif state == _TRAILERS:
-                if buf[:2] == b"\r\n":
-                    del buf[:2]
-                    self._finish()
-                    continue
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(buf) > MAX_HEAD_BYTES:
-                        raise TooLarge("response trailers are too large")
-                    return False
-                for line in bytes(buf[:end]).split(b"\r\n"):
-                    if _FIELD.fullmatch(line) is None:
-                        raise ProtocolError("malformed trailer field")
-                del buf[:end + 4]  # trailers are checked, then dropped (we need none)
-                self._finish()
-            else:  # _DONE
-                if buf:
-                    # We never pipeline: bytes beyond this response mean the stream is out
-                    # of step, so the connection must not be reused.
-                    self.keep_alive = False
-                    buf.clear()
-                return True
+            result = _STEPS[self._state](self, buf)
+            if result is not None:
+                return result
 
     def feed_eof(self) -> bool:
         """The server closed its side; True if that completes the response."""
@@ -237,6 +159,104 @@ class ResponseParser:
                             "response")
 
     # -- internals --------------------------------------------------------------------
+
+    def _read_head(self, buf: bytearray) -> bool | None:
+        # Search only the new bytes (and 3 before them): a trickled head stays linear.
+        end = buf.find(b"\r\n\r\n", max(self._scanned - 3, 0))
+        self._scanned = len(buf)
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise TooLarge("response head is too large")
+            return False
+        if end > MAX_HEAD_BYTES:
+            raise TooLarge("response head is too large")
+        head = bytes(buf[:end])
+        del buf[:end + 4]
+        self._scanned = 0
+        self._head(head)
+        return None
+
+    def _read_length(self, buf: bytearray) -> bool | None:
+        if not self._take_remaining(buf):
+            return False
+        self._finish()
+        return None
+
+    def _read_until_close(self, buf: bytearray) -> bool | None:
+        self._take(bytes(buf))
+        buf.clear()
+        return False
+
+    def _read_chunk_line(self, buf: bytearray) -> bool | None:
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > MAX_CHUNK_LINE:
+                raise ProtocolError("chunk-size line is too long")
+            return False
+        match = _CHUNK_SIZE.fullmatch(buf, 0, end)
+        if match is None:
+            raise ProtocolError("malformed chunk-size line")
+        size = int(match.group(1), 16)
+        del buf[:end + 2]
+        if size == 0:
+            self._state = _TRAILERS
+            return None
+        if self._size + size > self.max_body:
+            raise TooLarge("response body is too large")
+        self._remaining = size
+        self._state = _CHUNK_DATA
+        return None
+
+    def _read_chunk_data(self, buf: bytearray) -> bool | None:
+        if not self._take_remaining(buf):
+            return False
+        self._state = _CHUNK_END
+        return None
+
+    def _read_chunk_end(self, buf: bytearray) -> bool | None:
+        if len(buf) < 2:
+            return False
+        if buf[:2] != b"\r\n":
+            raise ProtocolError("chunk data not followed by CRLF")
+        del buf[:2]
+        self._state = _CHUNK_LINE
+        return None
+
+    def _read_trailers(self, buf: bytearray) -> bool | None:
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self._finish()
+            return None
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                raise TooLarge("response trailers are too large")
+            return False
+        for line in bytes(buf[:end]).split(b"\r\n"):
+            if _FIELD.fullmatch(line) is None:
+                raise ProtocolError("malformed trailer field")
+        del buf[:end + 4]  # trailers are checked, then dropped (we need none)
+        self._finish()
+        return None
+
+    def _read_done(self, buf: bytearray) -> bool | None:
+        if buf:
+            # We never pipeline: bytes beyond this response mean the stream is out
+            # of step, so the connection must not be reused.
+            self.keep_alive = False
+            buf.clear()
+        return True
+
+    def _take_remaining(self, buf: bytearray) -> bool:
+        """Take up to ``_remaining`` body bytes from the buffer; True once all are in."""
+        if len(buf) < self._remaining:
+            self._take(bytes(buf))
+            self._remaining -= len(buf)
+            buf.clear()
+            return False
+        self._take(bytes(buf[:self._remaining]))
+        del buf[:self._remaining]
+        return True
 
     def _take(self, chunk: bytes) -> None:
         if chunk:
@@ -256,53 +276,83 @@ class ResponseParser:
         if status is None:
             raise ProtocolError("malformed status line")
         code = int(status.group(2))
-        headers = Headers()
-        match = _FIELD.fullmatch
-        get = dict.get
-        for line in lines[1:]:
-            field = match(line)
-            if field is None:
-                raise ProtocolError("malformed header field")
-            raw_name, raw_value = field.groups()
-            name = raw_name.lower().decode("ascii")
-            value = raw_value.decode("latin-1")
-            previous = get(headers, name)
-            dict.__setitem__(headers, name, value if previous is None
-                             else f"{previous}, {value}")
+        headers = _header_fields(lines)  # checked for interim answers too
         if code < 200:
             if code == 101:
                 raise ProtocolError("unexpected protocol switch")
             return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
         self.status = code
         self.headers = headers
-        connection = get(headers, "connection")
+        connection = _get(headers, "connection")
         self.keep_alive = status.group(1) == b"1" and (
             connection is None or "close" not in connection.lower())
-        coding = get(headers, "transfer-encoding")
-        length = get(headers, "content-length")
+        # How the body is delimited, in RFC 9112's order of precedence.
+        coding = _get(headers, "transfer-encoding")
+        length = _get(headers, "content-length")
         if code in (204, 304):
             self._finish()
         elif coding is not None:
-            codings = [c.strip() for c in coding.lower().split(",")]
-            if codings != ["chunked"]:
-                raise ProtocolError(f"unsupported transfer-encoding {coding[:40]!r}")
-            if length is not None:
-                self.keep_alive = False  # both framings given: read it as chunked, then close
-            self._state = _CHUNK_LINE
+            self._expect_chunked(coding, length)
         elif length is not None:
-            values = {v.strip() for v in length.split(",")}
-            if len(values) != 1:
-                raise ProtocolError("conflicting content-length values")
-            text = values.pop()
-            if not text.isascii() or not text.isdigit() or len(text) > 18:
-                raise ProtocolError("malformed content-length")
-            self._remaining = int(text)
-            if self._remaining > self.max_body:
-                raise TooLarge(f"response body of {text} bytes is too large")
-            if self._remaining == 0:
-                self._finish()
-            else:
-                self._state = _LENGTH
+            self._expect_length(length)
         else:
             self.keep_alive = False
             self._state = _UNTIL_CLOSE
+
+    def _expect_chunked(self, coding: str, length: str | None) -> None:
+        codings = [c.strip() for c in coding.lower().split(",")]
+        if codings != ["chunked"]:
+            raise ProtocolError(f"unsupported transfer-encoding {coding[:40]!r}")
+        if length is not None:
+            self.keep_alive = False  # both framings given: read it as chunked, then close
+        self._state = _CHUNK_LINE
+
+    def _expect_length(self, length: str) -> None:
+        values = {v.strip() for v in length.split(",")}
+        if len(values) != 1:
+            raise ProtocolError("conflicting content-length values")
+        text = values.pop()
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise ProtocolError("malformed content-length")
+        self._remaining = int(text)
+        if self._remaining > self.max_body:
+            raise TooLarge(f"response body of {text} bytes is too large")
+        if self._remaining == 0:
+            self._finish()
+        else:
+            self._state = _LENGTH
+
+
+#: ``ResponseParser.feed``'s step for each state, indexed by the state's number (a tuple:
+#: the cheapest lookup on a path every read takes)
+_STEPS = tuple(step for _, step in sorted({
+    _HEAD: ResponseParser._read_head,
+    _LENGTH: ResponseParser._read_length,
+    _CHUNK_LINE: ResponseParser._read_chunk_line,
+    _CHUNK_DATA: ResponseParser._read_chunk_data,
+    _CHUNK_END: ResponseParser._read_chunk_end,
+    _TRAILERS: ResponseParser._read_trailers,
+    _UNTIL_CLOSE: ResponseParser._read_until_close,
+    _DONE: ResponseParser._read_done,
+}.items()))
+
+# Headers' own get() lower-cases the key; the parser's keys are lower-case already.
+_get = dict.get
+
+
+def _header_fields(lines: list[bytes]) -> Headers:
+    """The header fields after the status line (``lines[0]``)."""
+    headers = Headers()
+    match = _FIELD.fullmatch
+    get = _get
+    for line in lines[1:]:
+        field = match(line)
+        if field is None:
+            raise ProtocolError("malformed header field")
+        raw_name, raw_value = field.groups()
+        name = raw_name.lower().decode("ascii")
+        value = raw_value.decode("latin-1")
+        previous = get(headers, name)
+        dict.__setitem__(headers, name, value if previous is None
+                         else f"{previous}, {value}")
+    return headers
