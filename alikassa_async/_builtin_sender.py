@@ -2,7 +2,7 @@
 
 Why its own: per signed payout, httpx + httpcore spend ~0.5 ms of CPU building
 request/response objects, running their pool's bookkeeping and anyio's locks
-(benchmarks/README.md, issue 16). What the SDK needs is much smaller: POST a body
+(benchmarks/README.md). What the SDK needs is much smaller: POST a body
 of a few hundred bytes to one origin and read a small JSON answer. This module does
 exactly that with an ``asyncio.Protocol`` per connection, a strict response parser
 (:mod:`alikassa_async._http1`) that runs in the protocol's ``data_received``, and
