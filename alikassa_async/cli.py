@@ -8,7 +8,7 @@
     alikassa payouts run payouts.csv ...       # batch payouts (see `alikassa payouts run -h`)
     alikassa status --payout --order-id P-1    # one status (--payment, --id N, --json)
     alikassa balance                           # the account's balance
-    alikassa -v ...                            # the SDK's DEBUG lines; -vv adds httpx/httpcore
+    alikassa -v ...                            # the SDK's DEBUG lines; -vv adds connections
 
 Each subcommand lives in a ``register(subparsers)`` function that adds its
 parser and sets ``func`` (``args -> exit code``); adding a command is adding
@@ -288,7 +288,8 @@ COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
     cli_lookup.register_status, cli_lookup.register_balance,
 )
 
-_VERBOSE_HELP = "-v: the SDK's DEBUG lines (each request); -vv: also httpx/httpcore"
+_VERBOSE_HELP = ("-v: the SDK's DEBUG lines (each request); -vv: also the connection-level "
+                 "lines (the built-in sender's, or httpx/httpcore's)")
 
 
 def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -2,9 +2,10 @@
 
 ``-v`` shows the SDK's own records (the ``alikassa_async`` loggers) down to DEBUG:
 one line per request with endpoint, status, duration and order_id. ``-vv`` adds
-httpx and httpcore (connections, TLS, every header event). hpack stays out at any
-level: the SDK already blanks the ``Sign`` header there, but its per-header
-chatter helps nobody at a terminal.
+the connection-level lines: the built-in sender's (``alikassa_async.http``:
+connections opened) or, on the httpx backend, httpx and httpcore (connections, TLS,
+every header event). hpack stays out at any level: the SDK already blanks the
+``Sign`` header there, but its per-header chatter helps nobody at a terminal.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import TextIO
 __all__ = ["SDK_LOGGERS", "TRANSPORT_LOGGERS", "configure"]
 
 SDK_LOGGERS = ("alikassa_async",)
-TRANSPORT_LOGGERS = ("httpx", "httpcore")
+TRANSPORT_LOGGERS = ("alikassa_async.http", "httpx", "httpcore")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _handler: logging.Handler | None = None
 
 
 def configure(verbosity: int, stream: TextIO | None = None) -> None:
-    """Show the SDK's DEBUG lines at ``verbosity >= 1``, httpx/httpcore at ``>= 2``.
+    """Show the SDK's DEBUG lines at ``verbosity >= 1``, the transport's at ``>= 2``.
 
     Idempotent; 0 changes nothing (the SDK stays as quiet as a library should be).
     """
@@ -39,3 +40,5 @@ def configure(verbosity: int, stream: TextIO | None = None) -> None:
         if _handler not in logger.handlers:
             logger.addHandler(_handler)
         logger.propagate = False  # one line per record, whatever the root logger has
+    if verbosity < 2:  # the built-in sender's connection lines are -vv's, not -v's
+        logging.getLogger("alikassa_async.http").setLevel(logging.INFO)

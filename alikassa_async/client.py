@@ -37,6 +37,7 @@ from . import _hpack_redaction, converters
 from . import batch as _batch
 from . import polling as _polling
 from ._arguments import count_problem, header_problem, seconds_problem
+from ._builtin_sender import BuiltinSender
 from ._defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -273,8 +274,11 @@ class AliKassaClient:
     ``payout_cert``. ``http_client`` lets you bring your own
     ``httpx.AsyncClient`` (then you close it); ``transport`` plugs an httpx
     transport (e.g. ``httpx.ASGITransport`` for the in-process sandbox).
-    ``http_backend="aiohttp"`` (extra ``[aiohttp]``) sends through aiohttp
-    instead, about twice as fast at high concurrency (:mod:`alikassa_async.transport`).
+    ``http_backend``: by default (``None``) the SDK's own HTTP/1.1 connections
+    (``"builtin"``, :mod:`alikassa_async._builtin_sender`), or httpx when
+    ``http_client``, ``transport`` or ``http2`` is given; ``"httpx"`` forces
+    httpx on the lane pool; ``"aiohttp"`` (extra ``[aiohttp]``) sends through
+    aiohttp (:mod:`alikassa_async.transport`).
     ``sign_threads``: ``None`` signs in a 2-thread pool for keys of 3072 bits
     and more (where signing dominates), inline otherwise; ``0`` always inline.
     """
@@ -291,7 +295,7 @@ class AliKassaClient:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_keepalive_connections: int | None = None,
         http2: bool = False,
-        http_backend: Literal["httpx", "aiohttp"] = "httpx",
+        http_backend: Literal["builtin", "httpx", "aiohttp"] | None = None,
         sign_threads: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -341,7 +345,22 @@ class AliKassaClient:
         ssl_context = tls_context(verify, from_env=tls_from_env)
         for given in (transport, getattr(http_client, "_transport", None)):
             check_transport_tls(given)
-        if http_backend == "aiohttp":
+        if http_backend is None:  # the built-in sender unless an httpx feature was asked for
+            custom = http_client is not None or transport is not None or http2
+            http_backend = "httpx" if custom else "builtin"
+        if http_backend == "builtin":
+            if http_client is not None or transport is not None or http2:
+                raise ConfigurationError(
+                    "http_backend='builtin' cannot be combined with http_client, transport "
+                    "or http2"
+                )
+            self._timeout = httpx.Timeout(timeout)
+            self._sender = BuiltinSender(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+                keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
+                ssl_context=ssl_context)
+        elif http_backend == "aiohttp":
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
                     "http_backend='aiohttp' cannot be combined with http_client, transport "
@@ -371,7 +390,7 @@ class AliKassaClient:
             self._timeout = http_client.timeout
             self._sender = HttpxSender(http_client, owned=owned, direct=lanes)
         else:
-            raise ConfigurationError("http_backend must be 'httpx' or 'aiohttp'")
+            raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
         self._closed = False
 
     @staticmethod

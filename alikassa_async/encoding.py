@@ -25,6 +25,7 @@ __all__ = ["EncodingError", "php_json_encode", "php_json_string"]
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ascii_json = json.encoder.encode_basestring_ascii
 
 
 class EncodingError(TypeError, ValueError):
@@ -33,11 +34,13 @@ class EncodingError(TypeError, ValueError):
 
 def php_json_string(value: str) -> str:
     """Encode one string the way PHP does (quotes included)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates: PHP returns false
-        raise EncodingError("string is not valid UTF-8") from exc
-    return json.dumps(value, ensure_ascii=True).replace("/", "\\/").replace("\\u007f", "\x7f")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: PHP returns false
+            raise EncodingError("string is not valid UTF-8") from exc
+    # What json.dumps(value) runs for a str, without its per-call dispatch (~1 µs a string).
+    return _ascii_json(value).replace("/", "\\/").replace("\\u007f", "\x7f")
 
 
 def _encode(value: object, out: list[str]) -> None:

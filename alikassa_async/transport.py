@@ -6,12 +6,14 @@ server?* A sender answers exactly that with :class:`NotSent` (a create may be
 retried) or :class:`MaybeSent` (a create's outcome is unknown), so the retry
 and unknown-outcome rules in the client do not depend on the HTTP library.
 
-Two senders:
+Two senders here (the default, the SDK's own HTTP/1.1 client, is
+:mod:`alikassa_async._builtin_sender`):
 
-- :class:`HttpxSender` — the default: the client's one ``httpx.AsyncClient``,
-  by default on a :class:`LanePoolTransport`;
+- :class:`HttpxSender` — ``http_backend="httpx"``, or a caller's ``http_client``
+  or ``transport``: one ``httpx.AsyncClient``, by default on a
+  :class:`LanePoolTransport`;
 - :class:`AiohttpSender` — opt in with ``AliKassaClient(http_backend="aiohttp")``
-  (extra ``[aiohttp]``), about twice as fast at high concurrency.
+  (extra ``[aiohttp]``).
 
 Why the lane pool: httpcore 1.0's connection pool rescans every connection and
 queued request on each request start and finish and polls every idle socket

@@ -14,7 +14,11 @@ httpx                hand-written baseline: one ``httpx.AsyncClient``
                      cached, body encoded and signed once, ``content=``
 aiohttp              hand-written baseline: one ``aiohttp.ClientSession``
                      (limit=100), same signing
-sdk                  ``AliKassaClient.create_payout`` with its defaults
+builtin-direct       hand-written on the SDK's built-in sender (no client pipeline),
+                     same signing: the yardstick for the SDK's own per-call overhead
+sdk                  ``AliKassaClient.create_payout`` with its defaults (the built-in
+                     HTTP/1.1 sender)
+sdk-httpx            ``AliKassaClient(http_backend="httpx")``: httpx on the lane pool
 sdk-aiohttp          ``AliKassaClient`` on the aiohttp transport (see SDK_VARIANTS)
 ===================  =============================================================
 
@@ -44,6 +48,8 @@ __all__ = ["CLIENTS", "PROTOTYPES", "SDK_VARIANTS", "BenchClient", "make_client"
            "payout_payload"]
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
+#: what ``fake_sign=1`` sends instead of a signature (the length of an RSA-2048 one)
+FAKE_SIGN = "A" * 344
 _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
 
 
@@ -90,6 +96,8 @@ class BenchClient:
         self.key = load_key(self.keydir)
 
     def _sign_now(self, body: bytes) -> str:
+        if self.opts.get("fake_sign"):  # instructions.py --no-sign: HTTP and SDK work only
+            return FAKE_SIGN
         return base64.b64encode(self.key.sign(body, padding.PKCS1v15(), self.hash())).decode()
 
     async def sign(self, body: bytes) -> str:
@@ -206,6 +214,33 @@ class AiohttpClient(BenchClient):
         await super().close()
 
 
+class BuiltinDirectClient(BenchClient):
+    """Hand-written against the SDK's built-in sender: no AliKassaClient pipeline, same
+    signing as the baselines. ``sdk`` minus this is the SDK's per-call overhead on the
+    built-in backend, as ``sdk-aiohttp`` minus ``aiohttp`` is on aiohttp."""
+
+    name = "builtin-direct"
+
+    async def start(self) -> None:
+        import httpx
+
+        from alikassa_async._builtin_sender import BuiltinSender
+
+        await super().start()
+        self.sender = BuiltinSender(max_connections=100, max_keepalive_connections=None,
+                                    keepalive_expiry=5.0, timeout=httpx.Timeout(30.0),
+                                    ssl_context=True)
+
+    async def payout(self, order_id: str) -> None:
+        body, headers = await self._signed(order_id)
+        answer = await self.sender.post(self.url, body, headers, None, None)
+        _check_created(answer.status_code, json.loads(answer.body))
+
+    async def close(self) -> None:
+        await self.sender.aclose()
+        await super().close()
+
+
 def _sdk_httpcore_pool() -> dict[str, Any]:
     """The SDK on httpx's own pooled transport: what the lane pool replaced."""
     import httpx
@@ -219,6 +254,7 @@ def _sdk_httpcore_pool() -> dict[str, Any]:
 SDK_VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "sdk": dict,
     "sdk-aiohttp": lambda: {"http_backend": "aiohttp"},
+    "sdk-httpx": lambda: {"http_backend": "httpx"},
     "sdk-httpcore-pool": _sdk_httpcore_pool,
 }
 
@@ -250,6 +286,11 @@ class SdkClient(BenchClient):
             signature_hash=self.opts.get("hash", "sha1"), **kwargs,
         )
         await self.client.__aenter__()
+        if self.opts.get("fake_sign"):
+            async def fake_signature(cert: Any, body: bytes) -> str:
+                return FAKE_SIGN
+
+            self.client._signature = fake_signature
 
     def request(self, order_id: str) -> Any:
         data = payout_payload(order_id)
@@ -288,6 +329,7 @@ CLIENTS: dict[str, tuple[type[BenchClient], dict[str, Any]]] = {
     "vendor": (VendorClient, {}),
     "httpx": (HttpxClient, {}),
     "aiohttp": (AiohttpClient, {}),
+    "builtin-direct": (BuiltinDirectClient, {}),
     **{name: (SdkClient, {"variant": name}) for name in SDK_VARIANTS},
     **PROTOTYPES,
 }

@@ -40,8 +40,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
-DEFAULT_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp,sdk-httpcore-pool"
-QUICK_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-aiohttp"
+DEFAULT_CLIENTS = ("vendor,httpx,aiohttp,builtin-direct,sdk,sdk-httpx,sdk-aiohttp,"
+                   "sdk-httpcore-pool")
+QUICK_CLIENTS = "vendor,httpx,aiohttp,sdk,sdk-httpx,sdk-aiohttp"
 BASELINES = ("httpx", "aiohttp", "vendor")
 PASSWORD = b"bench-only-password"  # throw-away keys in a temp dir, deleted on exit
 
@@ -275,38 +276,88 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def targets(cells: list[dict[str, Any]], inflight: int) -> list[tuple[str, str, str, str]]:
-    """The issue's acceptance ratios from this run's cells (RSA-2048), for the SDK
-    (``sdk*`` labels)."""
+    """The issues' acceptance figures from this run's cells (RSA-2048, ``inflight``):
+    issue 16 (the default against hand-tuned aiohttp; the SDK's own per-call CPU) and
+    issue 7 (against httpx and the vendor sample)."""
     rows: list[tuple[str, str, str, str]] = []
-    labels = list(dict.fromkeys(c["label"] for c in cells))
 
-    def best(prefix: str, delay: float) -> dict[str, Any] | None:
-        found = [find(cells, lb, 2048, delay, inflight) for lb in labels if lb.startswith(prefix)]
-        found = [c for c in found if c]
-        return max(found, key=lambda c: c["rps"]) if found else None
+    def at(label: str, delay: float) -> dict[str, Any] | None:
+        return find(cells, label, 2048, delay, inflight)
 
-    httpx0 = find(cells, "httpx", 2048, 0, inflight)
-    httpx50 = find(cells, "httpx", 2048, 50, inflight)
-    ceiling = (f"; the ideal at {inflight} in flight ({inflight / 0.05:,.0f}/s) would be "
-               f"{inflight / 0.05 / httpx50['rps']:.2f}x" if httpx50 else "")
-    for prefix, default_label, tag in (("sdk", "sdk", "SDK"),):
-        default = find(cells, default_label, 2048, 0, inflight)
-        if default is None:
-            continue
-        top = best(prefix, 0)
-        checks = [
-            (f"{tag} best transport (`{top['label'] if top else '?'}`) vs `aiohttp`",
-             ratio(top, find(cells, "aiohttp", 2048, 0, inflight)), 0.8, ""),
-            (f"{tag} default (`{default_label}`) vs `httpx`", ratio(default, httpx0), 3.0, ""),
-            (f"{tag} default (`{default_label}`) vs `httpx`, 50 ms server delay",
-             ratio(find(cells, default_label, 2048, 50, inflight), httpx50), 6.0, ceiling),
-            (f"{tag} default (`{default_label}`) vs `vendor`",
-             ratio(default, find(cells, "vendor", 2048, 0, None)), 50.0, ""),
-        ]
-        for what, value, goal, note in checks:
-            verdict = "—" if value is None else ("met" if value >= goal else "NOT met")
-            rows.append((what, fmt_ratio(value), f">= {goal:g}x", verdict + note))
+    def check(what: str, value: float | None, goal: float, *, at_most: bool = False,
+              unit: str = "x", note: str = "") -> None:
+        if value is None:
+            rows.append((what, "—", f"{'<=' if at_most else '>='} {goal:g}{unit}", "—"))
+            return
+        ok = value <= goal if at_most else value >= goal
+        shown = f"{value:.2f}x" if unit == "x" else f"{value:,.0f}{unit}"
+        rows.append((what, shown, f"{'<=' if at_most else '>='} {goal:g}{unit}",
+                     ("met" if ok else "NOT met") + note))
+
+    def p99_ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+        return a["p99_ms"] / b["p99_ms"] if a and b and b.get("p99_ms") else None
+
+    def cpu_gap(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+        return a["cpu_us_per_req"] - b["cpu_us_per_req"] if a and b else None
+
+    sdk0, sdk50 = at("sdk", 0), at("sdk", 50)
+    if sdk0 or sdk50:
+        check("#16 default (`sdk`) vs `aiohttp`, no delay", ratio(sdk0, at("aiohttp", 0)), 0.6)
+        check("#16 default (`sdk`) vs `aiohttp`, 50 ms server delay",
+              ratio(sdk50, at("aiohttp", 50)), 0.95)
+        check("#16 default (`sdk`) p99 / `aiohttp` p99, 50 ms server delay",
+              p99_ratio(sdk50, at("aiohttp", 50)), 1.3, at_most=True)
+        for label, base in (("sdk", "builtin-direct"), ("sdk-aiohttp", "aiohttp")):
+            for delay in (0, 50):
+                gap = cpu_gap(at(label, delay), at(base, delay))
+                if gap is not None:
+                    check(f"#16 SDK CPU per payout above `{base}` (`{label}`, {delay:g} ms)",
+                          gap, 50, at_most=True, unit=" µs",
+                          note=" (whole-process CPU: noisy; benchmarks/overhead.py measures it "
+                               "per call)")
+    httpx0, httpx50 = at("httpx", 0), at("httpx", 50)
+    if sdk0:
+        ceiling = (f"; the ideal at {inflight} in flight ({inflight / 0.05:,.0f}/s) would be "
+                   f"{inflight / 0.05 / httpx50['rps']:.2f}x" if httpx50 else "")
+        found = [c for c in (at(lb, 0) for lb in dict.fromkeys(c["label"] for c in cells)
+                             if lb.startswith("sdk")) if c]
+        top = max(found, key=lambda c: c["rps"]) if found else None
+        check(f"#7 SDK best transport (`{top['label'] if top else '?'}`) vs `aiohttp`",
+              ratio(top, at("aiohttp", 0)), 0.8)
+        check("#7 default (`sdk`) vs `httpx`", ratio(sdk0, httpx0), 3.0)
+        check("#7 default (`sdk`) vs `httpx`, 50 ms server delay", ratio(sdk50, httpx50), 6.0,
+              note=ceiling)
+        check("#7 default (`sdk`) vs `vendor`",
+              ratio(sdk0, find(cells, "vendor", 2048, 0, None)), 50.0)
     return rows
+
+
+def summary_table(cells: list[dict[str, Any]], inflight: int) -> str:
+    """Issue 16's table: each client at 0 and 50 ms against hand-tuned aiohttp."""
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    out = [f"## Summary: RSA-2048, {inflight} in flight, against hand-tuned aiohttp\n",
+           "| client | payouts/s, no delay | × aiohttp | CPU µs/payout | payouts/s, 50 ms "
+           "delay | × aiohttp | CPU µs/payout | p99 ms at 50 ms | p99 × aiohttp |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    base0 = find(cells, "aiohttp", 2048, 0, inflight)
+    base50 = find(cells, "aiohttp", 2048, 50, inflight)
+    for label in labels:
+        c0 = find(cells, label, 2048, 0, inflight)
+        c50 = find(cells, label, 2048, 50, inflight)
+        if not c0 and not c50:
+            continue
+        row = [label]
+        for cell, base in ((c0, base0), (c50, base50)):
+            row += ([f"{cell['rps']:,.0f}", fmt_ratio(ratio(cell, base)),
+                     f"{cell['cpu_us_per_req']:,.0f}"] if cell else ["", "", ""])
+        if c50:
+            p99 = (f"{c50['p99_ms'] / base50['p99_ms']:.2f}x" if base50 and base50["p99_ms"]
+                   else "—")
+            row += [f"{c50['p99_ms']:,.1f}", p99]
+        else:
+            row += ["", ""]
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out) + "\n"
 
 
 def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str, str],
@@ -353,9 +404,15 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         "sequential: 1 in flight whatever the column says); `httpx` = one hand-written "
         "`httpx.AsyncClient(limits=Limits(max_connections=100))`, key cached, body signed once; "
         "`aiohttp` = one hand-written `aiohttp.ClientSession` (limit=100), same signing; "
+        "`builtin-direct` = the same hand-written client on the SDK's built-in sender (the "
+        "yardstick for the SDK's own overhead); "
         "`sdk*` = `AliKassaClient.create_payout` (PayoutRequest built per call) in each "
-        "transport configuration. Other labels are phase-2 prototypes (see README).\n")
+        "transport configuration: `sdk` the default (built-in HTTP/1.1 sender), `sdk-httpx` "
+        "httpx on the lane pool (the default before issue 16), `sdk-aiohttp` "
+        "`http_backend=\"aiohttp\"`, `sdk-httpcore-pool` httpx's own pool. Other labels are "
+        "phase-2 prototypes (see README).\n")
 
+    add(summary_table(cells, args.target_inflight))
     groups = sorted({(c["bits"], c["delay_ms"]) for c in cells})
     labels = list(dict.fromkeys(c["label"] for c in cells))
     inflights = sorted({c["requested_inflight"] for c in cells})
@@ -414,7 +471,7 @@ def render(cells: list[dict[str, Any]], args: argparse.Namespace, info: dict[str
         "no duplicate `order_id`, no signature failures.") + "\n")
     target_rows = targets(cells, args.target_inflight)
     if target_rows:
-        add(f"## Targets (issue #7; RSA-2048, {args.target_inflight} in flight)\n")
+        add(f"## Targets (issues #16 and #7; RSA-2048, {args.target_inflight} in flight)\n")
         add("| target | measured | goal | |")
         add("| --- | ---: | ---: | --- |")
         for row in target_rows:

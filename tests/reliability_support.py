@@ -15,7 +15,7 @@ import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import h2.config
@@ -28,9 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from alikassa_async import AliKassaClient
+from alikassa_async._builtin_sender import BuiltinSender
 from alikassa_async.transport import LanePoolTransport
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "H2Server",
     "PoolState",
     "RawServer",
@@ -40,6 +43,11 @@ __all__ = [
     "read_request",
     "settled_fds",
 ]
+
+
+Backend = Literal["builtin", "httpx", "aiohttp"]
+#: every sender the client can run on; reliability tests run on each
+BACKENDS: tuple[Backend, ...] = ("builtin", "httpx", "aiohttp")
 
 
 def open_fds() -> int:
@@ -75,9 +83,13 @@ class PoolState:
 
 
 def pool_state(client: AliKassaClient) -> PoolState:
-    """What the httpcore pools of ``client`` hold: the lanes of the default
-    ``LanePoolTransport`` (one single-connection pool each) or one plain pool; or, on
-    the aiohttp backend, what its connector holds."""
+    """What the connection pools of ``client`` hold: the built-in sender's connections;
+    on httpx, the lanes of ``LanePoolTransport`` (one single-connection pool each) or
+    one plain httpcore pool; on the aiohttp backend, what its connector holds."""
+    sender = client._sender
+    if isinstance(sender, BuiltinSender):
+        opened, busy, waiting = sender.pool_stats()
+        return PoolState(opened, busy, busy + waiting)
     if client._http is None:
         return _aiohttp_state(client)
     transport: Any = client._http._transport

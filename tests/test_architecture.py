@@ -17,10 +17,11 @@ PACKAGE = Path(alikassa_async.__file__).parent
 
 LAYERS: list[set[str]] = [
     {"_defaults", "errors", "_outcome", "_hpack_redaction", "_observe", "_arguments"},
-    {"validation", "encoding", "retry", "signing", "_tls"},
+    {"validation", "encoding", "retry", "signing", "_tls", "_http1"},
     {"models"},
     {"converters", "services", "_protocols", "sealing"},
-    {"payments", "payouts", "transport", "webhooks", "journal", "polling", "pg_journal"},
+    {"payments", "payouts", "transport", "_builtin_sender", "webhooks", "journal", "polling",
+     "pg_journal"},
     {"batch", "worker"},
     {"client"},
     {"__init__"},

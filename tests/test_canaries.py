@@ -43,7 +43,7 @@ from alikassa_async import (
 
 from .conftest import ACCOUNT, write_archive
 from .fake_gateway import DEFAULTS
-from .reliability_support import H2Server, RawServer, http_response, read_request
+from .reliability_support import BACKENDS, H2Server, RawServer, http_response, read_request
 
 
 def _luhn_complete(prefix: str) -> str:
@@ -273,7 +273,7 @@ async def gateway_server() -> AsyncIterator[tuple[Gateway, RawServer]]:
         yield gateway, server
 
 
-@pytest.mark.parametrize("transport", ["wire", "mock"])
+@pytest.mark.parametrize("transport", [*(f"wire-{b}" for b in BACKENDS), "mock"])
 async def test_no_canary_in_logs_errors_or_reprs(canaries, caplog, gateway_server, transport):
     gateway, server = gateway_server
     seen: list[object] = [*canaries.certs.values(), FAST_RETRY, FAST_RECONCILE]
@@ -284,7 +284,8 @@ async def test_no_canary_in_logs_errors_or_reprs(canaries, caplog, gateway_serve
             base_url = f"http://127.0.0.1:{closed_port}" if scenario == "refused" else server.url
             options: dict[str, Any] = (
                 {"transport": httpx.MockTransport(gateway.handle)} if transport == "mock"
-                else {"timeout": 0.1 if scenario == "stall" else 5.0})
+                else {"timeout": 0.1 if scenario == "stall" else 5.0,
+                      "http_backend": transport.removeprefix("wire-")})
             async with AliKassaClient(ACCOUNT, canaries.certs["payment"],
                                       canaries.certs["payout"], base_url=base_url,
                                       retry=FAST_RETRY, **options) as client:
@@ -298,8 +299,10 @@ async def test_no_canary_in_logs_errors_or_reprs(canaries, caplog, gateway_serve
     # And the harness really observes: the SDK and (on the wire) httpcore logged at DEBUG.
     names = {r.name.split(".")[0] for r in caplog.records}
     assert "alikassa_async" in names
-    if transport == "wire":  # (the SDK's own lane pool bypasses httpx's request logging)
+    if transport == "wire-httpx":  # (the SDK's own lane pool bypasses httpx's request logging)
         assert "httpcore" in names
+    if transport == "wire-builtin":  # the built-in sender logs its connections at DEBUG
+        assert any(r.name == "alikassa_async.http" for r in caplog.records)
     assert any(isinstance(o, AliKassaError) for o in seen)
 
     needles = canaries.needles | set(gateway.signs)

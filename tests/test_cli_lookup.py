@@ -163,10 +163,12 @@ def test_v_shows_the_sdks_debug_lines_and_vv_adds_httpx(gateway: Gateway) -> Non
     assert any("DEBUG" in line and "v1/account/balance -> 200" in line for line in sdk), (
         one.stderr)
     assert "httpcore" not in one.stderr and "httpx" not in one.stderr
+    assert " alikassa_async.http: " not in one.stderr  # connection lines are -vv's
     assert one.stdout == quiet.stdout  # logs go to stderr only
     two = gateway.run("balance", "-vv")
     assert "v1/account/balance -> 200" in two.stderr
-    assert " httpcore.connection: " in two.stderr and " httpcore.http11: " in two.stderr
+    # the default (built-in) sender's connection lines (httpcore's when a client runs on httpx)
+    assert " alikassa_async.http: connected to 127.0.0.1:" in two.stderr, two.stderr
     assert gateway.certs.payout_certificate().sign(b"[]") not in two.stderr  # Sign stays out
 
 

@@ -1,6 +1,7 @@
 """A hostile or slow server, a caller's own HTTP client, and cancelled tasks.
 
-Every HTTP set-up the SDK accepts — the default lane pool, ``http_backend="aiohttp"``,
+Every HTTP set-up the SDK accepts — the default built-in sender, the lane pool
+(``http_backend="httpx"``), ``http_backend="aiohttp"``,
 ``http2=True``, a caller's ``http_client`` and a caller's ``transport`` — must keep
 the same promises: ``total_timeout`` bounds the whole call even when the server
 trickles its response head; a redirect is never followed (the signed body would be
@@ -31,7 +32,7 @@ from alikassa_async import (
 )
 from alikassa_async.sandbox import Fault, SandboxServer
 
-from .reliability_support import RawServer, pool_state, read_request
+from .reliability_support import BACKENDS, RawServer, pool_state, read_request
 from .sandbox_helpers import ACCOUNT, CARD
 
 #: the call's deadline in these tests, and the slack allowed on top (a bound, not a benchmark)
@@ -48,7 +49,8 @@ def payout(order_id: str) -> Any:
 Setup = Callable[[], dict[str, Any]]
 #: every way to give the SDK an HTTP stack; each returns AliKassaClient keyword arguments
 SETUPS: dict[str, Setup] = {
-    "lane_pool": lambda: {},
+    "builtin": lambda: {},
+    "lane_pool": lambda: {"http_backend": "httpx"},
     "aiohttp": lambda: {"http_backend": "aiohttp"},
     "http2": lambda: {"http2": True},
     "caller_http_client": lambda: {"http_client": httpx.AsyncClient(
@@ -88,7 +90,7 @@ async def test_a_trickled_response_head_cannot_outlive_total_timeout(setup, payo
                 assert caught.value.order_id == "TRICKLE-1"
                 assert "deadline" in caught.value.reason
                 assert elapsed <= 2 * TOTAL + SLACK, f"{setup}: {elapsed:.1f} s"
-                if setup in ("lane_pool", "aiohttp"):
+                if setup in ("builtin", "lane_pool", "aiohttp"):
                     assert pool_state(client).busy == 0
     finally:
         await _closing(kwargs)
@@ -179,7 +181,7 @@ async def _cancel_storm(client: AliKassaClient, rng: random.Random, target: int)
     return cancelled
 
 
-@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_after_hundreds_of_random_cancellations_every_lane_serves_at_once(
         backend, alikassa_sandbox: SandboxServer,
         alikassa_certificates: tuple[Certificate, Certificate],
@@ -201,7 +203,7 @@ async def test_after_hundreds_of_random_cancellations_every_lane_serves_at_once(
         assert state.busy == 0 and state.requests == 0, state
 
 
-@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_create_cancelled_in_flight_logs_one_outcome_unknown_warning(
         backend, alikassa_sandbox: SandboxServer,
         alikassa_certificates: tuple[Certificate, Certificate],

@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
@@ -55,7 +55,7 @@ from alikassa_async import (
 )
 from alikassa_async.sandbox import Fault, Sandbox, SandboxServer
 
-from .reliability_support import open_fds, pool_state, settled_fds
+from .reliability_support import BACKENDS, Backend, open_fds, pool_state, settled_fds
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 #: per-operation timeouts of the matrix clients (connect, read, write, pool)
@@ -244,7 +244,7 @@ class Cell:
 
 async def run_cell(cell: Cell, row: FaultRow, base_url: str,
                    certs: tuple[Certificate, Certificate], sandbox: Sandbox,
-                   backend: Literal["httpx", "aiohttp"]) -> None:
+                   backend: Backend) -> None:
     client = AliKassaClient(ACCOUNT, *certs, base_url=base_url, retry=row.policy,
                             timeout=httpx.Timeout(row.timeout), verify=TLS,
                             http_backend=backend)
@@ -358,12 +358,12 @@ async def server(alikassa_certs: Any, alikassa_certificates: tuple[Certificate, 
 
 
 @pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("row", "variant"), MATRIX,
                          ids=[f"{row.name}-{variant}" for row, variant in MATRIX])
 async def test_fault_matrix(row: FaultRow, variant: str, server: SandboxServer,
                             alikassa_certificates: tuple[Certificate, Certificate],
-                            backend: Literal["httpx", "aiohttp"]) -> None:
+                            backend: Backend) -> None:
     sandbox = server.sandbox
     baseline = open_fds()
     before = dict(sandbox.state.requests)

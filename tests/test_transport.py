@@ -28,6 +28,7 @@ from alikassa_async.sandbox import Fault
 from alikassa_async.sandbox.server import SandboxServer
 from alikassa_async.transport import LanePoolTransport
 
+from .reliability_support import BACKENDS, pool_state
 from .sandbox_helpers import ACCOUNT, CARD
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.005, backoff_max=0.01, total_timeout=10)
@@ -37,7 +38,7 @@ def payout(order_id: str, amount: str = "100") -> object:
     return build_payout("payment_card_rub", order_id=order_id, amount=amount, number=CARD)
 
 
-@pytest.fixture(params=["httpx", "aiohttp"])
+@pytest.fixture(params=BACKENDS)
 async def client(request, alikassa_sandbox: SandboxServer,
                  alikassa_certificates: tuple[Certificate, Certificate]
                  ) -> AsyncIterator[AliKassaClient]:
@@ -72,7 +73,7 @@ async def test_read_timeout_after_commit_is_unknown_on_each_backend(client, alik
     assert alikassa_sandbox.state.payout_creations["T-3"] == 1
 
 
-@pytest.mark.parametrize("backend", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_refused_connection_is_not_sent_and_retried_within_bounds(backend, payout_cert):
     with socket.socket() as probe:  # a loopback port with nobody listening
         probe.bind(("127.0.0.1", 0))
@@ -84,29 +85,36 @@ async def test_refused_connection_is_not_sent_and_retried_within_bounds(backend,
             await client.create_payout(payout("T-4"))
 
 
-async def test_lane_pool_bounds_connections_and_times_out_waiting_as_not_sent(
-        alikassa_sandbox, alikassa_certificates):
+@pytest.mark.parametrize("backend", ["builtin", "httpx"])
+async def test_pool_bounds_connections_and_times_out_waiting_as_not_sent(
+        backend, alikassa_sandbox, alikassa_certificates):
     alikassa_sandbox.faults.add("v1/account/balance", Fault.delay(0.5), times=1)
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
                               max_connections=1, retry=RetryPolicy.disabled(),
+                              http_backend=backend,
                               timeout=httpx.Timeout(5.0, pool=0.05)) as client:
         slow = asyncio.create_task(client.balance())
         await asyncio.sleep(0.1)
-        # The only lane is busy: the create waits, times out in the pool, is never sent.
+        # The only connection is busy: the create waits, times out in the pool, is never sent.
         with pytest.raises(TransportError, match="PoolTimeout"):
             await client.create_payout(payout("T-5"))
         await slow
-        transport = client._http._transport  # type: ignore[union-attr]
-        assert isinstance(transport, LanePoolTransport) and len(transport.lanes) == 1
+        assert pool_state(client).connections == 1
+        if backend == "httpx":
+            transport = client._http._transport  # type: ignore[union-attr]
+            assert isinstance(transport, LanePoolTransport) and len(transport.lanes) == 1
     assert "T-5" not in alikassa_sandbox.state.payout_creations
 
 
-async def test_cancelled_calls_never_strand_the_pool(alikassa_sandbox, alikassa_certificates):
-    """Cancelling calls that wait for a connection must leave the pool usable
-    (httpcore's own pool can strand slots here: encode/httpcore#1093)."""
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_cancelled_calls_never_strand_the_pool(backend, alikassa_sandbox,
+                                                    alikassa_certificates):
+    """Cancelling calls that wait for a connection, or are half-way through their answer,
+    must leave the pool usable (httpcore's own pool can strand slots here:
+    encode/httpcore#1093)."""
     alikassa_sandbox.faults.add("v1/account/balance", Fault.delay(0.2), times=25)
     async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              max_connections=5, retry=FAST) as client:
+                              max_connections=5, retry=FAST, http_backend=backend) as client:
         for _ in range(5):
             tasks = [asyncio.create_task(client.balance()) for _ in range(40)]
             await asyncio.sleep(0.01)
@@ -116,8 +124,8 @@ async def test_cancelled_calls_never_strand_the_pool(alikassa_sandbox, alikassa_
         async with asyncio.timeout(5):
             balances = await asyncio.gather(*(client.balance() for _ in range(20)))
         assert len(balances) == 20
-        transport = client._http._transport  # type: ignore[union-attr]
-        assert transport.busy == 0 and len(transport.lanes) <= 5
+        state = pool_state(client)
+        assert state.busy == 0 and state.requests == 0 and state.connections <= 5
 
 
 async def test_large_keys_sign_in_a_thread_pool(alikassa_sandbox, tmp_path):
