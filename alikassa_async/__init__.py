@@ -2,17 +2,10 @@
 
 import logging
 
+from ._batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
+from ._client import DEFAULT_BASE_URL, AliKassaClient
 from ._defaults import __version__
-from ._observe import (
-    Hooks,
-    OutcomeUnknownEvent,
-    RequestEvent,
-    ResponseEvent,
-    RetryEvent,
-)
-from .batch import BatchProgress, BatchResult, Outcome, ReconcilePolicy
-from .client import DEFAULT_BASE_URL, AliKassaClient
-from .errors import (
+from ._errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
@@ -31,8 +24,7 @@ from .errors import (
     SignatureError,
     TransportError,
 )
-from .journal import Journal, SQLiteJournal
-from .models import (
+from ._models import (
     AccountInfo,
     Balance,
     HistoryPage,
@@ -46,9 +38,17 @@ from .models import (
     PayoutStatusResponse,
     ServiceInfo,
 )
-from .retry import RetryPolicy
+from ._observe import (
+    Hooks,
+    OutcomeUnknownEvent,
+    RequestEvent,
+    ResponseEvent,
+    RetryEvent,
+)
+from ._retry import RetryPolicy
+from ._signing import Certificate, Verifier
+from .journal import Journal, SQLiteJournal
 from .services import build_payment, build_payout
-from .signing import Certificate, Verifier
 from .webhooks import Notification, NotificationVerifier, Redirect
 
 # A library never configures logging; this only silences "no handler" fallbacks.

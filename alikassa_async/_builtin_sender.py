@@ -9,7 +9,7 @@ exactly that with an ``asyncio.Protocol`` per connection, a strict response pars
 one timer per request. Everything constant is done once: the SSL context at
 construction, the URL split and the origin's ``Host`` once per URL.
 
-Delivery, as the client's retry rules need it (:mod:`alikassa_async.transport`):
+Delivery, as the client's retry rules need it (:mod:`alikassa_async._transport`):
 
 - :class:`NotSent` — waiting for a free connection timed out, connecting failed or
   timed out (TLS handshake included), or a header could not be written: no byte of
@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ._http1 import ProtocolError, ResponseParser, TooLarge, request_head
-from .transport import MAX_RESPONSE_BYTES, Answer, MaybeSent, NotSent, SignedBody, _describe
+from ._transport import MAX_RESPONSE_BYTES, Answer, MaybeSent, NotSent, SignedBody, _describe
 
 __all__ = ["BuiltinSender"]
 

@@ -1,6 +1,6 @@
 """What polling and batch payouts need from a client — and nothing more.
 
-They sit above :class:`~alikassa_async.client.AliKassaClient` and take one of
+They sit above :class:`~alikassa_async._client.AliKassaClient` and take one of
 these protocols, so they never reach into the client's internals and a test
 can hand them any object with the same few methods.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from .models import PaymentStatusResponse, PayoutCreated, PayoutRequest, PayoutStatusResponse
+from ._models import PaymentStatusResponse, PayoutCreated, PayoutRequest, PayoutStatusResponse
 
 __all__ = ["PayoutSender", "StatusSource"]
 

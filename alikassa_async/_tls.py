@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["tls_context"]
 

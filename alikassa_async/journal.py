@@ -8,7 +8,7 @@ Before a payout is sent, its *intent* — ``order_id`` plus the SHA-256 of the
 exact request body bytes — is committed to disk; after the answer, its
 outcome. A batch re-run with the same journal skips what was created,
 reconciles what was in doubt and refuses an ``order_id`` whose body changed
-(see :mod:`alikassa_async.batch`). Only hashes are stored: card numbers and
+(see :mod:`alikassa_async._batch`). Only hashes are stored: card numbers and
 phones never reach the journal file.
 
 Each send is recorded twice: its *intent* (before the rate limiter) and the
@@ -47,10 +47,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from ._encoding import php_json_encode
+from ._errors import JournalError, JournalInUseError, OrderIdConflictError
+from ._models import PayoutRequest
 from ._outcome import Outcome
-from .encoding import php_json_encode
-from .errors import JournalError, JournalInUseError, OrderIdConflictError
-from .models import PayoutRequest
 
 __all__ = [
     "Journal",

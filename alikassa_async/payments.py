@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal, TypedDict, Unpack
 
-from .models import PaymentRequest
+from ._models import PaymentRequest
 from .services import build_named, validation_only
 
 __all__ = [

@@ -19,10 +19,10 @@ import datetime
 from collections.abc import Mapping
 from typing import TypedDict, Unpack
 
-from .models import PayoutRequest
+from ._models import PayoutRequest
+from ._validation import EUR_CARD_EXTRA_FIELDS, not_given
 from .payments import Amount
 from .services import build_named, validation_only
-from .validation import EUR_CARD_EXTRA_FIELDS, not_given
 
 __all__ = ["Amount", "PayoutOptions", "card", "card_eur", "sbp", "virtual_account"]
 

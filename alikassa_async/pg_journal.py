@@ -12,7 +12,7 @@ protocol as :class:`~alikassa_async.journal.SQLiteJournal` (so
 shared batch needs (extra ``postgres``: psycopg 3 and its pool):
 
 - :meth:`PostgresJournal.load` enqueues a batch: bodies sealed with a key only
-  the payout certificate can derive (:mod:`alikassa_async.sealing`), a keyed
+  the payout certificate can derive (:mod:`alikassa_async._sealing`), a keyed
   digest to refuse a changed body on reload, ``order_id`` unique across every
   batch of the database, all or nothing.
 - :meth:`PostgresJournal.claim_items` is the claim: one statement that picks
@@ -54,8 +54,11 @@ if TYPE_CHECKING:
     import psycopg_pool
 
 from ._defaults import __version__
-from .encoding import php_json_encode
-from .errors import RequestValidationError
+from ._encoding import php_json_encode
+from ._errors import RequestValidationError
+from ._models import PayoutRequest
+from ._sealing import BatchSeal, SealError
+from ._signing import Certificate
 from .journal import (
     JournalError,
     JournalHolder,
@@ -64,10 +67,7 @@ from .journal import (
     JournalState,
     OrderIdConflictError,
 )
-from .models import PayoutRequest
-from .sealing import BatchSeal, SealError
 from .services import build_payout
-from .signing import Certificate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -452,7 +452,7 @@ class PostgresJournal:
         Loading the same items again is a no-op; an ``order_id`` already in the
         database with a different body, or in another batch, refuses the whole
         load (:class:`~alikassa_async.journal.OrderIdConflictError`). Invalid
-        items refuse it with a :class:`~alikassa_async.errors.RequestValidationError`
+        items refuse it with a :class:`~alikassa_async._errors.RequestValidationError`
         naming each item's position.
         """
         async def numbered() -> AsyncIterator[tuple[int, object]]:

@@ -32,9 +32,9 @@ from typing import Literal, ParamSpec, TypeVar
 
 import attrs
 
-from . import validation as v
-from .errors import RequestValidationError
-from .models import (
+from . import _validation as v
+from ._errors import RequestValidationError
+from ._models import (
     PAYMENT_FIELD_ORDER,
     PAYOUT_FIELD_ORDER,
     AccountInfo,

@@ -11,7 +11,7 @@ wild (§8.4) and records which one matched. Each attempt still needs AliKassa's
 signature, so trying several does not weaken the check.
 
 Nothing in the payload is trusted, converted or returned before the signature
-verifies; every failure is a :class:`~alikassa_async.errors.SignatureError`.
+verifies; every failure is a :class:`~alikassa_async._errors.SignatureError`.
 
 >>> verifier = NotificationVerifier.from_file("cert/notification/public.pem")
 >>> note = verifier.verify_notification(request.query_params, expected_account=ACCOUNT)
@@ -39,10 +39,10 @@ from urllib.parse import parse_qsl
 
 import attrs
 
-from .encoding import EncodingError, php_json_encode, php_json_string
-from .errors import ConfigurationError, SignatureError
-from .models import PaymentStatus
-from .signing import SignatureHash, Verifier
+from ._encoding import EncodingError, php_json_encode, php_json_string
+from ._errors import ConfigurationError, SignatureError
+from ._models import PaymentStatus
+from ._signing import SignatureHash, Verifier
 
 __all__ = [
     "MAX_FIELDS",

@@ -1,6 +1,6 @@
 """Transport designs measured in phase 2 of issue #7, as bench clients.
 
-The design that won ships in the SDK: ``alikassa_async.transport.LanePoolTransport``
+The design that won ships in the SDK: ``alikassa_async._transport.LanePoolTransport``
 (one single-connection httpx transport per connection, called directly by the
 client) and the opt-in aiohttp sender (``AliKassaClient(http_backend="aiohttp")``).
 See ``alikassa_async/transport.py`` for why, and benchmarks/README.md for figures.
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from alikassa_async.transport import LanePoolTransport
+from alikassa_async._transport import LanePoolTransport
 
 __all__ = ["LanePoolTransport", "ShardedTransport", "aiohttp_transport"]
 

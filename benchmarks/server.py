@@ -23,8 +23,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from alikassa_async.errors import SignatureError
-from alikassa_async.signing import Verifier
+from alikassa_async._errors import SignatureError
+from alikassa_async._signing import Verifier
 
 __all__ = ["BenchServer", "main"]
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 import httpx
 
 from alikassa_async import AliKassaClient, Certificate, PayoutRequest, RetryPolicy
-from alikassa_async.batch import ReconcilePolicy
+from alikassa_async._batch import ReconcilePolicy
 
 
 async def main(spec: dict) -> int:

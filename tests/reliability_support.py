@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from alikassa_async import AliKassaClient
 from alikassa_async._builtin_sender import BuiltinSender
-from alikassa_async.transport import LanePoolTransport
+from alikassa_async._transport import LanePoolTransport
 
 __all__ = [
     "BACKENDS",

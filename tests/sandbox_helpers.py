@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from alikassa_async import Certificate, PaymentRequest, PayoutRequest
-from alikassa_async.encoding import php_json_encode
-from alikassa_async.signing import SignatureHash
+from alikassa_async._encoding import php_json_encode
+from alikassa_async._signing import SignatureHash
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 INVALID = "The given data was invalid."

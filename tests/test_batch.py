@@ -36,7 +36,7 @@ from alikassa_async import (
     ServerError,
     TransportError,
 )
-from alikassa_async.batch import RateLimiter, payouts_batch
+from alikassa_async._batch import RateLimiter, payouts_batch
 from alikassa_async.journal import JournalState, OrderIdConflictError, SQLiteJournal
 from alikassa_async.sandbox import Fault, Sandbox, SandboxConfig
 

@@ -30,7 +30,7 @@ from alikassa_async import (
     RetryPolicy,
     build_payout,
 )
-from alikassa_async.batch import Outcome, ReconcilePolicy
+from alikassa_async._batch import Outcome, ReconcilePolicy
 from alikassa_async.sandbox import Fault, SandboxConfig
 
 CARD = "4111111111111111"

@@ -37,10 +37,10 @@ from alikassa_async import (
     payments,
     payouts,
 )
-from alikassa_async.encoding import php_json_encode
-from alikassa_async.models import PAYMENT_FIELD_ORDER, PAYOUT_FIELD_ORDER
+from alikassa_async._encoding import php_json_encode
+from alikassa_async._models import PAYMENT_FIELD_ORDER, PAYOUT_FIELD_ORDER
+from alikassa_async._validation import EUR_CARD_EXTRA_FIELDS, ISO_COUNTRY_CODES, Rule
 from alikassa_async.services import PAYMENT_RULES, PAYOUT_RULES, SERVICES, ServiceSpec
-from alikassa_async.validation import EUR_CARD_EXTRA_FIELDS, ISO_COUNTRY_CODES, Rule
 
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -27,7 +27,7 @@ from alikassa_async import (
     payouts,
 )
 from alikassa_async._builtin_sender import BuiltinSender
-from alikassa_async.transport import MaybeSent, NotSent
+from alikassa_async._transport import MaybeSent, NotSent
 
 from .conftest import ACCOUNT
 from .reliability_support import (

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from alikassa_async import Certificate
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.sandbox import Sandbox, SandboxCerts, SandboxConfig
 from alikassa_async.sandbox.server import ThreadedSandboxServer
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from alikassa_async.batch import BatchProgress
-from alikassa_async.cli_payouts import main, validate_file
-from alikassa_async.cli_progress import ProgressBar
+from alikassa_async._batch import BatchProgress
+from alikassa_async.cli.payouts import main, validate_file
+from alikassa_async.cli.progress import ProgressBar
 
 CARD = "4111111111111111"
 
@@ -39,7 +39,7 @@ def test_every_bad_row_is_reported_with_its_line_before_anything_is_sent(tmp_pat
     ])
     # --check: no certificate given; validation must not need it, nor the network.
     proc = subprocess.run(
-        [sys.executable, "-m", "alikassa_async.cli_payouts", "payouts", "run", str(csv_path),
+        [sys.executable, "-m", "alikassa_async.cli", "payouts", "run", str(csv_path),
          "--check", "--base-url", "http://127.0.0.1:9"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
@@ -86,7 +86,7 @@ def test_extra_columns_fill_the_extra_object_and_empty_cells_are_left_out(tmp_pa
               "customer_email")
     rows, problems, _ = validate_file(path)
     assert (rows, problems) == (2, [])
-    from alikassa_async.cli_payouts import read_payouts
+    from alikassa_async.cli.payouts import read_payouts
 
     requests = [item for _, item in read_payouts(path)]
     assert "extra" not in requests[0].fields and "customer_email" not in requests[0].fields
@@ -180,7 +180,7 @@ def test_semicolon_separated_files_are_read_and_a_bad_header_names_the_delimiter
 def test_plain_http_to_another_host_needs_the_flag_the_message_names(tmp_path, cert_dir,
                                                                      capsys):
     from alikassa_async.cli import build_parser
-    from alikassa_async.cli_payouts import _client_settings
+    from alikassa_async.cli.payouts import _client_settings
 
     good = write_csv(tmp_path / "b.csv", [f"payment_card_rub,P-1,100,{CARD}"])
     command = ["payouts", "run", str(good), "--account", "93d5df06-996c-48c3-9847-"
@@ -249,7 +249,7 @@ async def test_a_terminal_gets_the_rich_display_and_no_color_is_honoured(
 
 
 def test_without_a_terminal_progress_is_plain_lines(alikassa_certs, tmp_path):
-    from alikassa_async.cli_progress import ProgressBar, make_progress
+    from alikassa_async.cli.progress import ProgressBar, make_progress
 
     stream = io.StringIO()
     assert isinstance(make_progress("auto", stream, 10), ProgressBar)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from alikassa_async.cli_payouts import _RESULT_COLUMNS
+from alikassa_async.cli.payouts import _RESULT_COLUMNS
 from tests.test_pg_journal import CARDS
 
 

@@ -34,7 +34,7 @@ from alikassa_async import (
     TransportError,
     Verifier,
 )
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.sandbox import Fault, Sandbox, SandboxCerts
 
 from .conftest import ACCOUNT, CARD, FAST_RETRY, write_archive

@@ -16,7 +16,7 @@ from alikassa_async import (
     PayoutCreated,
     PayoutStatusResponse,
 )
-from alikassa_async.converters import ResponseShapeError, parse_json, structure
+from alikassa_async._converters import ResponseShapeError, parse_json, structure
 
 # -- parse_json: exact numbers, clear refusals ------------------------------------------
 

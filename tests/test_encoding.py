@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from alikassa_async.encoding import EncodingError, php_json_encode, php_json_string
+from alikassa_async._encoding import EncodingError, php_json_encode, php_json_string
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VECTORS_FILE = FIXTURES / "php_json_vectors.json"

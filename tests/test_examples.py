@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from alikassa_async import Certificate, PaymentStatus
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.sandbox import SandboxConfig
 from alikassa_async.sandbox.server import LoopbackServer
 

@@ -44,8 +44,8 @@ from alikassa_async import (
     ServerError,
     ServiceInfo,
     TransportError,
-    converters,
 )
+from alikassa_async import _converters as converters
 
 from .conftest import ACCOUNT
 

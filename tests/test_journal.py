@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from alikassa_async import PayoutRequest
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.journal import (
     Journal,
     JournalError,

@@ -33,7 +33,7 @@ from alikassa_async import (
     ResponseEvent,
     RetryEvent,
 )
-from alikassa_async.batch import Outcome, ReconcilePolicy
+from alikassa_async._batch import Outcome, ReconcilePolicy
 
 from .conftest import ACCOUNT, FAST_RETRY
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from alikassa_async import AliKassaClient, PaymentStatus, PaymentStatusResponse, build_payment
-from alikassa_async.converters import structure
+from alikassa_async._converters import structure
 
 
 @pytest.mark.parametrize(("status", "amount", "paid", "partial"), [

@@ -28,7 +28,7 @@ from alikassa_async import (
     PayoutRequest,
     RequestValidationError,
 )
-from alikassa_async.batch import Outcome, ReconcilePolicy
+from alikassa_async._batch import Outcome, ReconcilePolicy
 from alikassa_async.journal import JournalState, SQLiteJournal
 from alikassa_async.sandbox import Fault, SandboxConfig
 

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from alikassa_async import Certificate, RequestValidationError, build_payout
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
+from alikassa_async._sealing import SealError
 from alikassa_async.journal import Journal, JournalError, JournalState, OrderIdConflictError
 from alikassa_async.pg_journal import (
     SCHEMA_VERSION,
@@ -20,7 +21,6 @@ from alikassa_async.pg_journal import (
     Outcome,
     PostgresJournal,
 )
-from alikassa_async.sealing import SealError
 from tests.pg_server import _binaries, own_cluster, wait_until_up
 
 

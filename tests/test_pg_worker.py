@@ -12,11 +12,11 @@ import time
 import pytest
 
 from alikassa_async import AliKassaClient, RetryPolicy, build_payout
-from alikassa_async.batch import Outcome, ReconcilePolicy
+from alikassa_async._batch import Outcome, ReconcilePolicy
+from alikassa_async._worker import WorkerPolicy
 from alikassa_async.journal import JournalInUseError
 from alikassa_async.pg_journal import PostgresJournal
 from alikassa_async.sandbox import Fault, SandboxConfig
-from alikassa_async.worker import WorkerPolicy
 from tests.pg_server import own_cluster, wait_until_up
 from tests.test_pg_journal import CARDS
 
@@ -174,7 +174,7 @@ async def test_rate_is_shared_by_the_live_workers(
 async def test_a_worker_with_another_certificate_claims_nothing(
         pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs, rsa_keys):
     from alikassa_async import Certificate
-    from alikassa_async.sealing import SealError
+    from alikassa_async._sealing import SealError
 
     async with PostgresJournal(pg_dsn, payout_cert=alikassa_certs.payout_certificate()) as j:
         await j.load("b1", items(3))

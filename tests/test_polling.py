@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from alikassa_async import PaymentStatus, PollingTimeoutError, RequestValidationError, ServerError
-from alikassa_async.polling import poll_until_final
+from alikassa_async._polling import poll_until_final
 from alikassa_async.sandbox import Fault, Sandbox
 
 from .conftest import FAST_RETRY

@@ -31,7 +31,8 @@ import sqlite3
 from collections.abc import Sequence
 
 from alikassa_async import (
-    AliKassaClient, Notification, NotificationVerifier, PayoutCreated, PayoutRequest,
+    AliKassaClient, Certificate, Notification, NotificationVerifier, PayoutCreated,
+    PayoutRequest,
 )
 from alikassa_async.sandbox import Sandbox
 
@@ -39,6 +40,9 @@ client: AliKassaClient
 created: PayoutCreated
 po: PayoutRequest
 items: Sequence[PayoutRequest]
+requests: Sequence[PayoutRequest]
+dsn: str
+cert: Certificate
 db: sqlite3.Connection
 verifier: NotificationVerifier
 raw_query_or_body: bytes
@@ -135,7 +139,7 @@ def test_runnable_blocks_print_what_their_comments_show(line: int, code: str) ->
 
 
 def test_the_demos_batch_size_is_the_one_the_readme_states() -> None:
-    from alikassa_async.sandbox import demo
+    from alikassa_async.cli import demo
 
     stated = re.search(r"runs a batch of ([\d,]+) payouts", README)
     assert stated, "the README no longer says how big the demo's batch is"

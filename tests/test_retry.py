@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from alikassa_async import RetryPolicy
-from alikassa_async.retry import parse_retry_after
+from alikassa_async._retry import parse_retry_after
 
 NOW = 1_800_000_000.0  # a fixed "now" for HTTP dates
 DRAWS = 2_000

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from alikassa_async import AliKassaClient, Certificate, PaymentStatus, build_payment
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.sandbox import Sandbox, SandboxCerts, plan_outcome
 from alikassa_async.sandbox.server import SandboxServer
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from alikassa_async import Certificate
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.cli import build_parser, main
-from alikassa_async.encoding import php_json_encode
 from alikassa_async.sandbox import Sandbox, SandboxCerts, generate_certs
 from alikassa_async.sandbox.server import ThreadedSandboxServer
 

@@ -22,7 +22,7 @@ from alikassa_async import (
     ServerError,
     build_payout,
 )
-from alikassa_async.retry import parse_retry_after
+from alikassa_async._retry import parse_retry_after
 from alikassa_async.sandbox import FAULT_KINDS, Fault, Sandbox, SandboxCerts
 from alikassa_async.sandbox.faults import FaultPlan, RandomFaults
 from alikassa_async.sandbox.server import SandboxServer

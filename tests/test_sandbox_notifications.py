@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from alikassa_async import NotificationVerifier, Verifier
-from alikassa_async.encoding import php_json_encode
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.sandbox import Sandbox, SandboxCerts, SandboxConfig
 from alikassa_async.sandbox.notifier import NOTIFICATION_FIELDS
 from alikassa_async.sandbox.server import LoopbackServer

@@ -31,9 +31,9 @@ from alikassa_async import (
     payments,
     payouts,
     services,
-    validation,
 )
-from alikassa_async.encoding import php_json_encode
+from alikassa_async import _validation as validation
+from alikassa_async._encoding import php_json_encode
 from alikassa_async.services import SBP_BANK_NAMES, SERVICES, SbpBank, ServiceSpec
 
 ROOT = Path(__file__).resolve().parent.parent

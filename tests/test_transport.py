@@ -24,9 +24,9 @@ from alikassa_async import (
     TransportError,
     build_payout,
 )
+from alikassa_async._transport import LanePoolTransport
 from alikassa_async.sandbox import Fault
 from alikassa_async.sandbox.server import SandboxServer
-from alikassa_async.transport import LanePoolTransport
 
 from .reliability_support import BACKENDS, pool_state
 from .sandbox_helpers import ACCOUNT, CARD

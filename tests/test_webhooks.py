@@ -32,7 +32,7 @@ from alikassa_async import (
     Redirect,
     SignatureError,
 )
-from alikassa_async.encoding import EncodingError, php_json_encode
+from alikassa_async._encoding import EncodingError, php_json_encode
 from alikassa_async.webhooks import (
     MAX_INPUT_SIZE,
     NOTIFICATION_FIELDS,

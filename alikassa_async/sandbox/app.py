@@ -34,10 +34,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..encoding import php_json_encode
-from ..errors import SignatureError
-from ..signing import Certificate, Verifier
-from ..validation import not_given
+from .._encoding import php_json_encode
+from .._errors import SignatureError
+from .._signing import Certificate, Verifier
+from .._validation import not_given
 from . import rules, views
 from .config import SandboxConfig
 from .faults import ENDPOINTS, Fault, FaultPlan

@@ -13,7 +13,7 @@ from typing import Literal
 import attrs
 
 from .._defaults import LOOPBACK_HOSTS
-from ..signing import SignatureHash
+from .._signing import SignatureHash
 
 __all__ = ["LOOPBACK_HOSTS", "SandboxConfig"]
 

@@ -27,8 +27,8 @@ import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..errors import ConfigurationError
-from ..signing import Certificate, Verifier
+from .._errors import ConfigurationError
+from .._signing import Certificate, Verifier
 
 __all__ = ["ROLES", "SandboxCerts", "generate_certs", "load_certs", "write_archive"]
 

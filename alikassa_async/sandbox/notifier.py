@@ -27,8 +27,8 @@ from urllib.parse import urlencode, urlsplit
 import attrs
 import httpx
 
-from ..encoding import php_json_encode
-from ..signing import Certificate
+from .._encoding import php_json_encode
+from .._signing import Certificate
 from ..webhooks import NOTIFICATION_FIELDS
 from .config import SandboxConfig
 from .state import Record

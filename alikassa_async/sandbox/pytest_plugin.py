@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ..client import AliKassaClient
-    from ..signing import Certificate
+    from .._client import AliKassaClient
+    from .._signing import Certificate
     from .config import SandboxConfig
     from .keys import SandboxCerts
     from .server import SandboxServer
@@ -179,7 +179,7 @@ async def alikassa_client(alikassa_sandbox: SandboxServer, alikassa_account: str
                           alikassa_certificates: tuple[Certificate, Certificate]
                           ) -> AsyncIterator[AliKassaClient]:
     """An ``AliKassaClient`` pointed at ``alikassa_sandbox``."""
-    from ..client import AliKassaClient
+    from .._client import AliKassaClient
 
     payment, payout = alikassa_certificates
     async with AliKassaClient(alikassa_account, payment, payout,

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import attrs
 
-from ..models import FINAL_STATUSES
-from ..signing import Verifier
-from ..validation import mask, not_given
+from .._models import FINAL_STATUSES
+from .._signing import Verifier
+from .._validation import mask, not_given
 from .config import SandboxConfig
 from .outcomes import Outcome, plan_outcome
 from .rules import SERVICE_RULES

@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import ConfigurationError
-from .signing import Certificate
+from ._errors import ConfigurationError
+from ._signing import Certificate
 
 __all__ = ["BatchSeal", "SealError"]
 

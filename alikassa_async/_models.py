@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .validation import mask
+from ._validation import mask
 
 __all__ = [
     "AccountInfo",

@@ -5,7 +5,7 @@
 ...                                              journal=journal):
 ...         print(result.order_id, result.outcome)   # created / rejected / unknown / ...
 
-Items are :class:`~alikassa_async.models.PayoutRequest` objects (from
+Items are :class:`~alikassa_async._models.PayoutRequest` objects (from
 ``build_payout``) or mappings of payout fields (``{"service": ..., "order_id":
 ..., "amount": ..., "number": ...}``, built with ``build_payout``), from an
 iterable or an async iterable. They are pulled only as workers free up, so
@@ -81,10 +81,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_WAITING, DEFAULT_SETTLE
-from ._observe import TELEMETRY
-from ._outcome import Outcome
-from ._protocols import PayoutSender
-from .errors import (
+from ._errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
@@ -96,14 +93,17 @@ from .errors import (
     RequestValidationError,
     TransportError,
 )
+from ._models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
+from ._observe import TELEMETRY
+from ._outcome import Outcome
+from ._polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
+from ._protocols import PayoutSender
 from .journal import (
     Journal,
     OrderIdConflictError,
     SQLiteJournal,
     body_hash,
 )
-from .models import PaymentStatus, PayoutCreated, PayoutRequest, PayoutStatusResponse
-from .polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
 from .services import build_payout
 
 __all__ = [

@@ -33,9 +33,8 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from . import _hpack_redaction, converters
-from . import batch as _batch
-from . import polling as _polling
+from . import _batch, _hpack_redaction, _polling
+from . import _converters as converters
 from ._arguments import count_problem, header_problem, seconds_problem
 from ._builtin_sender import BuiltinSender
 from ._defaults import (
@@ -50,10 +49,8 @@ from ._defaults import (
     DEMO_ACCOUNT,
     LOOPBACK_HOSTS,
 )
-from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
-from ._tls import check_transport_tls, tls_context
-from .encoding import php_json_encode
-from .errors import (
+from ._encoding import php_json_encode
+from ._errors import (
     AliKassaError,
     APIError,
     AuthenticationError,
@@ -68,7 +65,7 @@ from .errors import (
     TransportError,
     snippet,
 )
-from .models import (
+from ._models import (
     AccountInfo,
     Balance,
     HistoryPage,
@@ -80,9 +77,11 @@ from .models import (
     PayoutRequest,
     PayoutStatusResponse,
 )
-from .retry import RetryPolicy, parse_retry_after
-from .signing import Certificate, SignatureHash, hash_algorithm
-from .transport import (
+from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
+from ._retry import RetryPolicy, parse_retry_after
+from ._signing import Certificate, SignatureHash, hash_algorithm
+from ._tls import check_transport_tls, tls_context
+from ._transport import (
     AiohttpSender,
     Answer,
     HttpxSender,
@@ -95,8 +94,8 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
+    from ._worker import WorkerPolicy
     from .pg_journal import PostgresJournal
-    from .worker import WorkerPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AliKassaClient", "ClientClosedError"]
 
@@ -147,6 +146,19 @@ class _Retryable(Exception):
     def __init__(self, error: AliKassaError, retry_after: float | None = None) -> None:
         self.error = error
         self.retry_after = retry_after
+
+
+def _check_observability(hooks: object, send_request_id: object) -> None:
+    if hooks is not None and not isinstance(hooks, Hooks):
+        raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
+    if not isinstance(send_request_id, bool):
+        raise ConfigurationError("send_request_id must be True or False")
+
+
+def _check_certificates(**certificates: object) -> None:
+    for name, cert in certificates.items():
+        if cert is not None and not isinstance(cert, Certificate):
+            raise ConfigurationError(f"{name} must be a Certificate (Certificate.from_dir)")
 
 
 def _check_account(account: str) -> str:
@@ -278,7 +290,7 @@ class AliKassaClient:
     (``"builtin"``, :mod:`alikassa_async._builtin_sender`), or httpx when
     ``http_client``, ``transport`` or ``http2`` is given; ``"httpx"`` forces
     httpx on the lane pool; ``"aiohttp"`` (extra ``[aiohttp]``) sends through
-    aiohttp (:mod:`alikassa_async.transport`).
+    aiohttp (:mod:`alikassa_async._transport`).
     ``sign_threads``: ``None`` signs in a 2-thread pool for keys of 3072 bits
     and more (where signing dominates), inline otherwise; ``0`` always inline.
     """
@@ -313,16 +325,11 @@ class AliKassaClient:
                          transport=transport, retry=retry, allow_plain_http=allow_plain_http,
                          user_agent=user_agent, tls_from_env=tls_from_env,
                          signature_hash=signature_hash)
-        if hooks is not None and not isinstance(hooks, Hooks):
-            raise ConfigurationError("hooks must be an alikassa_async.Hooks(...)")
-        if not isinstance(send_request_id, bool):
-            raise ConfigurationError("send_request_id must be True or False")
+        _check_observability(hooks, send_request_id)
         self._hooks = hooks or NO_HOOKS
         self._send_request_id = send_request_id
         self.account = _check_account(account)
-        for name, cert in (("payment_cert", payment_cert), ("payout_cert", payout_cert)):
-            if cert is not None and not isinstance(cert, Certificate):
-                raise ConfigurationError(f"{name} must be a Certificate (Certificate.from_dir)")
+        _check_certificates(payment_cert=payment_cert, payout_cert=payout_cert)
         self._certs: dict[CertKind, Certificate | None] = {
             "payment": payment_cert, "payout": payout_cert,
         }
@@ -341,57 +348,77 @@ class AliKassaClient:
         self._sign_threads = sign_threads
         self._sign_pool: ThreadPoolExecutor | None = None
         self._http: httpx.AsyncClient | None = None
-        self._sender: Sender
         ssl_context = tls_context(verify, from_env=tls_from_env)
         for given in (transport, getattr(http_client, "_transport", None)):
             check_transport_tls(given)
+        self._sender = self._make_sender(http_backend, timeout, max_connections,
+                                         max_keepalive_connections, http2, http_client,
+                                         transport, ssl_context)
+        self._closed = False
+
+    def _make_sender(
+        self,
+        http_backend: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        http2: bool,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        ssl_context: ssl.SSLContext,
+    ) -> Sender:
         if http_backend is None:  # the built-in sender unless an httpx feature was asked for
             custom = http_client is not None or transport is not None or http2
             http_backend = "httpx" if custom else "builtin"
-        if http_backend == "builtin":
+        if http_backend == "httpx":
+            return self._httpx_sender(timeout, max_connections,
+                                              max_keepalive_connections, http2, http_client,
+                                              transport, ssl_context)
+        elif http_backend in ("builtin", "aiohttp"):
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
-                    "http_backend='builtin' cannot be combined with http_client, transport "
-                    "or http2"
-                )
+                    f"http_backend={http_backend!r} cannot be combined with http_client, "
+                    "transport or http2")
             self._timeout = httpx.Timeout(timeout)
-            self._sender = BuiltinSender(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-                keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
-                ssl_context=ssl_context)
-        elif http_backend == "aiohttp":
-            if http_client is not None or transport is not None or http2:
-                raise ConfigurationError(
-                    "http_backend='aiohttp' cannot be combined with http_client, transport "
-                    "or http2"
+            if http_backend == "builtin":
+                return BuiltinSender(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
+                    ssl_context=ssl_context)
+            else:  # aiohttp keeps every pooled connection alive: no keep-alive count
+                return AiohttpSender(
+                    max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
+                    timeout=self._timeout, ssl_context=ssl_context)
+        raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
+
+    def _httpx_sender(
+        self,
+        timeout: float | httpx.Timeout | None,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        http2: bool,
+        http_client: httpx.AsyncClient | None,
+        transport: httpx.AsyncBaseTransport | None,
+        ssl_context: ssl.SSLContext,
+    ) -> Sender:
+        owned = http_client is None
+        lanes: LanePoolTransport | None = None
+        if http_client is None:
+            if transport is None and not http2:
+                # httpcore's own pool costs CPU per open connection; lanes do not.
+                transport = lanes = LanePoolTransport(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                    verify=ssl_context,
                 )
-            self._timeout = httpx.Timeout(timeout)
-            self._sender = AiohttpSender(
-                max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
-                timeout=self._timeout, ssl_context=ssl_context,
+            http_client = self._own_http_client(
+                timeout, max_connections, max_keepalive_connections, http2, transport,
+                ssl_context,
             )
-        elif http_backend == "httpx":
-            owned = http_client is None
-            lanes: LanePoolTransport | None = None
-            if http_client is None:
-                if transport is None and not http2:
-                    # httpcore's own pool costs CPU per open connection; lanes do not.
-                    transport = lanes = LanePoolTransport(
-                        max_connections=max_connections,
-                        max_keepalive_connections=max_keepalive_connections,
-                        verify=ssl_context,
-                    )
-                http_client = self._own_http_client(
-                    timeout, max_connections, max_keepalive_connections, http2, transport,
-                    ssl_context,
-                )
-            self._http = http_client
-            self._timeout = http_client.timeout
-            self._sender = HttpxSender(http_client, owned=owned, direct=lanes)
-        else:
-            raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
-        self._closed = False
+        self._http = http_client
+        self._timeout = http_client.timeout
+        return HttpxSender(http_client, owned=owned, direct=lanes)
 
     @staticmethod
     def _own_http_client(
@@ -747,7 +774,7 @@ class AliKassaClient:
         raise error
 
     # -- polling and batch payouts -----------------------------------------
-    # Thin delegates to alikassa_async.polling and alikassa_async.batch, where the
+    # Thin delegates to alikassa_async._polling and alikassa_async._batch, where the
     # logic and its docs live. Keep this block at the end of the class.
 
     #: the most status requests that waits, watches and batches keep in flight at
@@ -769,7 +796,7 @@ class AliKassaClient:
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
     ) -> PaymentStatusResponse:
         """Poll until the payment is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
-        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+        at the deadline, never earlier (see :mod:`alikassa_async._polling`).
 
         >>> st = await client.wait_for_payment(id=created.id, timeout=900)
         """
@@ -783,7 +810,7 @@ class AliKassaClient:
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
     ) -> PayoutStatusResponse:
         """Poll until the payout is ``paid``, ``cancel`` or ``fail``; ``PollingTimeoutError``
-        at the deadline, never earlier (see :mod:`alikassa_async.polling`).
+        at the deadline, never earlier (see :mod:`alikassa_async._polling`).
 
         >>> st = await client.wait_for_payout(id=created.id, timeout=900)
         """
@@ -835,7 +862,7 @@ class AliKassaClient:
         reconcile: _batch.ReconcilePolicy | None = None,
     ) -> AsyncGenerator[_batch.BatchResult, None]:
         """Create many payouts, ``concurrency`` at a time; yield a ``BatchResult`` per item
-        as each completes (see :func:`alikassa_async.batch.payouts_batch`).
+        as each completes (see :func:`alikassa_async._batch.payouts_batch`).
 
         >>> async for r in client.payouts_batch(requests, journal="payouts.db", rate=50):
         ...     print(r.order_id, r.outcome)
@@ -858,12 +885,12 @@ class AliKassaClient:
         worker_id: str | None = None,
     ) -> AsyncGenerator[_batch.BatchResult, None]:
         """Work on a batch loaded into PostgreSQL, alongside any number of other workers
-        (extra ``postgres``; :mod:`alikassa_async.worker`).
+        (extra ``postgres``; :mod:`alikassa_async._worker`).
 
         >>> async for r in client.payouts_worker(journal, batch="payroll-2026-12"):
         ...     print(r.order_id, r.outcome)
         """
-        from . import worker as _worker  # psycopg is an extra
+        from . import _worker as _worker  # psycopg is an extra
 
         if journal.payout_cert is None:
             journal.payout_cert = self._certs["payout"]

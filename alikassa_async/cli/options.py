@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from .cli_payouts import _env_path
-from .client import DEFAULT_BASE_URL, AliKassaClient
-from .errors import ConfigurationError
-from .signing import Certificate
+from .._client import DEFAULT_BASE_URL, AliKassaClient
+from .._errors import ConfigurationError
+from .._signing import Certificate
+from .payouts import _env_path
 
 __all__ = ["add_connection_options", "client_from_args"]
 

@@ -444,7 +444,7 @@ class AiohttpSender:
         try:
             import aiohttp
         except ImportError:
-            from .errors import ConfigurationError
+            from ._errors import ConfigurationError
 
             raise ConfigurationError(
                 "http_backend='aiohttp' needs aiohttp: pip install 'alikassa-async[aiohttp]'"

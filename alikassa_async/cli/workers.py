@@ -36,25 +36,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from . import cli_payouts
-from .batch import ReconcilePolicy
-from .client import AliKassaClient
-from .errors import (
+from .._batch import ReconcilePolicy
+from .._client import AliKassaClient
+from .._errors import (
     AliKassaError,
     AuthenticationError,
     ConfigurationError,
     RequestValidationError,
 )
-from .retry import RetryPolicy
-from .signing import Certificate
-from .worker import WorkerPolicy
+from .._retry import RetryPolicy
+from .._signing import Certificate
+from .._worker import WorkerPolicy
+from . import payouts
 
 __all__ = ["register", "register_payouts"]
 
-EXIT_OK = cli_payouts.EXIT_OK
-EXIT_ATTENTION = cli_payouts.EXIT_ATTENTION
-EXIT_USAGE = cli_payouts.EXIT_USAGE
-EXIT_INTERRUPTED = cli_payouts.EXIT_INTERRUPTED
+EXIT_OK = payouts.EXIT_OK
+EXIT_ATTENTION = payouts.EXIT_ATTENTION
+EXIT_USAGE = payouts.EXIT_USAGE
+EXIT_INTERRUPTED = payouts.EXIT_INTERRUPTED
 EXIT_JOURNAL = 3  # the database refused or could not be reached
 EXIT_TERMINATED = 143  # SIGTERM
 
@@ -63,7 +63,7 @@ _ATTENTION_FREE = ("created", "paid")
 
 def register_payouts(subparsers: Any) -> argparse.ArgumentParser:
     """``alikassa payouts``: ``run`` (one process) and the four shared-batch commands."""
-    return cli_payouts.register(subparsers, more=register)
+    return payouts.register(subparsers, more=register)
 
 
 def register(commands: Any) -> None:
@@ -71,31 +71,31 @@ def register(commands: Any) -> None:
     load = _command(commands, "load", "validate a CSV of payouts, then enqueue it as a batch",
                     _load)
     load.add_argument("csv", type=Path, help="the payouts CSV (same format as `payouts run`)")
-    cli_payouts.add_client_arguments(load)
+    payouts.add_client_arguments(load)
 
     work = _command(commands, "work", "work on a batch alongside any number of other workers",
                     _work)
-    work.add_argument("--concurrency", type=cli_payouts._positive_int, default=64,
+    work.add_argument("--concurrency", type=payouts._positive_int, default=64,
                       help="payouts this worker owns at once (default 64)")
-    work.add_argument("--rate", type=cli_payouts._positive_float, default=None,
+    work.add_argument("--rate", type=payouts._positive_float, default=None,
                       help="at most this many requests per second, for the whole batch "
                            "(shared by the live workers)")
-    work.add_argument("--settle", type=cli_payouts._non_negative_float,
+    work.add_argument("--settle", type=payouts._non_negative_float,
                       default=ReconcilePolicy().settle,
                       help="a 'no such payout' answer proves absence only this many seconds "
                            "after the last moment a send could have left "
                            f"(default {ReconcilePolicy().settle:g})")
-    work.add_argument("--timeout", type=cli_payouts._positive_float, default=None,
+    work.add_argument("--timeout", type=payouts._positive_float, default=None,
                       help="give up one request after this many seconds, retries included "
                            "(default: the client's, 30 per attempt and 60 in all)")
-    work.add_argument("--lease", type=cli_payouts._positive_float, default=None,
+    work.add_argument("--lease", type=payouts._positive_float, default=None,
                       help="seconds an item is owned between renewals (default: 2 x the "
                            "request budget + 30)")
-    work.add_argument("--heartbeat", type=cli_payouts._positive_float,
+    work.add_argument("--heartbeat", type=payouts._positive_float,
                       default=WorkerPolicy().heartbeat,
                       help="seconds between heartbeats and lease renewals "
                            f"(default {WorkerPolicy().heartbeat:g})")
-    work.add_argument("--retry-unknown", type=cli_payouts._non_negative_float,
+    work.add_argument("--retry-unknown", type=payouts._non_negative_float,
                       default=WorkerPolicy().retry_unknown,
                       help="seconds before an `unknown` payout is reconciled again "
                            f"(default {WorkerPolicy().retry_unknown:g}; at most "
@@ -104,10 +104,10 @@ def register(commands: Any) -> None:
                       help="the client's HTTP backend (default: the client's; aiohttp: extra "
                            "[aiohttp])")
     work.add_argument("--no-progress", action="store_true", help="no progress lines")
-    cli_payouts.add_client_arguments(work)
+    payouts.add_client_arguments(work)
 
     status = _command(commands, "status", "counts by outcome across all workers", _status)
-    status.add_argument("--watch", nargs="?", type=cli_payouts._positive_float, const=2.0,
+    status.add_argument("--watch", nargs="?", type=payouts._positive_float, const=2.0,
                         default=None, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until the batch is done")
 
@@ -131,11 +131,11 @@ def _run(func: Any, args: argparse.Namespace) -> int:
     if not args.dsn:
         raise ConfigurationError("no database: pass --dsn or set ALIKASSA_DSN")
     try:
-        from .pg_journal import JournalUnavailableError
+        from ..pg_journal import JournalUnavailableError
     except ImportError as exc:
         raise ConfigurationError(str(exc)) from None
     if func is _work:  # account, certificate, host: checked before anything else
-        args.client_settings = cli_payouts._client_settings(args)
+        args.client_settings = payouts._client_settings(args)
         if args.http_backend is not None:
             args.client_settings["http_backend"] = args.http_backend
         if args.timeout is not None:
@@ -166,7 +166,7 @@ def _run(func: Any, args: argparse.Namespace) -> int:
 
 
 def _journal(args: argparse.Namespace, cert: Certificate | None = None) -> Any:
-    from .pg_journal import PostgresJournal
+    from ..pg_journal import PostgresJournal
 
     return PostgresJournal(args.dsn, payout_cert=cert)
 
@@ -185,7 +185,7 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.csv
     cert = _certificate(args)  # configuration first, before the file's report
     try:
-        rows, problems, warnings = cli_payouts.validate_file(path)
+        rows, problems, warnings = payouts.validate_file(path)
     except (OSError, UnicodeDecodeError, csv.Error, ConfigurationError) as exc:
         _say(err, f"error: cannot read {path}: {exc}")
         return EXIT_USAGE
@@ -198,7 +198,7 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
 
     async def numbered() -> AsyncIterator[tuple[int, object]]:
-        for line, item in cli_payouts.read_payouts(path):
+        for line, item in payouts.read_payouts(path):
             yield line, item
 
     async with _journal(args, cert) as journal:
@@ -269,7 +269,7 @@ async def _results(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async with _journal(args) as journal:
         with args.out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(cli_payouts._RESULT_COLUMNS)
+            writer.writerow(payouts._RESULT_COLUMNS)
             async for row in journal.results(args.batch):
                 final = row.state in ("paid", "cancel", "fail")
                 writer.writerow([

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .errors import ConfigurationError, SignatureError
+from ._errors import ConfigurationError, SignatureError
 
 __all__ = ["Certificate", "SignatureHash", "Verifier"]
 

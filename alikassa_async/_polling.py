@@ -11,7 +11,7 @@ transport errors, 5xx, 429 (its ``Retry-After`` is honoured), garbled
 answers and any other non-200 — including 404, since a payout created a
 moment ago may not be visible to the status endpoint yet — are logged and
 polled through. Only the deadline ends a wait, with
-:class:`~alikassa_async.errors.PollingTimeoutError` carrying the last status
+:class:`~alikassa_async._errors.PollingTimeoutError` carrying the last status
 seen (and the last error as ``__cause__``). Mistakes of the caller (no id, a
 missing certificate, a closed client) raise at once.
 
@@ -33,8 +33,7 @@ from typing import Protocol, TypeVar
 
 from ._arguments import seconds_problem
 from ._defaults import DEFAULT_POLL_INTERVAL, DEFAULT_POLL_MAX_INTERVAL, DEFAULT_POLL_TIMEOUT
-from ._protocols import StatusSource
-from .errors import (
+from ._errors import (
     AliKassaError,
     APIError,
     PollingTimeoutError,
@@ -42,7 +41,8 @@ from .errors import (
     RequestValidationError,
     TransportError,
 )
-from .models import PaymentStatus, PaymentStatusResponse, PayoutStatusResponse
+from ._models import PaymentStatus, PaymentStatusResponse, PayoutStatusResponse
+from ._protocols import StatusSource
 
 __all__ = [
     "DEFAULT_INTERVAL",

@@ -31,20 +31,20 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from .. import cli_logging
+from .._batch import BatchProgress, ReconcilePolicy
+from .._client import AliKassaClient
 from .._defaults import DEMO_ACCOUNT
-from ..batch import BatchProgress, ReconcilePolicy
-from ..client import AliKassaClient
-from ..errors import OutcomeUnknownError, SignatureError
-from ..models import PaymentRequest, PaymentStatusResponse, PayoutRequest, PayoutStatusResponse
-from ..retry import RetryPolicy
+from .._errors import OutcomeUnknownError, SignatureError
+from .._models import PaymentRequest, PaymentStatusResponse, PayoutRequest, PayoutStatusResponse
+from .._retry import RetryPolicy
+from ..sandbox.app import Sandbox
+from ..sandbox.config import SandboxConfig
+from ..sandbox.faults import Fault
+from ..sandbox.keys import generate_certs
+from ..sandbox.server import LoopbackServer, SandboxServer
 from ..services import build_payment, build_payout
 from ..webhooks import Notification, NotificationVerifier
-from .app import Sandbox
-from .config import SandboxConfig
-from .faults import Fault
-from .keys import generate_certs
-from .server import LoopbackServer, SandboxServer
+from . import verbosity
 
 __all__ = ["DEMO_ACCOUNT", "EUR_ACCOUNT", "PAYMENTS", "PAYOUTS", "run_demo"]
 
@@ -136,7 +136,7 @@ async def run_demo(*, verbose: int = 0, out: TextIO | None = None) -> int:
     sdk_logger = logging.getLogger("alikassa_async")
     quiet = logging.NullHandler()
     if verbose:
-        cli_logging.configure(verbose)
+        verbosity.configure(verbose)
     else:  # the faults are deliberate: keep their warnings off the terminal
         sdk_logger.addHandler(quiet)
         sdk_logger.propagate = False
@@ -278,7 +278,7 @@ class _Progress:
     """The batch progress bar on stderr when it is a terminal; silent otherwise."""
 
     def __init__(self, stream: TextIO) -> None:
-        from ..cli_progress import ProgressBar
+        from .progress import ProgressBar
 
         self._bar = ProgressBar(stream) if stream.isatty() else None
 

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from ._arguments import count_problem, seconds_problem
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 

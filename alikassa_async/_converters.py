@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import cattrs
 
-from .models import (
+from ._models import (
     AccountInfo,
     HistoryPage,
     HistoryRow,

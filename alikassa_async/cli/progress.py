@@ -3,7 +3,7 @@
 ``--progress=auto`` (the default) picks ``rich`` when stderr is a terminal and
 the ``rich`` package (extra ``cli``) is installed, else ``plain``: a line every
 few seconds that a log file or CI output can keep. ``NO_COLOR`` turns colour
-off. Both receive :class:`~alikassa_async.batch.BatchProgress` after each result.
+off. Both receive :class:`~alikassa_async._batch.BatchProgress` after each result.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import time
 from typing import Literal, Protocol, TextIO
 
-from .batch import BatchProgress
+from .._batch import BatchProgress
 
 __all__ = ["PROGRESS_MODES", "ProgressBar", "ProgressDisplay", "RichProgress", "make_progress"]
 
@@ -117,7 +117,7 @@ def make_progress(mode: str, stream: TextIO, total: int | None) -> ProgressDispl
         mode = "rich" if stream.isatty() and _has_rich() else "plain"
     if mode == "rich":
         if not _has_rich():
-            from .errors import ConfigurationError
+            from .._errors import ConfigurationError
 
             raise ConfigurationError("--progress=rich needs rich: pip install "
                                      "'alikassa-async[cli]'")

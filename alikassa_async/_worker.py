@@ -24,7 +24,7 @@ for another reconcile round). The rules each keeps, and why:
   worker that lost an item changes nothing, and stops working on it.
 - **Takeover only reconciles.** An item whose lease expired is claimed in
   doubt; it is looked up by ``order_id`` with the single-process runner's
-  reconcile logic (:mod:`alikassa_async.batch`), and a 404 proves absence only
+  reconcile logic (:mod:`alikassa_async._batch`), and a 404 proves absence only
   ``settle`` after the previous owner's lease ended (the latest moment it could
   have sent, on the database clock). Only proven absence leads to a send.
 - **``rate`` is batch-wide.** Each worker heartbeats into the ``workers`` table
@@ -49,8 +49,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
-from ._defaults import DEFAULT_CONCURRENCY
-from .batch import (
+from ._batch import (
     BatchResult,
     Outcome,
     RateLimiter,
@@ -60,7 +59,9 @@ from .batch import (
     _Run,
     _WaitSettings,
 )
-from .errors import ConfigurationError
+from ._defaults import DEFAULT_CONCURRENCY
+from ._errors import ConfigurationError
+from ._sealing import SealError
 from .journal import JournalError, JournalState, OrderIdConflictError
 from .pg_journal import (
     Claim,
@@ -69,10 +70,9 @@ from .pg_journal import (
     PostgresJournal,
 )
 from .pg_journal import Outcome as StoredOutcome
-from .sealing import SealError
 
 if TYPE_CHECKING:
-    from .client import AliKassaClient
+    from ._client import AliKassaClient
 
 __all__ = ["WorkerPolicy", "payouts_worker"]
 

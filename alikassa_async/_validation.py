@@ -11,7 +11,7 @@ Decimal('500.00')
 >>> amount(1.5)
 Traceback (most recent call last):
 ...
-alikassa_async.validation.Invalid: must be a Decimal, int or str, not float (floats lose cents)
+alikassa_async._validation.Invalid: must be a Decimal, int or str, not float (floats lose cents)
 """
 
 from __future__ import annotations

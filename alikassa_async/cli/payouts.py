@@ -32,20 +32,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from ._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_STATUS_IN_FLIGHT, DEFAULT_SETTLE
-from .batch import BatchResult, Outcome, ReconcilePolicy
-from .cli_progress import PROGRESS_MODES, make_progress
-from .client import DEFAULT_BASE_URL, AliKassaClient
-from .errors import (
+from .._batch import BatchResult, Outcome, ReconcilePolicy
+from .._client import DEFAULT_BASE_URL, AliKassaClient
+from .._defaults import DEFAULT_CONCURRENCY, DEFAULT_MAX_STATUS_IN_FLIGHT, DEFAULT_SETTLE
+from .._errors import (
     AliKassaError,
     AuthenticationError,
     ConfigurationError,
     RequestValidationError,
 )
-from .journal import JournalError
-from .models import PayoutRequest
-from .services import build_payout, get_service
-from .signing import Certificate
+from .._models import PayoutRequest
+from .._signing import Certificate
+from ..journal import JournalError
+from ..services import build_payout, get_service
+from .progress import PROGRESS_MODES, make_progress
 
 __all__ = ["main", "read_payouts", "register", "sniff_delimiter", "validate_file"]
 
@@ -81,7 +81,7 @@ example:
 def register(subparsers: Any, *, more: Callable[[Any], None] | None = None
              ) -> argparse.ArgumentParser:
     """Add ``payouts run`` to the ``alikassa`` command's subparsers (``more`` adds other
-    ``payouts`` subcommands: :func:`alikassa_async.cli_workers.register_payouts`)."""
+    ``payouts`` subcommands: :func:`alikassa_async.cli.workers.register_payouts`)."""
     payouts: argparse.ArgumentParser = subparsers.add_parser(
         "payouts", help="batch payouts from a CSV file",
         description="Batch payouts from a CSV file.")
@@ -147,7 +147,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m alikassa_async.cli_payouts payouts run ...`` (the ``alikassa`` CLI hosts it)."""
+    """Just the ``payouts`` commands (the ``alikassa`` command hosts them too)."""
     parser = argparse.ArgumentParser(prog="alikassa")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
@@ -412,7 +412,3 @@ def _summarise(counts: Counter[str], elapsed: float, journal: Path, results_path
 def _say(stream: IO[str], text: str) -> None:
     stream.write(text + "\n")
     stream.flush()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -25,9 +25,9 @@ from typing import Any, TextIO
 
 import attrs
 
-from .cli_options import add_connection_options, client_from_args
-from .cli_payouts import _positive_int
-from .client import AliKassaClient
+from .._client import AliKassaClient
+from .options import add_connection_options, client_from_args
+from .payouts import _positive_int
 
 __all__ = ["register_balance", "register_status", "render"]
 
