@@ -616,16 +616,20 @@ class PostgresJournal:
 
     async def renew(self, worker: str, claims: Sequence[tuple[str, int]], *, lease: float
                     ) -> tuple[set[int], float]:
-        """Extend the leases of ``claims`` (order_id, token) still owned; (tokens renewed,
-        local deadline)."""
+        """Extend the live leases of ``claims`` (order_id, token); (tokens still this
+        worker's, local deadline)."""
         if not claims:
             return set(), time.monotonic() + lease
         before = time.monotonic()
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"UPDATE {self.schema}.payouts SET lease_until = now() + "
-                "make_interval(secs => %(lease)s) WHERE order_id = ANY(%(ids)s) "
-                "AND token = ANY(%(tokens)s) AND owner = %(worker)s RETURNING token",
+                # Only a live lease is extended: one that ran out (or that a stopping worker
+                # ended) stays ended. Rows already settled are still this worker's.
+                f"UPDATE {self.schema}.payouts SET lease_until = CASE WHEN state = 'intent' "
+                "THEN now() + make_interval(secs => %(lease)s) ELSE lease_until END "
+                "WHERE order_id = ANY(%(ids)s) AND token = ANY(%(tokens)s) "
+                "AND owner = %(worker)s AND (state <> 'intent' OR lease_until > now()) "
+                "RETURNING token",
                 {"lease": lease, "worker": worker, **_pairs(claims)})
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
@@ -650,8 +654,8 @@ class PostgresJournal:
             cur = await conn.execute(
                 f"UPDATE {self.schema}.payouts SET state = 'intent', sends = sends + 1, "
                 "lease_until = now() + make_interval(secs => %s), updated_at = now() "
-                "WHERE order_id = %s AND token = %s AND owner = %s", (lease, order_id, token,
-                                                                       worker))
+                "WHERE order_id = %s AND token = %s AND owner = %s AND lease_until > now()",
+                (lease, order_id, token, worker))
             if cur.rowcount != 1:
                 raise LeaseLostError(f"order_id={order_id!r} is no longer owned by this worker")
         return before + lease
@@ -682,7 +686,7 @@ class PostgresJournal:
         return (f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
                 "lease_until = now() + make_interval(secs => %(lease)s), updated_at = now() "
                 "WHERE order_id = ANY(%(sent_ids)s) AND token = ANY(%(sent)s) "
-                "AND owner = %(worker)s AND state = 'intent' "
+                "AND owner = %(worker)s AND state = 'intent' AND lease_until > now() "
                 "RETURNING token")
 
     @staticmethod

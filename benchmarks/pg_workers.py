@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each cell (median)")
     parser.add_argument("--output", default=str(HERE / "RESULTS-pg.md"))
-    parser.add_argument("--http-backend", choices=("httpx", "aiohttp"), default=None,
+    parser.add_argument("--http-backend", choices=("builtin", "httpx", "aiohttp"), default=None,
                         help="the workers' HTTP backend (default: the client's)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="run PostgreSQL with fsync=off: what the disk's flushes cost "

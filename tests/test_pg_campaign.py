@@ -135,7 +135,7 @@ async def test_four_workers_killed_at_random_and_a_database_crash_pay_each_once(
         code, out, err = await campaign.cli("load", str(tmp_path / "payroll.csv"))
         assert code == 0, err
         assert "3,000 new" in out
-        exits = await campaign.run(4, total=n, kill_every=(0.2, 0.6), cluster=cluster,
+        exits = await campaign.run(4, total=n, kill_every=(0.1, 0.35), cluster=cluster,
                                    limit=100)
         code, out, err = await campaign.cli("status")
         assert code == 0, err
@@ -153,7 +153,7 @@ async def test_four_workers_killed_at_random_and_a_database_crash_pay_each_once(
           f"duplicates {sum(c - 1 for c in creations.values())}, failed exits {exits}, "
           f"created at the crash {campaign.created_at_crash}, at the last kill "
           f"{campaign.created_at_last_kill}")
-    assert campaign.kills >= 10 and campaign.db_restarts == 1
+    assert campaign.kills >= 8 and campaign.db_restarts == 1
     assert n / 3 < campaign.created_at_crash < n  # the database died mid-batch
     assert n / 2 < campaign.created_at_last_kill < n  # workers died all along the batch
     assert set(creations) == ids                       # none missing

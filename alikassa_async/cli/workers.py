@@ -100,8 +100,9 @@ def register(commands: Any) -> None:
                       help="seconds before an `unknown` payout is reconciled again "
                            f"(default {WorkerPolicy().retry_unknown:g}; at most "
                            f"{WorkerPolicy().max_rounds} rounds)")
-    work.add_argument("--http-backend", choices=("httpx", "aiohttp"), default=None,
-                      help="the client's HTTP backend (aiohttp: extra [aiohttp])")
+    work.add_argument("--http-backend", choices=("builtin", "httpx", "aiohttp"), default=None,
+                      help="the client's HTTP backend (default: the client's; aiohttp: extra "
+                           "[aiohttp])")
     work.add_argument("--no-progress", action="store_true", help="no progress lines")
     payouts.add_client_arguments(work)
 
