@@ -104,7 +104,7 @@ from .journal import (
     SQLiteJournal,
     body_hash,
 )
-from .services import build_payout
+from .services import payout_request_from
 
 __all__ = [
     "BatchProgress",
@@ -200,14 +200,20 @@ class RateLimiter:
     """
 
     def __init__(self, rate: float | None, burst: int = 1) -> None:
-        if rate is not None and not (math.isfinite(rate) and rate > 0):
-            raise ValueError("rate must be a positive number of requests per second")
         if burst < 1:
             raise ValueError("burst must be at least 1")
-        self._interval = 0.0 if rate is None else 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
+        self._burst = burst
+        self._interval = self._tolerance = 0.0
+        self.set_rate(rate)
         self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
         self._paused_until = 0.0
+
+    def set_rate(self, rate: float | None) -> None:
+        """Change the rate from the next request on (``None``: no limit)."""
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("rate must be a positive number of requests per second")
+        self._interval = 0.0 if rate is None else 1.0 / rate
+        self._tolerance = (self._burst - 1) * self._interval
 
     async def acquire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -678,37 +684,6 @@ class _Source:
             await closer()
 
 
-def _as_request(item: object) -> PayoutRequest:
-    """The item as a request, or a ``RequestValidationError`` saying what is wrong with it."""
-    if isinstance(item, PayoutRequest):
-        return item
-    if isinstance(item, Mapping):
-        try:
-            fields = dict(item)
-        except Exception as exc:  # a mapping that cannot even be read
-            raise _unbuildable(exc) from None
-        bad_keys = [key for key in fields if not isinstance(key, str)]
-        if bad_keys:
-            raise RequestValidationError(
-                {"request": [f"field names must be strings, not {bad_keys[0]!r}"]})
-        service = fields.pop("service", None)
-        if not isinstance(service, str) or not service:
-            raise RequestValidationError({"service": ["is required"]})
-        try:
-            return build_payout(service, **fields)
-        except RequestValidationError:
-            raise
-        except Exception as exc:  # whatever a field's value does when it is read
-            raise _unbuildable(exc) from None
-    raise RequestValidationError(
-        {"request": [f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
-                     f"not {type(item).__name__}"]})
-
-
-def _unbuildable(exc: Exception) -> RequestValidationError:
-    return RequestValidationError({"request": [f"cannot build a payout from it: {_detail(exc)}"]})
-
-
 def _order_id_of(item: object) -> str:
     try:
         value = (item.get("order_id") if isinstance(item, Mapping)
@@ -861,7 +836,7 @@ class _Scheduler:
     def admit(self, raw: object, index: int) -> BatchResult | None:
         """Start ``raw`` as item ``index``, or return its ``rejected`` result."""
         try:
-            request = _as_request(raw)
+            request = payout_request_from(raw)
         except RequestValidationError as exc:  # this item's problem, not the batch's
             return self._report(BatchResult(index=index, order_id=_order_id_of(raw),
                                             outcome=Outcome.REJECTED, error=exc))

@@ -38,6 +38,7 @@ for another reconcile round). The rules each keeps, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -110,7 +111,7 @@ class _SharedLimiter(RateLimiter):
 
     def share(self, workers: int) -> None:
         if self.batch_rate is not None:
-            self._interval = max(workers, 1) / self.batch_rate
+            self.set_rate(self.batch_rate / max(workers, 1))
 
 
 @attrs.define
@@ -285,6 +286,77 @@ class _Worker:
         return await self.journal.claim_items(self.batch, self.worker, free, lease=self.lease,
                                               max_rounds=self.policy.max_rounds)
 
+    async def join(self, rate: float | None) -> None:
+        """Show up in the batch's live workers and take this worker's share of ``rate``."""
+        live_within = 3 * self.policy.heartbeat
+        live = await self.journal.heartbeat(self.worker, self.batch, live_within=live_within)
+        if rate is not None:
+            # Let the other workers see us before we take our share of the rate.
+            await asyncio.sleep(self.policy.heartbeat)
+            live = await self.journal.heartbeat(self.worker, self.batch,
+                                                live_within=live_within)
+        self.limiter.share(live)
+
+    def start(self, claims: list[Claim], done: asyncio.Queue[_Owned]) -> None:
+        for claim in claims:
+            owned = _Owned(claim, claim.lease_deadline)
+            self.owned[claim.order_id] = owned
+            owned.task = asyncio.create_task(self.process(owned),
+                                             name=f"payout order_id={claim.order_id}")
+            owned.task.add_done_callback(_notify(done, owned))
+
+    async def finished(self, done: asyncio.Queue[_Owned]) -> list[BatchResult]:
+        """Results of the items that finished within ``idle_poll`` (maybe none)."""
+        # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the queue delivers (then a SIGTERM would be ignored).
+        getter = asyncio.ensure_future(done.get())
+        try:
+            await asyncio.wait({getter}, timeout=self.policy.idle_poll)
+        except BaseException:
+            getter.cancel()
+            raise
+        if not getter.done():
+            getter.cancel()  # a cancelled get leaves its item in the queue
+            return []  # nothing finished: poll for leases that ran out meanwhile
+        results = []
+        for owned in [getter.result(), *_drain(done)]:
+            self.owned.pop(owned.claim.order_id, None)
+            assert owned.task is not None
+            if owned.task.cancelled():
+                continue
+            result = owned.task.result()  # a journal or config error ends the worker
+            if result is not None:
+                results.append(result)
+        return results
+
+    async def stop(self, background: list[asyncio.Task[None]]) -> None:
+        """Cancel what runs, release what this worker owns, and leave the batch."""
+        tasks = [o.task for o in self.owned.values() if o.task is not None and not o.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in background[:1]:  # the heartbeat first: no renewal after the release
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # Every send has ended (the tasks were cancelled and awaited): end the leases now,
+        # so another worker takes the items over at once; settle counts from this moment.
+        try:
+            released = await self.journal.release_owned(self.worker, self.batch)
+            if released:
+                logger.warning("worker %s stopped owning %d payout(s); released for another "
+                               "worker to reconcile", self.worker, released)
+        except JournalError:
+            if tasks:
+                logger.warning("worker %s stopped with %d payout(s) owned; their leases run "
+                               "out and another worker reconciles them", self.worker,
+                               len(tasks))
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        with contextlib.suppress(JournalError):
+            await self.journal.leave(self.worker)
+
     def owned_item(self, order_id: str) -> _Owned:
         owned = self.owned.get(order_id)
         if owned is None or owned.lost:
@@ -389,102 +461,69 @@ async def payouts_worker(
     done: asyncio.Queue[_Owned] = asyncio.Queue()
     background: list[asyncio.Task[None]] = []
     try:
-        live = await journal.heartbeat(worker.worker, batch,
-                                       live_within=3 * policy.heartbeat)
-        if rate is not None:
-            # Let the other workers see us before we take our share of the rate.
-            await asyncio.sleep(policy.heartbeat)
-            live = await journal.heartbeat(worker.worker, batch,
-                                           live_within=3 * policy.heartbeat)
-        worker.limiter.share(live)
+        await worker.join(rate)
         # Several writers: while one waits for its commit the next group is on its way, and
         # the server flushes concurrent commits together.
         background = [asyncio.create_task(worker.heartbeats(), name="alikassa-heartbeat"),
                       *(asyncio.create_task(worker.writer(), name=f"alikassa-writes-{i}")
                         for i in range(_WRITERS))]
-        backoff = 0.1
+        rounds = _ClaimRounds(worker, concurrency)
+        while True:
+            claims = await rounds.next()
+            if claims is None:
+                break  # nothing pending, owned by anyone, or due again: done
+            worker.start(claims, done)
+            for result in await worker.finished(done):
+                yield result
+    finally:
+        await worker.stop(background)
+
+
+class _ClaimRounds:
+    """How much a worker claims each round, and when it is done."""
+
+    def __init__(self, worker: _Worker, concurrency: int) -> None:
+        self.worker = worker
+        self.concurrency = concurrency
         # Own up to twice `concurrency` (the runner's send slots still allow `concurrency`
         # creates at once): a claimed item waits ready while another's outcome commits.
-        most = 2 * concurrency
+        self.most = 2 * concurrency
+        self.backoff = 0.1
+
+    async def next(self) -> list[Claim] | None:
+        """The claims of this round (maybe none); None when the batch has nothing left."""
+        worker, policy = self.worker, self.worker.policy
         while True:
             refusal = worker.run.gate.refused.get(None)
-            free = 0 if refusal else most - len(worker.owned)
-            claims: list[Claim] = []
+            free = 0 if refusal else self.most - len(worker.owned)
             try:
-                if free >= max(1, concurrency // 4) or (free > 0 and len(worker.owned) <
-                                                         concurrency):
-                    claims = await worker.claim(free)
+                claims = await self._claim(free)
                 if refusal is not None and not worker.owned:
                     # A 401: the certificate or account is wrong for every item. What this
                     # worker claimed is back to not_sent for a worker that has the right ones.
                     raise refusal
                 if not worker.owned and not claims:
-                    later = await journal.pending_later(batch, max_rounds=policy.max_rounds)
+                    later = await worker.journal.pending_later(worker.batch,
+                                                               max_rounds=policy.max_rounds)
                     if later is None:
-                        break  # nothing pending, owned by anyone, or due again: done
+                        return None
                     await asyncio.sleep(min(max(later, 0.05), policy.idle_poll))
                     continue
-                backoff = 0.1
+                self.backoff = 0.1
+                return claims
             except JournalUnavailableError as exc:
                 logger.warning("worker %s: database unreachable, no new claims: %s",
                                worker.worker, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, policy.heartbeat)
-                if not worker.owned:
-                    continue
-            for claim in claims:
-                owned = _Owned(claim, claim.lease_deadline)
-                worker.owned[claim.order_id] = owned
-                owned.task = asyncio.create_task(worker.process(owned),
-                                                 name=f"payout order_id={claim.order_id}")
-                owned.task.add_done_callback(_notify(done, owned))
-            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancellation that
-            # arrives as the queue delivers (then a SIGTERM would be ignored).
-            getter = asyncio.ensure_future(done.get())
-            try:
-                await asyncio.wait({getter}, timeout=policy.idle_poll)
-            except BaseException:
-                getter.cancel()
-                raise
-            if not getter.done():
-                getter.cancel()  # a cancelled get leaves its item in the queue
-                continue  # nothing finished: poll for leases that ran out meanwhile
-            for owned in [getter.result(), *_drain(done)]:
-                worker.owned.pop(owned.claim.order_id, None)
-                assert owned.task is not None
-                if owned.task.cancelled():
-                    continue
-                result = owned.task.result()  # a journal or config error ends the worker
-                if result is not None:
-                    yield result
-    finally:
-        tasks = [o.task for o in worker.owned.values() if o.task is not None and not o.task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in background[:1]:  # the heartbeat first: no renewal after the release
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        # Every send has ended (the tasks were cancelled and awaited): end the leases now,
-        # so another worker takes the items over at once; settle counts from this moment.
-        try:
-            released = await journal.release_owned(worker.worker, batch)
-            if released:
-                logger.warning("worker %s stopped owning %d payout(s); released for another "
-                               "worker to reconcile", worker.worker, released)
-        except JournalError:
-            if tasks:
-                logger.warning("worker %s stopped with %d payout(s) owned; their leases run "
-                               "out and another worker reconciles them", worker.worker,
-                               len(tasks))
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        try:
-            await journal.leave(worker.worker)
-        except JournalError:
-            pass
+                await asyncio.sleep(self.backoff)
+                self.backoff = min(self.backoff * 2, policy.heartbeat)
+                if worker.owned:
+                    return []
+
+    async def _claim(self, free: int) -> list[Claim]:
+        owned = len(self.worker.owned)
+        if free >= max(1, self.concurrency // 4) or (free > 0 and owned < self.concurrency):
+            return await self.worker.claim(free)
+        return []
 
 
 def _notify(queue: asyncio.Queue[_Owned], owned: _Owned

@@ -67,7 +67,7 @@ from .journal import (
     JournalState,
     OrderIdConflictError,
 )
-from .services import build_payout
+from .services import payout_request_from
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -485,7 +485,7 @@ class PostgresJournal:
             async with cur.copy("COPY incoming FROM STDIN") as copy:
                 async for line, item in items:
                     try:
-                        request = _as_request(item)
+                        request = payout_request_from(item)
                     except RequestValidationError as exc:
                         if len(problems) < 1000:
                             problems[f"line {line}"] = [
@@ -1006,23 +1006,6 @@ def _check_batch(batch: str) -> str:
     if not isinstance(batch, str) or not batch.strip() or len(batch) > 200:
         raise JournalError("batch must be a non-empty name of at most 200 characters")
     return batch
-
-
-def _as_request(item: object) -> PayoutRequest:
-    """A loaded item as a request (a :class:`PayoutRequest`, or a mapping of payout fields
-    with ``service``), or the ``RequestValidationError`` saying what is wrong with it."""
-    if isinstance(item, PayoutRequest):
-        return item
-    if not isinstance(item, Mapping):
-        raise RequestValidationError({"request": [
-            f"must be a PayoutRequest (build_payout) or a mapping, not {type(item).__name__}"]})
-    fields = dict(item)
-    if any(not isinstance(key, str) for key in fields):
-        raise RequestValidationError({"request": ["field names must be strings"]})
-    service = fields.pop("service", None)
-    if not isinstance(service, str) or not service:
-        raise RequestValidationError({"service": ["is required"]})
-    return build_payout(service, **fields)
 
 
 def request_from_body(body: bytes) -> PayoutRequest:

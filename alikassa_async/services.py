@@ -550,3 +550,38 @@ def markdown_table() -> str:
         lines += [f"| `{field}` | {rule.describe} |" for field, rule in rules.items()]
     lines.append("")
     return "\n".join(lines)
+
+
+def payout_request_from(item: object) -> PayoutRequest:
+    """A batch item as a request: a :class:`PayoutRequest`, or a mapping of payout fields with
+    ``service``; else a ``RequestValidationError`` saying what is wrong with it (whatever the
+    item does when it is read)."""
+    if isinstance(item, PayoutRequest):
+        return item
+    if isinstance(item, Mapping):
+        try:
+            fields = dict(item)
+        except Exception as exc:  # a mapping that cannot even be read
+            raise _unbuildable(exc) from None
+        bad_keys = [key for key in fields if not isinstance(key, str)]
+        if bad_keys:
+            raise RequestValidationError(
+                {"request": [f"field names must be strings, not {bad_keys[0]!r}"]})
+        service = fields.pop("service", None)
+        if not isinstance(service, str) or not service:
+            raise RequestValidationError({"service": ["is required"]})
+        try:
+            return build_payout(service, **fields)
+        except RequestValidationError:
+            raise
+        except Exception as exc:  # whatever a field's value does when it is read
+            raise _unbuildable(exc) from None
+    raise RequestValidationError(
+        {"request": [f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
+                     f"not {type(item).__name__}"]})
+
+
+def _unbuildable(exc: Exception) -> RequestValidationError:
+    text = " ".join(str(exc).split())[:300]
+    return RequestValidationError(
+        {"request": [f"cannot build a payout from it: {type(exc).__name__}: {text}"]})
