@@ -257,9 +257,7 @@ def _says_no_such_payout(error: InvalidRequestError) -> bool:
     if not error.errors or set(error.errors) - {"order_id", "id"}:
         return False
     messages = [m.lower() for msgs in error.errors.values() for m in msgs]
-    return bool(messages) and all(
-        any(phrase in m for phrase in _ABSENCE_PHRASES) for m in messages
-    )
+    return bool(messages) and all(any(phrase in m for phrase in _ABSENCE_PHRASES) for m in messages)
 
 
 def _complains_about_order_id(error: InvalidRequestError) -> bool:
@@ -294,15 +292,28 @@ class _Item:
     def order_id(self) -> str:
         return self.request.order_id
 
-    def result(self, outcome: Outcome, *, response: PayoutCreated | PayoutStatusResponse | None
-               = None, error: AliKassaError | None = None,
-               status: PaymentStatus | None = None) -> BatchResult:
+    def result(
+        self,
+        outcome: Outcome,
+        *,
+        response: PayoutCreated | PayoutStatusResponse | None = None,
+        error: AliKassaError | None = None,
+        status: PaymentStatus | None = None,
+    ) -> BatchResult:
         if status is None and response is not None:
             status = response.payment_status
-        return BatchResult(index=self.index, order_id=self.order_id, outcome=outcome,
-                           response=response, error=error, payout_id=self.payout_id,
-                           attempts=self.attempts, resumed=self.resumed,
-                           reconciled=self.reconciled, status=status)
+        return BatchResult(
+            index=self.index,
+            order_id=self.order_id,
+            outcome=outcome,
+            response=response,
+            error=error,
+            payout_id=self.payout_id,
+            attempts=self.attempts,
+            resumed=self.resumed,
+            reconciled=self.reconciled,
+            status=status,
+        )
 
 
 @attrs.frozen
@@ -347,17 +358,28 @@ class _CredentialsGate:
         # use this service (or payouts at all, which then fails each service once).
         key = None if error.status_code == 401 else service
         if key not in self.refused:
-            logger.error("the gateway refused the credentials (%s); no more %s will be sent",
-                         _detail(error), "payouts" if key is None else f"{service} payouts")
+            logger.error(
+                "the gateway refused the credentials (%s); no more %s will be sent",
+                _detail(error),
+                "payouts" if key is None else f"{service} payouts",
+            )
             self.refused[key] = error
 
 
 class _Run:
     """Everything one batch run shares between its items."""
 
-    def __init__(self, client: PayoutSender, journal: Journal | None, limiter: RateLimiter,
-                 policy: ReconcilePolicy, wait: _WaitSettings, concurrency: int, *,
-                 run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client: PayoutSender,
+        journal: Journal | None,
+        limiter: RateLimiter,
+        policy: ReconcilePolicy,
+        wait: _WaitSettings,
+        concurrency: int,
+        *,
+        run_id: str | None = None,
+    ) -> None:
         self.client = client
         self.journal = journal
         self.limiter = limiter
@@ -377,8 +399,9 @@ class _Run:
     async def _note(self, item: _Item, state: Outcome, detail: str | None = None) -> None:
         if self.journal is not None:
             with TELEMETRY.journal_write():
-                await self.journal.record_outcome(item.order_id, state,
-                                                  payout_id=item.payout_id, detail=detail)
+                await self.journal.record_outcome(
+                    item.order_id, state, payout_id=item.payout_id, detail=detail
+                )
 
     async def process(self, item: _Item, park: Callable[[], None]) -> BatchResult:
         """Send one payout (or settle it from the journal) and report its outcome.
@@ -386,16 +409,21 @@ class _Run:
         ``park`` tells the scheduler this item no longer needs a send slot (it is
         settling a doubt or waiting for a final status), so another can start.
         """
-        with TELEMETRY.child_span(self.span, "alikassa.payout.batch_item",
-                                  {"alikassa.order_id": item.order_id}) as span:
+        with TELEMETRY.child_span(
+            self.span, "alikassa.payout.batch_item", {"alikassa.order_id": item.order_id}
+        ) as span:
             try:
                 result = await self._process(item, park)
             except asyncio.CancelledError:
                 await self._journal_interrupted(item)
                 raise
-            TELEMETRY.set(span, alikassa__outcome=result.outcome.value,
-                          alikassa__reconciled=result.reconciled,
-                          alikassa__resumed=result.resumed, alikassa__attempts=result.attempts)
+            TELEMETRY.set(
+                span,
+                alikassa__outcome=result.outcome.value,
+                alikassa__reconciled=result.reconciled,
+                alikassa__resumed=result.resumed,
+                alikassa__attempts=result.attempts,
+            )
             TELEMETRY.count_payout(result.outcome.value)
             return result
 
@@ -404,14 +432,18 @@ class _Run:
         if not item.send_pending or self.journal is None:
             return
         if item.send_left:
-            logger.warning("order_id=%s: cancelled while its create was in flight; outcome "
-                           "unknown until the next run reconciles it", item.order_id)
+            logger.warning(
+                "order_id=%s: cancelled while its create was in flight; outcome "
+                "unknown until the next run reconciles it",
+                item.order_id,
+            )
             state, detail = Outcome.UNKNOWN, "cancelled while the create was in flight"
         else:
             state, detail = Outcome.NOT_SENT, "cancelled before the create was sent"
         with contextlib.suppress(Exception):  # the journal failing here changes nothing:
             await asyncio.shield(  # an intent left in place is reconciled by the next run
-                self.journal.record_outcome(item.order_id, state, detail=detail))
+                self.journal.record_outcome(item.order_id, state, detail=detail)
+            )
 
     async def _process(self, item: _Item, park: Callable[[], None]) -> BatchResult:
         in_doubt = False
@@ -423,13 +455,21 @@ class _Run:
             item.send_pending = previous is None
         if previous is not None:
             if previous.run_id == self.run_id:
-                return item.result(Outcome.REJECTED, error=OrderIdConflictError(
-                    "this order_id appears more than once in the batch (likely a bug)"))
+                return item.result(
+                    Outcome.REJECTED,
+                    error=OrderIdConflictError(
+                        "this order_id appears more than once in the batch (likely a bug)"
+                    ),
+                )
             item.resumed = True
             if previous.body_hash != digest:
-                return item.result(Outcome.REJECTED, error=OrderIdConflictError(
-                    "this order_id was journaled before with a different request body "
-                    "(likely a bug); use a new order_id or a new journal"))
+                return item.result(
+                    Outcome.REJECTED,
+                    error=OrderIdConflictError(
+                        "this order_id was journaled before with a different request body "
+                        "(likely a bug); use a new order_id or a new journal"
+                    ),
+                )
             item.payout_id = previous.payout_id
             if previous.state.exists_at_gateway:
                 if previous.state is Outcome.CREATED:
@@ -438,13 +478,15 @@ class _Run:
                 return item.result(self._outcome_for(final), status=final)
             # In doubt unless its last intended send provably never left.
             if previous.state is Outcome.UNKNOWN or (
-                    previous.state is Outcome.INTENT and previous.last_send_left):
+                previous.state is Outcome.INTENT and previous.last_send_left
+            ):
                 in_doubt = True
                 item.doubt_since = asyncio.get_running_loop().time() - previous.idle_for
         return await self._send_until_settled(item, in_doubt, previous is not None, park)
 
-    async def _send_until_settled(self, item: _Item, in_doubt: bool, journaled: bool,
-                                  park: Callable[[], None]) -> BatchResult:
+    async def _send_until_settled(
+        self, item: _Item, in_doubt: bool, journaled: bool, park: Callable[[], None]
+    ) -> BatchResult:
         needs_intent = journaled  # a fresh claim already recorded the first send's intent
         connect_failures = 0
         while True:
@@ -458,8 +500,9 @@ class _Run:
                         item.payout_id = status.id
                     if status.payment_status.is_final:
                         await self._note(item, Outcome(status.payment_status.value))
-                        return item.result(self._outcome_for(status.payment_status),
-                                           response=status)
+                        return item.result(
+                            self._outcome_for(status.payment_status), response=status
+                        )
                     await self._note(item, Outcome.CREATED)
                     return await self._created(item, status, park)
                 if verdict is _Verdict.UNDETERMINED:
@@ -569,8 +612,9 @@ class _Run:
                 if says_absent and not item.taken:
                     wait = item.doubt_since + self.policy.settle - loop.time()
                     if wait <= 0:
-                        logger.info("order_id=%s: gateway has no such payout; sending",
-                                    item.order_id)
+                        logger.info(
+                            "order_id=%s: gateway has no such payout; sending", item.order_id
+                        )
                         return _Verdict.ABSENT, None
                     await asyncio.sleep(min(wait, self.policy.backoff(not_yet)))
                     not_yet += 1
@@ -583,8 +627,9 @@ class _Run:
                     self.limiter.pause(exc.retry_after or self.policy.pause)
             else:
                 if status.amount is not None and status.amount != item.request.amount:
-                    item.last_error = _AmountMismatch(item.order_id, status.amount,
-                                                      item.request.amount)
+                    item.last_error = _AmountMismatch(
+                        item.order_id, status.amount, item.request.amount
+                    )
                     return _Verdict.UNDETERMINED, None
                 return _Verdict.EXISTS, status
             failures += 1
@@ -592,8 +637,12 @@ class _Run:
                 return _Verdict.UNDETERMINED, None
             await asyncio.sleep(self.policy.backoff(failures - 1))
 
-    async def _created(self, item: _Item, response: PayoutCreated | PayoutStatusResponse | None,
-                       park: Callable[[], None]) -> BatchResult:
+    async def _created(
+        self,
+        item: _Item,
+        response: PayoutCreated | PayoutStatusResponse | None,
+        park: Callable[[], None],
+    ) -> BatchResult:
         if not self.wait.enabled:
             return item.result(Outcome.CREATED, response=response)
         park()  # the send slot is free: waiting does not hold up the batch
@@ -607,10 +656,17 @@ class _Run:
 
         final: PayoutStatusResponse | None = None
         try:
-            async with aclosing(poll_until_final(
-                    fetch, what=f"payout order_id={item.order_id}", timeout=self.wait.timeout,
-                    interval=self.wait.interval, max_interval=self.wait.max_interval,
-                    slots=client.status_slots, throttle=self.limiter.acquire)) as changes:
+            async with aclosing(
+                poll_until_final(
+                    fetch,
+                    what=f"payout order_id={item.order_id}",
+                    timeout=self.wait.timeout,
+                    interval=self.wait.interval,
+                    max_interval=self.wait.max_interval,
+                    slots=client.status_slots,
+                    throttle=self.limiter.acquire,
+                )
+            ) as changes:
                 async for status in changes:
                     final = status
         except PollingTimeoutError as exc:
@@ -632,7 +688,8 @@ class _AmountMismatch(AliKassaError):
     def __init__(self, order_id: str, found: Decimal, sent: Decimal) -> None:
         super().__init__(
             f"order_id={order_id!r} exists at the gateway with amount {found}, but this batch "
-            f"sends {sent}: check by hand before anything else")
+            f"sends {sent}: check by hand before anything else"
+        )
 
 
 def _detail_of(error: BaseException | None) -> str | None:
@@ -686,8 +743,7 @@ class _Source:
 
 def _order_id_of(item: object) -> str:
     try:
-        value = (item.get("order_id") if isinstance(item, Mapping)
-                 else getattr(item, "order_id", ""))
+        value = item.get("order_id") if isinstance(item, Mapping) else getattr(item, "order_id", "")
     except Exception:  # the item is broken; its result says so
         return ""
     return value if isinstance(value, str) else ""
@@ -739,15 +795,27 @@ async def payouts_batch(
         total = len(items)
     run_id = uuid.uuid4().hex
     async with _journal_owned_by(journal, run_id) as owned:
-        run = _Run(client, owned, RateLimiter(rate), reconcile or ReconcilePolicy(),
-                   _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval),
-                   concurrency, run_id=run_id)
+        run = _Run(
+            client,
+            owned,
+            RateLimiter(rate),
+            reconcile or ReconcilePolicy(),
+            _WaitSettings(wait_final, wait_timeout, wait_interval, wait_max_interval),
+            concurrency,
+            run_id=run_id,
+        )
         source = _Source(items)
-        scheduler = _Scheduler(run, concurrency=concurrency, max_waiting=max_waiting,
-                               progress=progress, total=total)
-        run.span = TELEMETRY.start_span("alikassa.payouts.batch", {
-            "alikassa.batch.run_id": run_id, "alikassa.batch.concurrency": concurrency,
-            "alikassa.batch.journal": _journal_kind(owned)})
+        scheduler = _Scheduler(
+            run, concurrency=concurrency, max_waiting=max_waiting, progress=progress, total=total
+        )
+        run.span = TELEMETRY.start_span(
+            "alikassa.payouts.batch",
+            {
+                "alikassa.batch.run_id": run_id,
+                "alikassa.batch.concurrency": concurrency,
+                "alikassa.batch.journal": _journal_kind(owned),
+            },
+        )
         error: BaseException | None = None
         try:
             while True:
@@ -771,8 +839,9 @@ async def payouts_batch(
         finally:
             await scheduler.stop()
             await source.aclose()
-            TELEMETRY.set(run.span, **{f"alikassa__batch__{k}": v
-                                       for k, v in scheduler.counts.items()})
+            TELEMETRY.set(
+                run.span, **{f"alikassa__batch__{k}": v for k, v in scheduler.counts.items()}
+            )
             TELEMETRY.end_span(run.span, None if isinstance(error, GeneratorExit) else error)
 
 
@@ -788,8 +857,7 @@ def _check_positive(**values: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _journal_owned_by(spec: JournalSpec | None, run_id: str
-                            ) -> AsyncIterator[Journal | None]:
+async def _journal_owned_by(spec: JournalSpec | None, run_id: str) -> AsyncIterator[Journal | None]:
     """The journal (opened from a path if need be), owned by ``run_id`` throughout."""
     journal, opened_here = _open_journal(spec)
     if journal is None:
@@ -810,8 +878,15 @@ class _Scheduler:
     """Runs items as tasks: ``concurrency`` sending, ``max_waiting`` parked, results in
     completion order, progress after each. Where the items come from is the caller's."""
 
-    def __init__(self, run: _Run, *, concurrency: int, max_waiting: int,
-                 progress: Callable[[BatchProgress], None] | None, total: int | None) -> None:
+    def __init__(
+        self,
+        run: _Run,
+        *,
+        concurrency: int,
+        max_waiting: int,
+        progress: Callable[[BatchProgress], None] | None,
+        total: int | None,
+    ) -> None:
         self.run = run
         self.concurrency = concurrency
         self.max_waiting = max_waiting
@@ -838,13 +913,22 @@ class _Scheduler:
         try:
             request = payout_request_from(raw)
         except RequestValidationError as exc:  # this item's problem, not the batch's
-            return self._report(BatchResult(index=index, order_id=_order_id_of(raw),
-                                            outcome=Outcome.REJECTED, error=exc))
+            return self._report(
+                BatchResult(
+                    index=index, order_id=_order_id_of(raw), outcome=Outcome.REJECTED, error=exc
+                )
+            )
         if request.order_id in self._ids:
-            return self._report(BatchResult(
-                index=index, order_id=request.order_id, outcome=Outcome.REJECTED,
-                error=OrderIdConflictError(
-                    "this order_id appears more than once in the batch (likely a bug)")))
+            return self._report(
+                BatchResult(
+                    index=index,
+                    order_id=request.order_id,
+                    outcome=Outcome.REJECTED,
+                    error=OrderIdConflictError(
+                        "this order_id appears more than once in the batch (likely a bug)"
+                    ),
+                )
+            )
         self._spawn(_Item(index, request))
         return None
 
@@ -855,8 +939,9 @@ class _Scheduler:
             assert task is not None
             self._events.put_nowait(("waiting", task))
 
-        task = asyncio.create_task(self.run.process(item, park),
-                                   name=f"payout order_id={item.order_id}")
+        task = asyncio.create_task(
+            self.run.process(item, park), name=f"payout order_id={item.order_id}"
+        )
         task.add_done_callback(self._done)
         TELEMETRY.batch_started(1)
         self._sending.add(task)
@@ -887,10 +972,16 @@ class _Scheduler:
         if self.progress is not None:
             elapsed = asyncio.get_running_loop().time() - self._started
             done = sum(self.counts.values())
-            self.progress(BatchProgress(
-                done=done, total=self.total, counts=dict(self.counts), elapsed=elapsed,
-                rate=done / elapsed if elapsed > 0 else 0.0,
-                in_flight=len(self._sending) + len(self._waiting)))
+            self.progress(
+                BatchProgress(
+                    done=done,
+                    total=self.total,
+                    counts=dict(self.counts),
+                    elapsed=elapsed,
+                    rate=done / elapsed if elapsed > 0 else 0.0,
+                    in_flight=len(self._sending) + len(self._waiting),
+                )
+            )
         return result
 
     async def stop(self) -> None:
@@ -902,8 +993,11 @@ class _Scheduler:
             return
         await asyncio.gather(*unfinished, return_exceptions=True)
         ids = [self._order_ids[t] for t in unfinished]
-        logger.warning("batch stopped with %d payout(s) unfinished; %s", len(ids),
-                       "the journal has them: the next run reconciles them"
-                       if self.run.journal is not None else
-                       "without a journal nothing records them: look them up by "
-                       f"order_id ({', '.join(ids[:20])})")
+        logger.warning(
+            "batch stopped with %d payout(s) unfinished; %s",
+            len(ids),
+            "the journal has them: the next run reconciles them"
+            if self.run.journal is not None
+            else "without a journal nothing records them: look them up by "
+            f"order_id ({', '.join(ids[:20])})",
+        )

@@ -82,8 +82,22 @@ class _Wire(bytes):
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; the parser runs as bytes arrive."""
 
-    __slots__ = ("_end", "_expires", "_handle", "_idle_since", "_last", "_poller", "_read_timeout",
-                 "alive", "fd", "lost", "parser", "pool", "transport", "waiter")
+    __slots__ = (
+        "_end",
+        "_expires",
+        "_handle",
+        "_idle_since",
+        "_last",
+        "_poller",
+        "_read_timeout",
+        "alive",
+        "fd",
+        "lost",
+        "parser",
+        "pool",
+        "transport",
+        "waiter",
+    )
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
@@ -148,8 +162,9 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange --------------------------------------------------------------
 
-    async def exchange(self, payload: bytes, read_timeout: float | None,
-                       end: float | None, max_bytes: int) -> None:
+    async def exchange(
+        self, payload: bytes, read_timeout: float | None, end: float | None, max_bytes: int
+    ) -> None:
         """Write one request and wait until its answer is complete (or fails)."""
         loop = self.pool.loop
         transport = self.transport
@@ -227,9 +242,13 @@ class _Connection(asyncio.Protocol):
 
     def reusable(self, now: float, expiry: float | None) -> bool:
         transport = self.transport
-        return (self.alive and transport is not None and not transport.is_closing()
-                and now < self._expires
-                and (expiry is None or now - self._idle_since <= expiry))
+        return (
+            self.alive
+            and transport is not None
+            and not transport.is_closing()
+            and now < self._expires
+            and (expiry is None or now - self._idle_since <= expiry)
+        )
 
 
 class _Pool:
@@ -284,8 +303,9 @@ class _Pool:
         idle.append(conn)
         expiry = self.expiry
         # Close surplus and long-idle connections, oldest first.
-        while idle and (len(idle) > self.max_idle or (
-                expiry is not None and now - idle[0]._idle_since > expiry)):
+        while idle and (
+            len(idle) > self.max_idle or (expiry is not None and now - idle[0]._idle_since > expiry)
+        ):
             stale = idle.popleft()
             self.connections.discard(stale)
             stale._kill()
@@ -294,12 +314,20 @@ class _Pool:
         conn = _Connection(self)
         async with asyncio.timeout(limit):
             await self.loop.create_connection(
-                lambda: conn, self.host, self.port, ssl=self.tls,
-                server_hostname=self.host if self.tls is not None else None)
+                lambda: conn,
+                self.host,
+                self.port,
+                ssl=self.tls,
+                server_hostname=self.host if self.tls is not None else None,
+            )
         self.connections.add(conn)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("connected to %s:%d (%s)", self.host, self.port,
-                         "TLS" if self.tls is not None else "plain")
+            logger.debug(
+                "connected to %s:%d (%s)",
+                self.host,
+                self.port,
+                "TLS" if self.tls is not None else "plain",
+            )
         return conn
 
     def abandon(self) -> None:
@@ -356,15 +384,24 @@ class BuiltinSender:
     replaces them.
     """
 
-    def __init__(self, *, max_connections: int, max_keepalive_connections: int | None,
-                 keepalive_expiry: float | None, timeout: httpx.Timeout,
-                 ssl_context: ssl.SSLContext | bool,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        max_keepalive_connections: int | None,
+        keepalive_expiry: float | None,
+        timeout: httpx.Timeout,
+        ssl_context: ssl.SSLContext | bool,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
-        self.max_keepalive_connections = max_connections if max_keepalive_connections is None \
+        self.max_keepalive_connections = (
+            max_connections
+            if max_keepalive_connections is None
             else min(max_keepalive_connections, max_connections)
+        )
         self.keepalive_expiry = keepalive_expiry
         self.max_response_bytes = max_response_bytes
         self._timeout = timeout
@@ -395,9 +432,15 @@ class BuiltinSender:
             target = self._targets[url] = _Target(url)
         return target
 
-    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None,
-                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
+    async def post(
+        self,
+        url: str,
+        body: SignedBody,
+        headers: Mapping[str, str],
+        time_budget: httpx.Timeout | None,
+        deadline: float | None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> Answer:
         self._check_open()
         refused = ""
         try:
@@ -416,9 +459,15 @@ class BuiltinSender:
         # Raised afresh outside the except block: no chain into this module's frames.
         raise type(failure)(str(failure))
 
-    async def _send(self, target: _Target, payload: _Wire, body: SignedBody,
-                    time_budget: httpx.Timeout | None, deadline: float | None,
-                    max_bytes: int) -> Answer:
+    async def _send(
+        self,
+        target: _Target,
+        payload: _Wire,
+        body: SignedBody,
+        time_budget: httpx.Timeout | None,
+        deadline: float | None,
+        max_bytes: int,
+    ) -> Answer:
         budget = self._timeout if time_budget is None else time_budget
         loop = asyncio.get_running_loop()
         pool = self._pool(target, loop)
@@ -483,8 +532,10 @@ class BuiltinSender:
 def _join(target: _Target, headers: Mapping[str, str], body: SignedBody) -> bytes:
     """Head and body in one buffer (one write); the raw bytes live in no caller's frame."""
     data = body.data if isinstance(body, SignedBody) else bytes(body)
-    return request_head("POST", target.path, target.host_header, headers, len(data),
-                        _FIXED_HEADERS) + data
+    return (
+        request_head("POST", target.path, target.host_header, headers, len(data), _FIXED_HEADERS)
+        + data
+    )
 
 
 def _on_loop_clock(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float | None:
@@ -549,11 +600,11 @@ def _decoded(content: bytes, coding: str, cap: int) -> bytes:
     return out
 
 
-def _phase(timeout: float | None, end: float | None,
-           loop: asyncio.AbstractEventLoop) -> float | None:
+def _phase(
+    timeout: float | None, end: float | None, loop: asyncio.AbstractEventLoop
+) -> float | None:
     """A phase's timeout, cut so it cannot run past the attempt's end."""
     if end is None:
         return timeout
     left = max(end - loop.time(), 0.0)
     return left if timeout is None else min(timeout, left)
-

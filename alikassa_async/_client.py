@@ -133,12 +133,14 @@ class _Endpoint(Generic[T]):
 
 _PAYMENT = _Endpoint("v1/payment", "payment", PaymentCreated, creates=True)
 _PAYMENT_STATUS = _Endpoint("v1/payment/status", "payment", PaymentStatusResponse)
-_PAYMENT_HISTORY = _Endpoint("v1/payment/history", "payment", HistoryPage,
-                             max_bytes=HISTORY_ANSWER_BYTES)
+_PAYMENT_HISTORY = _Endpoint(
+    "v1/payment/history", "payment", HistoryPage, max_bytes=HISTORY_ANSWER_BYTES
+)
 _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
 _INFO = _Endpoint("v1/account/info", "payout", AccountInfo, max_bytes=INFO_ANSWER_BYTES)
+
 
 class _Retryable(Exception):
     """Internal: this attempt failed in a way a read may retry."""
@@ -166,16 +168,25 @@ def _check_account(account: str) -> str:
         return str(uuid_module.UUID(str(account)))
     except (ValueError, TypeError, AttributeError):
         raise ConfigurationError(
-            "account must be the account UUID from the AliKassa cabinet "
-            f"(e.g. {DEMO_ACCOUNT})"
+            f"account must be the account UUID from the AliKassa cabinet (e.g. {DEMO_ACCOUNT})"
         ) from None
 
 
-def _check_arguments(*, timeout: object, max_connections: object,
-                     max_keepalive_connections: object, http2: object, sign_threads: object,
-                     http_client: object, transport: object, retry: object,
-                     allow_plain_http: object, user_agent: object, tls_from_env: object,
-                     signature_hash: object) -> None:
+def _check_arguments(
+    *,
+    timeout: object,
+    max_connections: object,
+    max_keepalive_connections: object,
+    http2: object,
+    sign_threads: object,
+    http_client: object,
+    transport: object,
+    retry: object,
+    allow_plain_http: object,
+    user_agent: object,
+    tls_from_env: object,
+    signature_hash: object,
+) -> None:
     """Every constructor argument that is not checked where it is used, checked now."""
     problems: list[str] = []
 
@@ -190,12 +201,17 @@ def _check_arguments(*, timeout: object, max_connections: object,
         check("timeout", seconds_problem(timeout))
     check("max_connections", count_problem(max_connections, maximum=100_000))
     if max_keepalive_connections is not None:
-        check("max_keepalive_connections",
-              count_problem(max_keepalive_connections, minimum=0, maximum=100_000))
+        check(
+            "max_keepalive_connections",
+            count_problem(max_keepalive_connections, minimum=0, maximum=100_000),
+        )
     if sign_threads is not None:
         check("sign_threads", count_problem(sign_threads, minimum=0, maximum=256))
-    for name, flag in (("http2", http2), ("allow_plain_http", allow_plain_http),
-                       ("tls_from_env", tls_from_env)):
+    for name, flag in (
+        ("http2", http2),
+        ("allow_plain_http", allow_plain_http),
+        ("tls_from_env", tls_from_env),
+    ):
         if not isinstance(flag, bool):
             problems.append(f"{name} must be True or False, not {type(flag).__name__}")
     if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
@@ -235,7 +251,8 @@ def _lookup_key(id: int | str | None, order_id: str | None) -> dict[str, str]:
     if id is not None:
         if isinstance(id, bool) or not isinstance(id, int | str):
             raise RequestValidationError(
-                {"id": [f"must be an int or str, not {type(id).__name__}"]})
+                {"id": [f"must be an int or str, not {type(id).__name__}"]}
+            )
         text = (str(id) if isinstance(id, str) or abs(id) < 10**128 else "").strip()
         if not text or len(text) > 128:
             raise RequestValidationError({"id": ["must be a non-empty id of at most 128 chars"]})
@@ -319,19 +336,28 @@ class AliKassaClient:
         hooks: Hooks | None = None,
         send_request_id: bool = False,
     ) -> None:
-        _check_arguments(timeout=timeout, max_connections=max_connections,
-                         max_keepalive_connections=max_keepalive_connections, http2=http2,
-                         sign_threads=sign_threads, http_client=http_client,
-                         transport=transport, retry=retry, allow_plain_http=allow_plain_http,
-                         user_agent=user_agent, tls_from_env=tls_from_env,
-                         signature_hash=signature_hash)
+        _check_arguments(
+            timeout=timeout,
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            http2=http2,
+            sign_threads=sign_threads,
+            http_client=http_client,
+            transport=transport,
+            retry=retry,
+            allow_plain_http=allow_plain_http,
+            user_agent=user_agent,
+            tls_from_env=tls_from_env,
+            signature_hash=signature_hash,
+        )
         _check_observability(hooks, send_request_id)
         self._hooks = hooks or NO_HOOKS
         self._send_request_id = send_request_id
         self.account = _check_account(account)
         _check_certificates(payment_cert=payment_cert, payout_cert=payout_cert)
         self._certs: dict[CertKind, Certificate | None] = {
-            "payment": payment_cert, "payout": payout_cert,
+            "payment": payment_cert,
+            "payout": payout_cert,
         }
         hash_algorithm(signature_hash)  # fail now on a typo, not on the first call
         self.signature_hash: SignatureHash = signature_hash
@@ -351,9 +377,16 @@ class AliKassaClient:
         ssl_context = tls_context(verify, from_env=tls_from_env)
         for given in (transport, getattr(http_client, "_transport", None)):
             check_transport_tls(given)
-        self._sender = self._make_sender(http_backend, timeout, max_connections,
-                                         max_keepalive_connections, http2, http_client,
-                                         transport, ssl_context)
+        self._sender = self._make_sender(
+            http_backend,
+            timeout,
+            max_connections,
+            max_keepalive_connections,
+            http2,
+            http_client,
+            transport,
+            ssl_context,
+        )
         self._closed = False
 
     def _make_sender(
@@ -371,25 +404,37 @@ class AliKassaClient:
             custom = http_client is not None or transport is not None or http2
             http_backend = "httpx" if custom else "builtin"
         if http_backend == "httpx":
-            return self._httpx_sender(timeout, max_connections,
-                                              max_keepalive_connections, http2, http_client,
-                                              transport, ssl_context)
+            return self._httpx_sender(
+                timeout,
+                max_connections,
+                max_keepalive_connections,
+                http2,
+                http_client,
+                transport,
+                ssl_context,
+            )
         elif http_backend in ("builtin", "aiohttp"):
             if http_client is not None or transport is not None or http2:
                 raise ConfigurationError(
                     f"http_backend={http_backend!r} cannot be combined with http_client, "
-                    "transport or http2")
+                    "transport or http2"
+                )
             self._timeout = httpx.Timeout(timeout)
             if http_backend == "builtin":
                 return BuiltinSender(
                     max_connections=max_connections,
                     max_keepalive_connections=max_keepalive_connections,
-                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY, timeout=self._timeout,
-                    ssl_context=ssl_context)
+                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
+                    timeout=self._timeout,
+                    ssl_context=ssl_context,
+                )
             else:  # aiohttp keeps every pooled connection alive: no keep-alive count
                 return AiohttpSender(
-                    max_connections=max_connections, keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
-                    timeout=self._timeout, ssl_context=ssl_context)
+                    max_connections=max_connections,
+                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
+                    timeout=self._timeout,
+                    ssl_context=ssl_context,
+                )
         raise ConfigurationError("http_backend must be 'builtin', 'httpx' or 'aiohttp'")
 
     def _httpx_sender(
@@ -413,7 +458,11 @@ class AliKassaClient:
                     verify=ssl_context,
                 )
             http_client = self._own_http_client(
-                timeout, max_connections, max_keepalive_connections, http2, transport,
+                timeout,
+                max_connections,
+                max_keepalive_connections,
+                http2,
+                transport,
                 ssl_context,
             )
         self._http = http_client
@@ -438,8 +487,9 @@ class AliKassaClient:
                 ) from None
         return httpx.AsyncClient(
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_keepalive_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+            ),
             http2=http2,
             transport=transport,
             verify=ssl_context,
@@ -496,8 +546,9 @@ class AliKassaClient:
             if problem is not None:
                 raise RequestValidationError({"application": [problem]})
         extra = {"Application": application} if application else None
-        created = await self._call(_PAYMENT, request.to_wire(), order_id=request.order_id,
-                                   extra_headers=extra)
+        created = await self._call(
+            _PAYMENT, request.to_wire(), order_id=request.order_id, extra_headers=extra
+        )
         return attrs.evolve(created, order_id=request.order_id)
 
     async def payment_status(
@@ -591,14 +642,19 @@ class AliKassaClient:
         """Encode once, sign once, send with the retry rules of this endpoint, and parse."""
         self._ensure_open()
         cert = self._signer(endpoint)
-        trace = CallTrace(endpoint.path, host=self._host, port=self._port, hooks=self._hooks,
-                          order_id=order_id, lookup=lookup)
+        trace = CallTrace(
+            endpoint.path,
+            host=self._host,
+            port=self._port,
+            hooks=self._hooks,
+            order_id=order_id,
+            lookup=lookup,
+        )
         # The body (card numbers) and Sign live on in these frames while the call runs:
         # keep them in objects whose repr is redacted, for tracebacks with captured locals.
         body = SignedBody(php_json_encode(payload))
         del payload
-        headers = {**self._base_headers,
-                   "Sign": Secret(await self._signature(cert, body.data))}
+        headers = {**self._base_headers, "Sign": Secret(await self._signature(cert, body.data))}
         if self._send_request_id:
             headers[REQUEST_ID_HEADER] = trace.request_id
         if extra_headers:
@@ -618,16 +674,18 @@ class AliKassaClient:
                 trace.outcome("created")
             return result
 
-    async def _send_with_retries(self, endpoint: _Endpoint[T], body: SignedBody,
-                                 headers: Mapping[str, str], trace: CallTrace) -> T:
+    async def _send_with_retries(
+        self, endpoint: _Endpoint[T], body: SignedBody, headers: Mapping[str, str], trace: CallTrace
+    ) -> T:
         url = self.base_url + endpoint.path
         policy = self.retry
         deadline = None if policy.total_timeout is None else time.monotonic() + policy.total_timeout
         while True:
             started = time.monotonic()
             try:
-                return await self._attempt(endpoint, url, body, headers, trace,
-                                           self._attempt_timeout(deadline), deadline)
+                return await self._attempt(
+                    endpoint, url, body, headers, trace, self._attempt_timeout(deadline), deadline
+                )
             except _Retryable as failure:
                 error = failure.error
                 attempt = trace.attempt
@@ -642,15 +700,24 @@ class AliKassaClient:
                     or (remaining is not None and delay >= remaining)
                 ):
                     logger.warning(
-                        "POST %s failed after %d attempt(s): %s%s", endpoint.path, attempt,
-                        error, trace.describe(), extra=trace.log_context(
-                            error=type(error).__name__))
+                        "POST %s failed after %d attempt(s): %s%s",
+                        endpoint.path,
+                        attempt,
+                        error,
+                        trace.describe(),
+                        extra=trace.log_context(error=type(error).__name__),
+                    )
                     raise error from None
                 logger.info(
                     "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s%s",
-                    endpoint.path, attempt, (time.monotonic() - started) * 1000,
-                    type(error).__name__, delay, trace.describe(),
-                    extra=trace.log_context(error=type(error).__name__, retry_in=delay))
+                    endpoint.path,
+                    attempt,
+                    (time.monotonic() - started) * 1000,
+                    type(error).__name__,
+                    delay,
+                    trace.describe(),
+                    extra=trace.log_context(error=type(error).__name__, retry_in=delay),
+                )
                 await trace.retrying(delay, error)
                 await asyncio.sleep(delay)
 
@@ -669,8 +736,9 @@ class AliKassaClient:
         body.started = False
         failure: NotSent | MaybeSent
         try:
-            answer = await self._sender.post(url, body, headers, time_budget, deadline,
-                                             endpoint.max_bytes)
+            answer = await self._sender.post(
+                url, body, headers, time_budget, deadline, endpoint.max_bytes
+            )
         except (NotSent, MaybeSent) as exc:
             failure = exc
             trace.failed(exc)
@@ -682,8 +750,11 @@ class AliKassaClient:
                 logger.warning(
                     "POST %s cancelled after its request may have been sent: outcome unknown "
                     "for order_id=%s; look it up by order_id before sending it again%s",
-                    endpoint.path, order_id, trace.describe(),
-                    extra=trace.log_context(outcome="unknown", cancelled=True))
+                    endpoint.path,
+                    order_id,
+                    trace.describe(),
+                    extra=trace.log_context(outcome="unknown", cancelled=True),
+                )
             raise
         else:
             elapsed = await trace.answered(answer.status_code, answer.headers)
@@ -697,12 +768,16 @@ class AliKassaClient:
             raise self._unknown(endpoint, trace, str(failure), failure)
         raise _Retryable(TransportError(str(failure), endpoint=endpoint.path))
 
-    async def _answered(self, endpoint: _Endpoint[T], answer: Answer, trace: CallTrace,
-                        elapsed: float) -> T:
+    async def _answered(
+        self, endpoint: _Endpoint[T], answer: Answer, trace: CallTrace, elapsed: float
+    ) -> T:
         logger.debug(
-            "POST %s -> %d in %.1f ms%s", endpoint.path, answer.status_code, elapsed,
-            trace.describe(), extra=trace.log_context(status=answer.status_code,
-                                                      duration_ms=round(elapsed, 3)),
+            "POST %s -> %d in %.1f ms%s",
+            endpoint.path,
+            answer.status_code,
+            elapsed,
+            trace.describe(),
+            extra=trace.log_context(status=answer.status_code, duration_ms=round(elapsed, 3)),
         )
         if answer.status_code != 200:
             self._refuse(endpoint, answer, trace)
@@ -746,21 +821,25 @@ class AliKassaClient:
         if self._sign_pool is None:
             self._sign_pool = ThreadPoolExecutor(threads or 2, thread_name_prefix="alikassa-sign")
         return await asyncio.get_running_loop().run_in_executor(
-            self._sign_pool, cert.sign, body, self.signature_hash)
+            self._sign_pool, cert.sign, body, self.signature_hash
+        )
 
     def _unknown(
         self, endpoint: _Endpoint[Any], trace: CallTrace, reason: str, cause: BaseException
     ) -> OutcomeUnknownError:
         logger.warning(
-            "POST %s outcome unknown for order_id=%s: %s (request_id=%s)", endpoint.path,
-            trace.order_id, reason, trace.request_id,
+            "POST %s outcome unknown for order_id=%s: %s (request_id=%s)",
+            endpoint.path,
+            trace.order_id,
+            reason,
+            trace.request_id,
             extra=trace.log_context(outcome="unknown", reason=reason),
         )
-        return OutcomeUnknownError(trace.order_id or "", endpoint=endpoint.path, reason=reason,
-                                   cause=cause)
+        return OutcomeUnknownError(
+            trace.order_id or "", endpoint=endpoint.path, reason=reason, cause=cause
+        )
 
-    def _refuse(self, endpoint: _Endpoint[Any], response: Answer,
-                trace: CallTrace) -> NoReturn:
+    def _refuse(self, endpoint: _Endpoint[Any], response: Answer, trace: CallTrace) -> NoReturn:
         """Raise what a non-200 answer means for this endpoint."""
         raw = response.body
         status = response.status_code
@@ -769,8 +848,12 @@ class AliKassaClient:
             # The vendor: a payout that got any non-200 must never be taken as cancelled.
             raise self._unknown(endpoint, trace, f"HTTP {status}", error)
         if isinstance(error, RateLimitError | ServerError):
-            raise _Retryable(error, error.retry_after if isinstance(error, RateLimitError)
-                             else parse_retry_after(response.headers))
+            raise _Retryable(
+                error,
+                error.retry_after
+                if isinstance(error, RateLimitError)
+                else parse_retry_after(response.headers),
+            )
         raise error
 
     # -- polling and batch payouts -----------------------------------------
@@ -790,7 +873,10 @@ class AliKassaClient:
         return self._status_slots
 
     async def wait_for_payment(
-        self, *, id: int | str | None = None, order_id: str | None = None,
+        self,
+        *,
+        id: int | str | None = None,
+        order_id: str | None = None,
         timeout: float | None = _polling.DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the wait's deadline
         interval: float = _polling.DEFAULT_INTERVAL,
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
@@ -800,11 +886,20 @@ class AliKassaClient:
 
         >>> st = await client.wait_for_payment(id=created.id, timeout=900)
         """
-        return await _polling.wait_for_payment(self, id=id, order_id=order_id, timeout=timeout,
-                                               interval=interval, max_interval=max_interval)
+        return await _polling.wait_for_payment(
+            self,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
 
     async def wait_for_payout(
-        self, *, id: int | str | None = None, order_id: str | None = None,
+        self,
+        *,
+        id: int | str | None = None,
+        order_id: str | None = None,
         timeout: float | None = _polling.DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the wait's deadline
         interval: float = _polling.DEFAULT_INTERVAL,
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
@@ -814,11 +909,20 @@ class AliKassaClient:
 
         >>> st = await client.wait_for_payout(id=created.id, timeout=900)
         """
-        return await _polling.wait_for_payout(self, id=id, order_id=order_id, timeout=timeout,
-                                              interval=interval, max_interval=max_interval)
+        return await _polling.wait_for_payout(
+            self,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
 
     def watch_payment(
-        self, *, id: int | str | None = None, order_id: str | None = None,
+        self,
+        *,
+        id: int | str | None = None,
+        order_id: str | None = None,
         timeout: float | None = _polling.DEFAULT_TIMEOUT,
         interval: float = _polling.DEFAULT_INTERVAL,
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
@@ -828,11 +932,20 @@ class AliKassaClient:
         >>> async for st in client.watch_payment(order_id="A-1"):
         ...     print(st.payment_status)
         """
-        return _polling.watch_payment(self, id=id, order_id=order_id, timeout=timeout,
-                                      interval=interval, max_interval=max_interval)
+        return _polling.watch_payment(
+            self,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
 
     def watch_payout(
-        self, *, id: int | str | None = None, order_id: str | None = None,
+        self,
+        *,
+        id: int | str | None = None,
+        order_id: str | None = None,
         timeout: float | None = _polling.DEFAULT_TIMEOUT,
         interval: float = _polling.DEFAULT_INTERVAL,
         max_interval: float = _polling.DEFAULT_MAX_INTERVAL,
@@ -842,8 +955,14 @@ class AliKassaClient:
         >>> async for st in client.watch_payout(id=created.id):
         ...     print(st.payment_status)
         """
-        return _polling.watch_payout(self, id=id, order_id=order_id, timeout=timeout,
-                                     interval=interval, max_interval=max_interval)
+        return _polling.watch_payout(
+            self,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
 
     def payouts_batch(
         self,
@@ -868,10 +987,20 @@ class AliKassaClient:
         ...     print(r.order_id, r.outcome)
         """
         return _batch.payouts_batch(
-            self, items, concurrency=concurrency, rate=rate, journal=journal,
-            wait_final=wait_final, progress=progress, total=total, wait_timeout=wait_timeout,
-            wait_interval=wait_interval, wait_max_interval=wait_max_interval,
-            max_waiting=max_waiting, reconcile=reconcile)
+            self,
+            items,
+            concurrency=concurrency,
+            rate=rate,
+            journal=journal,
+            wait_final=wait_final,
+            progress=progress,
+            total=total,
+            wait_timeout=wait_timeout,
+            wait_interval=wait_interval,
+            wait_max_interval=wait_max_interval,
+            max_waiting=max_waiting,
+            reconcile=reconcile,
+        )
 
     def payouts_worker(
         self,
@@ -894,9 +1023,16 @@ class AliKassaClient:
 
         if journal.payout_cert is None:
             journal.payout_cert = self._certs["payout"]
-        return _worker.payouts_worker(self, journal, batch=batch, concurrency=concurrency,
-                                      rate=rate, reconcile=reconcile, policy=policy,
-                                      worker_id=worker_id)
+        return _worker.payouts_worker(
+            self,
+            journal,
+            batch=batch,
+            concurrency=concurrency,
+            rate=rate,
+            reconcile=reconcile,
+            policy=policy,
+            worker_id=worker_id,
+        )
 
     # -- end of polling and batch payouts ----------------------------------
 
@@ -921,8 +1057,14 @@ def _api_error(
     raw: bytes,
     **extra: Any,
 ) -> APIError:
-    return cls(message, status_code=response.status_code, endpoint=endpoint.path, body=raw,
-               headers=dict(response.headers), **extra)
+    return cls(
+        message,
+        status_code=response.status_code,
+        endpoint=endpoint.path,
+        body=raw,
+        headers=dict(response.headers),
+        **extra,
+    )
 
 
 def _error_for(response: Answer, endpoint: _Endpoint[Any], raw: bytes) -> APIError:
@@ -930,22 +1072,41 @@ def _error_for(response: Answer, endpoint: _Endpoint[Any], raw: bytes) -> APIErr
     status = response.status_code
     message, errors = _error_details(raw)
     if status in (400, 422):
-        return _api_error(InvalidRequestError, message or "The given data was invalid.",
-                          response, endpoint, raw, errors=errors)
+        return _api_error(
+            InvalidRequestError,
+            message or "The given data was invalid.",
+            response,
+            endpoint,
+            raw,
+            errors=errors,
+        )
     if status in (401, 403):
-        return _api_error(AuthenticationError, message or "signature or account rejected",
-                          response, endpoint, raw, errors=errors)
+        return _api_error(
+            AuthenticationError,
+            message or "signature or account rejected",
+            response,
+            endpoint,
+            raw,
+            errors=errors,
+        )
     if status == 404:
         return _api_error(NotFoundError, message or "not found", response, endpoint, raw)
     if status == 429:
-        return _api_error(RateLimitError, message or "too many requests", response, endpoint,
-                          raw, retry_after=parse_retry_after(response.headers))
+        return _api_error(
+            RateLimitError,
+            message or "too many requests",
+            response,
+            endpoint,
+            raw,
+            retry_after=parse_retry_after(response.headers),
+        )
     if status >= 500:
         return _api_error(ServerError, message or "server error", response, endpoint, raw)
     if 300 <= status < 400:
         # Never followed, whatever client is in use: that would re-send the signed body.
-        return _api_error(APIError, f"redirect (HTTP {status}) not followed", response,
-                          endpoint, raw)
+        return _api_error(
+            APIError, f"redirect (HTTP {status}) not followed", response, endpoint, raw
+        )
     return _api_error(APIError, message or f"unexpected HTTP {status}", response, endpoint, raw)
 
 
@@ -965,6 +1126,7 @@ def _error_details(raw: bytes) -> tuple[str, dict[str, list[str]]]:
             errors[str(field)] = [str(m) for m in items]
     # Cut what the gateway says to a snippet: an echoing or oversized body must not
     # flow whole into exception messages and logs.
-    errors = {field: [snippet(m) for m in messages[:10]] for field, messages in
-              list(errors.items())[:50]}
+    errors = {
+        field: [snippet(m) for m in messages[:10]] for field, messages in list(errors.items())[:50]
+    }
     return (snippet(str(message)) if message is not None else snippet(raw)), errors

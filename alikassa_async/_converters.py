@@ -67,8 +67,12 @@ def _to_int(value: object, _: object) -> int:
     if isinstance(value, str) and value.strip().isdigit() and len(value) < 40:
         return int(value.strip())
     # adjusted() bounds the exponent: int(Decimal("1e999999999")) would block the loop for minutes
-    if (isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 40
-            and value == value.to_integral_value()):
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() < 40
+        and value == value.to_integral_value()
+    ):
         return int(value)
     raise TypeError(f"expected an integer, got {type(value).__name__}")
 
@@ -122,8 +126,10 @@ _converter = _build()
 
 # Odd keys the gateway uses, mapped to our attribute names (first present wins).
 _RENAMES: dict[type, dict[str, tuple[str, ...]]] = {
-    PaymentCreated: {"card_number": ("cardNumber", "card_number"),
-                     "card_holder_name": ("cardHolderName", "card_holder_name")},
+    PaymentCreated: {
+        "card_number": ("cardNumber", "card_number"),
+        "card_holder_name": ("cardHolderName", "card_holder_name"),
+    },
     PayoutStatusResponse: {"rrn": ("rrn", "RRN")},
 }
 

@@ -163,8 +163,9 @@ class OutcomeUnknownError(AliKassaError):
     deciding anything; AliKassa has no idempotency key.
     """
 
-    def __init__(self, order_id: str, *, endpoint: str, reason: str,
-                 cause: BaseException | None = None) -> None:
+    def __init__(
+        self, order_id: str, *, endpoint: str, reason: str, cause: BaseException | None = None
+    ) -> None:
         self.order_id = order_id
         self.endpoint = endpoint
         self.reason = reason

@@ -66,8 +66,14 @@ class Headers(dict[str, str]):
         return isinstance(key, str) and dict.__contains__(self, key.lower())
 
 
-def request_head(method: str, target: str, host: str, headers: Mapping[str, str],
-                 content_length: int, fixed: str = "") -> bytes:
+def request_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: Mapping[str, str],
+    content_length: int,
+    fixed: str = "",
+) -> bytes:
     """The request line and headers, ending with the blank line.
 
     ``fixed`` is a block of constant header lines (CRLF-terminated, already checked).
@@ -94,8 +100,20 @@ class ResponseParser:
     connection (the buffer is reused).
     """
 
-    __slots__ = ("_body", "_buf", "_remaining", "_scanned", "_size", "_state", "body",
-                 "headers", "keep_alive", "max_body", "started", "status")
+    __slots__ = (
+        "_body",
+        "_buf",
+        "_remaining",
+        "_scanned",
+        "_size",
+        "_state",
+        "body",
+        "headers",
+        "keep_alive",
+        "max_body",
+        "started",
+        "status",
+    )
 
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
@@ -130,7 +148,7 @@ class ResponseParser:
             end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end >= 0:
                 self._head(data[:end])
-                data = data[end + 4:]
+                data = data[end + 4 :]
                 if self._state == _LENGTH and len(data) == self._remaining:
                     self._body.append(data)
                     self._size = self._remaining
@@ -154,9 +172,11 @@ class ResponseParser:
             return True
         if self._state == _DONE:
             return True
-        raise ProtocolError("server closed the connection before the response was complete"
-                            if self.started else "server closed the connection without a "
-                            "response")
+        raise ProtocolError(
+            "server closed the connection before the response was complete"
+            if self.started
+            else "server closed the connection without a response"
+        )
 
     # -- internals --------------------------------------------------------------------
 
@@ -171,7 +191,7 @@ class ResponseParser:
         if end > MAX_HEAD_BYTES:
             raise TooLarge("response head is too large")
         head = bytes(buf[:end])
-        del buf[:end + 4]
+        del buf[: end + 4]
         self._scanned = 0
         self._head(head)
         return None
@@ -197,7 +217,7 @@ class ResponseParser:
         if match is None:
             raise ProtocolError("malformed chunk-size line")
         size = int(match.group(1), 16)
-        del buf[:end + 2]
+        del buf[: end + 2]
         if size == 0:
             self._state = _TRAILERS
             return None
@@ -235,7 +255,7 @@ class ResponseParser:
         for line in bytes(buf[:end]).split(b"\r\n"):
             if _FIELD.fullmatch(line) is None:
                 raise ProtocolError("malformed trailer field")
-        del buf[:end + 4]  # trailers are checked, then dropped (we need none)
+        del buf[: end + 4]  # trailers are checked, then dropped (we need none)
         self._finish()
         return None
 
@@ -254,8 +274,8 @@ class ResponseParser:
             self._remaining -= len(buf)
             buf.clear()
             return False
-        self._take(bytes(buf[:self._remaining]))
-        del buf[:self._remaining]
+        self._take(bytes(buf[: self._remaining]))
+        del buf[: self._remaining]
         return True
 
     def _take(self, chunk: bytes) -> None:
@@ -285,7 +305,8 @@ class ResponseParser:
         self.headers = headers
         connection = _get(headers, "connection")
         self.keep_alive = status.group(1) == b"1" and (
-            connection is None or "close" not in connection.lower())
+            connection is None or "close" not in connection.lower()
+        )
         # How the body is delimited, in RFC 9112's order of precedence.
         coding = _get(headers, "transfer-encoding")
         length = _get(headers, "content-length")
@@ -325,16 +346,21 @@ class ResponseParser:
 
 #: ``ResponseParser.feed``'s step for each state, indexed by the state's number (a tuple:
 #: the cheapest lookup on a path every read takes)
-_STEPS = tuple(step for _, step in sorted({
-    _HEAD: ResponseParser._read_head,
-    _LENGTH: ResponseParser._read_length,
-    _CHUNK_LINE: ResponseParser._read_chunk_line,
-    _CHUNK_DATA: ResponseParser._read_chunk_data,
-    _CHUNK_END: ResponseParser._read_chunk_end,
-    _TRAILERS: ResponseParser._read_trailers,
-    _UNTIL_CLOSE: ResponseParser._read_until_close,
-    _DONE: ResponseParser._read_done,
-}.items()))
+_STEPS = tuple(
+    step
+    for _, step in sorted(
+        {
+            _HEAD: ResponseParser._read_head,
+            _LENGTH: ResponseParser._read_length,
+            _CHUNK_LINE: ResponseParser._read_chunk_line,
+            _CHUNK_DATA: ResponseParser._read_chunk_data,
+            _CHUNK_END: ResponseParser._read_chunk_end,
+            _TRAILERS: ResponseParser._read_trailers,
+            _UNTIL_CLOSE: ResponseParser._read_until_close,
+            _DONE: ResponseParser._read_done,
+        }.items()
+    )
+)
 
 # Headers' own get() lower-cases the key; the parser's keys are lower-case already.
 _get = dict.get
@@ -353,6 +379,5 @@ def _header_fields(lines: list[bytes]) -> Headers:
         name = raw_name.lower().decode("ascii")
         value = raw_value.decode("latin-1")
         previous = get(headers, name)
-        dict.__setitem__(headers, name, value if previous is None
-                         else f"{previous}, {value}")
+        dict.__setitem__(headers, name, value if previous is None else f"{previous}, {value}")
     return headers

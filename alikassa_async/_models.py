@@ -118,20 +118,51 @@ class _Request:
 
 # The documented field order (API reference §6.1 and §6.4).
 PAYMENT_FIELD_ORDER: tuple[str, ...] = (
-    "amount", "order_id", "service", "desc", "lifetime", "customer_ip",
-    "customer_account", "customer_email", "customer_first_name", "customer_last_name",
-    "customer_address", "customer_phone", "customer_post_code", "customer_state",
-    "customer_city", "customer_browser_user_agent", "customer_browser_accept_header",
-    "customer_browser_color_depth", "customer_browser_language",
-    "customer_browser_screen_height", "customer_browser_screen_width",
-    "customer_user_id", "customer_code", "success_redirect_id", "fail_redirect_id",
-    "success_redirect_url", "fail_redirect_url", "notification_endpoint_id",
+    "amount",
+    "order_id",
+    "service",
+    "desc",
+    "lifetime",
+    "customer_ip",
+    "customer_account",
+    "customer_email",
+    "customer_first_name",
+    "customer_last_name",
+    "customer_address",
+    "customer_phone",
+    "customer_post_code",
+    "customer_state",
+    "customer_city",
+    "customer_browser_user_agent",
+    "customer_browser_accept_header",
+    "customer_browser_color_depth",
+    "customer_browser_language",
+    "customer_browser_screen_height",
+    "customer_browser_screen_width",
+    "customer_user_id",
+    "customer_code",
+    "success_redirect_id",
+    "fail_redirect_id",
+    "success_redirect_url",
+    "fail_redirect_url",
+    "notification_endpoint_id",
     "notification_endpoint_url",
 )
 PAYOUT_FIELD_ORDER: tuple[str, ...] = (
-    "amount", "number", "order_id", "service", "customer_code", "bik_bank",
-    "notification_endpoint_id", "notification_endpoint_url", "extra", "customer_phone",
-    "customer_email", "customer_first_name", "customer_last_name", "customer_country",
+    "amount",
+    "number",
+    "order_id",
+    "service",
+    "customer_code",
+    "bik_bank",
+    "notification_endpoint_id",
+    "notification_endpoint_url",
+    "extra",
+    "customer_phone",
+    "customer_email",
+    "customer_first_name",
+    "customer_last_name",
+    "customer_country",
 )
 
 
@@ -151,7 +182,6 @@ class PayoutRequest(_Request):
 
 # ---------------------------------------------------------------------------
 # Responses
-
 
 
 def _raw() -> Any:
@@ -195,7 +225,8 @@ class PaymentStatusResponse:
     #: paid for less than ``amount``: the gateway's ``is_partial_payment`` when it sends
     #: one, else derived (``paid`` and ``payment_amount < amount``)
     is_partial_payment: bool = attrs.field(
-        default=attrs.Factory(lambda self: _paid_partially(self), takes_self=True))
+        default=attrs.Factory(lambda self: _paid_partially(self), takes_self=True)
+    )
     raw: Mapping[str, Any] = _raw()
 
     @property
@@ -204,8 +235,12 @@ class PaymentStatusResponse:
 
 
 def _paid_partially(status: PaymentStatusResponse) -> bool:
-    return (status.payment_status == PaymentStatus.PAID and status.amount is not None
-            and status.payment_amount is not None and status.payment_amount < status.amount)
+    return (
+        status.payment_status == PaymentStatus.PAID
+        and status.amount is not None
+        and status.payment_amount is not None
+        and status.payment_amount < status.amount
+    )
 
 
 @attrs.frozen

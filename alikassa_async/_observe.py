@@ -164,21 +164,27 @@ class Telemetry:
         self._no_tracing = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         meter = metrics.get_meter("alikassa_async", __version__)
         self.request_duration = meter.create_histogram(
-            "http.client.request.duration", unit="s",
-            description="Duration of one HTTP attempt to the AliKassa gateway")
+            "http.client.request.duration",
+            unit="s",
+            description="Duration of one HTTP attempt to the AliKassa gateway",
+        )
         self.retries = meter.create_counter(
-            "alikassa.client.retries", description="Reads tried again")
+            "alikassa.client.retries", description="Reads tried again"
+        )
         self.payouts = meter.create_counter(
-            "alikassa.payouts", description="Payouts by outcome (batch items and creates)")
+            "alikassa.payouts", description="Payouts by outcome (batch items and creates)"
+        )
         self.batch_in_flight = meter.create_up_down_counter(
-            "alikassa.batch.in_flight", description="Batch payouts in progress")
+            "alikassa.batch.in_flight", description="Batch payouts in progress"
+        )
         self.journal_commit = meter.create_histogram(
-            "alikassa.journal.commit.duration", unit="s",
-            description="Time a journal write took to be durable")
+            "alikassa.journal.commit.duration",
+            unit="s",
+            description="Time a journal write took to be durable",
+        )
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: dict[str, Any], *, client: bool = False
-             ) -> Iterator[Any]:
+    def span(self, name: str, attributes: dict[str, Any], *, client: bool = False) -> Iterator[Any]:
         """A span (``None`` without OpenTelemetry); an escaping error marks it failed."""
         if not self.enabled:
             yield None
@@ -188,14 +194,19 @@ class Telemetry:
             return
         kind = self._trace.SpanKind.CLIENT if client else self._trace.SpanKind.INTERNAL
         with self._tracer.start_as_current_span(
-                name, kind=kind, attributes=_clean(attributes),
-                record_exception=False, set_status_on_exception=False) as span:
+            name,
+            kind=kind,
+            attributes=_clean(attributes),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 yield span
             except BaseException as exc:
                 span.set_attribute("error.type", type(exc).__name__)
-                span.set_status(self._trace.Status(self._trace.StatusCode.ERROR,
-                                                   type(exc).__name__))
+                span.set_status(
+                    self._trace.Status(self._trace.StatusCode.ERROR, type(exc).__name__)
+                )
                 raise
 
     def _tracing(self) -> bool:
@@ -237,8 +248,9 @@ class Telemetry:
             yield self._trace.INVALID_SPAN
             return
         context = None if parent is None else self._trace.set_span_in_context(parent)
-        with self._tracer.start_as_current_span(name, context=context,
-                                                attributes=_clean(attributes)) as span:
+        with self._tracer.start_as_current_span(
+            name, context=context, attributes=_clean(attributes)
+        ) as span:
             yield span
 
     def set(self, span: Any, **attributes: Any) -> None:
@@ -277,8 +289,7 @@ class Telemetry:
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
     """OpenTelemetry takes str/bool/int/float values; None means "not known": leave out."""
-    return {key.replace("__", "."): value for key, value in attributes.items()
-            if value is not None}
+    return {key.replace("__", "."): value for key, value in attributes.items() if value is not None}
 
 
 #: one per process: OpenTelemetry's providers are global anyway
@@ -292,12 +303,31 @@ class CallTrace:
     the call goes through it, so each record carries the same ``request_id``.
     """
 
-    __slots__ = ("_attempt_span", "_attempt_started", "_host", "_op_span", "_port",
-                 "attempt", "endpoint", "gateway_request_id", "hooks", "lookup",
-                 "order_id", "request_id")
+    __slots__ = (
+        "_attempt_span",
+        "_attempt_started",
+        "_host",
+        "_op_span",
+        "_port",
+        "attempt",
+        "endpoint",
+        "gateway_request_id",
+        "hooks",
+        "lookup",
+        "order_id",
+        "request_id",
+    )
 
-    def __init__(self, endpoint: str, *, host: str, port: int | None, hooks: Hooks,
-                 order_id: str | None = None, lookup: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        host: str,
+        port: int | None,
+        hooks: Hooks,
+        order_id: str | None = None,
+        lookup: dict[str, str] | None = None,
+    ) -> None:
         self.request_id = new_request_id()
         self.endpoint = endpoint
         self.order_id = order_id
@@ -333,10 +363,14 @@ class CallTrace:
 
     @contextlib.contextmanager
     def operation(self) -> Iterator[CallTrace]:
-        attributes = {"alikassa.request_id": self.request_id, "alikassa.order_id": self.order_id,
-                      "alikassa.endpoint": self.endpoint}
-        with TELEMETRY.span(OPERATION_NAMES.get(self.endpoint, "alikassa.call"),
-                            attributes) as span:
+        attributes = {
+            "alikassa.request_id": self.request_id,
+            "alikassa.order_id": self.order_id,
+            "alikassa.endpoint": self.endpoint,
+        }
+        with TELEMETRY.span(
+            OPERATION_NAMES.get(self.endpoint, "alikassa.call"), attributes
+        ) as span:
             self._op_span = span
             yield self
 
@@ -348,14 +382,20 @@ class CallTrace:
     async def attempt_starts(self) -> None:
         self.attempt += 1
         if self.hooks is not NO_HOOKS:
-            await self.hooks.emit("on_request", RequestEvent(
-                self.request_id, self.endpoint, self.attempt, self.order_id))
+            await self.hooks.emit(
+                "on_request",
+                RequestEvent(self.request_id, self.endpoint, self.attempt, self.order_id),
+            )
         self._attempt_started = time.perf_counter()
         if TELEMETRY.enabled:
             attributes: dict[str, Any] = {
-                "http.request.method": "POST", "server.address": self._host,
-                "server.port": self._port, "url.path": "/" + self.endpoint,
-                "alikassa.request_id": self.request_id, "alikassa.order_id": self.order_id}
+                "http.request.method": "POST",
+                "server.address": self._host,
+                "server.port": self._port,
+                "url.path": "/" + self.endpoint,
+                "alikassa.request_id": self.request_id,
+                "alikassa.order_id": self.order_id,
+            }
             if self.attempt > 1:
                 attributes["http.request.resend_count"] = self.attempt - 1
             manager = TELEMETRY.span("POST", attributes, client=True)
@@ -374,10 +414,16 @@ class CallTrace:
                 TELEMETRY.set(span, error__type=str(status))
                 span.set_status(TELEMETRY._trace.Status(TELEMETRY._trace.StatusCode.ERROR))
             manager.__exit__(None, None, None)
-            TELEMETRY.record_attempt(seconds, {
-                "http.request.method": "POST", "server.address": self._host,
-                "http.response.status_code": status, "alikassa.endpoint": self.endpoint,
-                "error.type": None if error is None else type(error).__name__})
+            TELEMETRY.record_attempt(
+                seconds,
+                {
+                    "http.request.method": "POST",
+                    "server.address": self._host,
+                    "http.response.status_code": status,
+                    "alikassa.endpoint": self.endpoint,
+                    "error.type": None if error is None else type(error).__name__,
+                },
+            )
         return seconds * 1000
 
     async def answered(self, status: int, headers: Any) -> float:
@@ -389,9 +435,18 @@ class CallTrace:
                 break
         elapsed = self._end_attempt(status, None)
         if self.hooks is not NO_HOOKS:
-            await self.hooks.emit("on_response", ResponseEvent(
-                self.request_id, self.endpoint, self.attempt, status, elapsed, self.order_id,
-                self.gateway_request_id))
+            await self.hooks.emit(
+                "on_response",
+                ResponseEvent(
+                    self.request_id,
+                    self.endpoint,
+                    self.attempt,
+                    status,
+                    elapsed,
+                    self.order_id,
+                    self.gateway_request_id,
+                ),
+            )
         return elapsed
 
     def failed(self, error: BaseException) -> None:
@@ -401,11 +456,17 @@ class CallTrace:
     async def retrying(self, delay: float, error: BaseException) -> None:
         TELEMETRY.count_retry(self.endpoint)
         if self.hooks is not NO_HOOKS:
-            await self.hooks.emit("on_retry", RetryEvent(
-                self.request_id, self.endpoint, self.attempt, delay, type(error).__name__))
+            await self.hooks.emit(
+                "on_retry",
+                RetryEvent(
+                    self.request_id, self.endpoint, self.attempt, delay, type(error).__name__
+                ),
+            )
 
     async def outcome_unknown(self, reason: str) -> None:
         self.outcome("unknown")
         if self.hooks is not NO_HOOKS:
-            await self.hooks.emit("on_outcome_unknown", OutcomeUnknownEvent(
-                self.request_id, self.endpoint, self.order_id or "", reason))
+            await self.hooks.emit(
+                "on_outcome_unknown",
+                OutcomeUnknownEvent(self.request_id, self.endpoint, self.order_id or "", reason),
+            )

@@ -80,11 +80,15 @@ Throttle = Callable[[], Awaitable[None]]
 
 
 def _check_timing(timeout: float | None, interval: float, max_interval: float) -> None:
-    problems = {name: [problem] for name, problem in (
-        ("timeout", seconds_problem(timeout)),
-        ("interval", seconds_problem(interval, allow_none=False)),
-        ("max_interval", seconds_problem(max_interval, allow_none=False)),
-    ) if problem is not None}
+    problems = {
+        name: [problem]
+        for name, problem in (
+            ("timeout", seconds_problem(timeout)),
+            ("interval", seconds_problem(interval, allow_none=False)),
+            ("max_interval", seconds_problem(max_interval, allow_none=False)),
+        )
+        if problem is not None
+    }
     if not problems and not max_interval >= interval:
         problems["max_interval"] = ["must be at least interval"]
     if problems:
@@ -142,8 +146,9 @@ async def poll_until_final(
             last_error = exc
             if isinstance(exc, RateLimitError):
                 hint = exc.retry_after
-            logger.info("%s: poll %d inconclusive (%s); polling on", what, step + 1,
-                        type(exc).__name__)
+            logger.info(
+                "%s: poll %d inconclusive (%s); polling on", what, step + 1, type(exc).__name__
+            )
         else:
             if last is None or answer.payment_status != last.payment_status:
                 last = answer
@@ -210,8 +215,11 @@ def watch_payment(
     """
     return poll_until_final(
         lambda: client.payment_status(id=id, order_id=order_id),
-        what=_describe("payment", id, order_id), timeout=timeout, interval=interval,
-        max_interval=max_interval, slots=client.status_slots,
+        what=_describe("payment", id, order_id),
+        timeout=timeout,
+        interval=interval,
+        max_interval=max_interval,
+        slots=client.status_slots,
     )
 
 
@@ -231,8 +239,11 @@ def watch_payout(
     """
     return poll_until_final(
         lambda: client.payout_status(id=id, order_id=order_id),
-        what=_describe("payout", id, order_id), timeout=timeout, interval=interval,
-        max_interval=max_interval, slots=client.status_slots,
+        what=_describe("payout", id, order_id),
+        timeout=timeout,
+        interval=interval,
+        max_interval=max_interval,
+        slots=client.status_slots,
     )
 
 
@@ -249,8 +260,16 @@ async def wait_for_payment(
 
     >>> st = await wait_for_payment(client, id=created.id, timeout=900)
     """
-    return await _last(watch_payment(client, id=id, order_id=order_id, timeout=timeout,
-                                     interval=interval, max_interval=max_interval))
+    return await _last(
+        watch_payment(
+            client,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
+    )
 
 
 async def wait_for_payout(
@@ -266,5 +285,13 @@ async def wait_for_payout(
 
     >>> st = await wait_for_payout(client, order_id="P-1", timeout=900)
     """
-    return await _last(watch_payout(client, id=id, order_id=order_id, timeout=timeout,
-                                    interval=interval, max_interval=max_interval))
+    return await _last(
+        watch_payout(
+            client,
+            id=id,
+            order_id=order_id,
+            timeout=timeout,
+            interval=interval,
+            max_interval=max_interval,
+        )
+    )

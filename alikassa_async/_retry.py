@@ -34,13 +34,17 @@ def _count(minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
         problem = count_problem(value, minimum=minimum, maximum=1000)
         if problem is not None:
             raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
+
     return check
 
 
 def _delay(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # 0 is a valid delay here (no backoff), unlike a timeout.
-    problem = None if value == 0 and not isinstance(value, bool) else seconds_problem(
-        value, allow_none=False)
+    problem = (
+        None
+        if value == 0 and not isinstance(value, bool)
+        else seconds_problem(value, allow_none=False)
+    )
     if problem is not None:
         raise RetryPolicyError(f"RetryPolicy.{attribute.name} {problem}")
 

@@ -62,8 +62,12 @@ class BatchSeal:
 
     def __init__(self, batch: str, secret: bytes) -> None:
         self.batch = batch
-        okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=_SALT,
-                   info=b"aes-256-gcm+hmac\x00" + batch.encode()).derive(secret)
+        okm = HKDF(
+            algorithm=hashes.SHA256(),
+            length=64,
+            salt=_SALT,
+            info=b"aes-256-gcm+hmac\x00" + batch.encode(),
+        ).derive(secret)
         self._aead = AESGCM(okm[:32])
         self._digest_key = okm[32:]
         #: stored with the batch: a worker holding another certificate is refused
@@ -96,9 +100,11 @@ class BatchSeal:
     def open(self, order_id: str, blob: bytes) -> bytes:
         if blob[:1] != _VERSION or len(blob) < 1 + _NONCE + 16:
             raise SealError(f"sealed body of order_id={order_id!r} has an unknown format")
-        nonce = blob[1:1 + _NONCE]
+        nonce = blob[1 : 1 + _NONCE]
         try:
-            return self._aead.decrypt(nonce, blob[1 + _NONCE:], self._aad(order_id))
+            return self._aead.decrypt(nonce, blob[1 + _NONCE :], self._aad(order_id))
         except InvalidTag:
-            raise SealError(f"sealed body of order_id={order_id!r} does not open: another "
-                            "payout certificate, or the row was altered") from None
+            raise SealError(
+                f"sealed body of order_id={order_id!r} does not open: another "
+                "payout certificate, or the row was altered"
+            ) from None

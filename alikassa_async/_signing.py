@@ -126,8 +126,11 @@ class Certificate:
     ) -> Certificate:
         """Load ``private_pem`` with the password read from ``password_file``."""
         password = _read(password_file, "password file") if password_file is not None else None
-        return cls.from_pem(_read(private_pem, "private key"), password,
-                            name=Path(private_pem).parent.name or "certificate")
+        return cls.from_pem(
+            _read(private_pem, "private key"),
+            password,
+            name=Path(private_pem).parent.name or "certificate",
+        )
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Certificate:

@@ -39,8 +39,11 @@ def tls_context(verify: object, *, from_env: bool = False) -> ssl.SSLContext:
         raise ConfigurationError("TLS verification cannot be switched off; pass your CA instead")
     if isinstance(verify, ssl.SSLContext):
         _check_context(verify)
-        if not from_env and verify.keylog_filename is not None and (
-                verify.keylog_filename == os.environ.get("SSLKEYLOGFILE")):
+        if (
+            not from_env
+            and verify.keylog_filename is not None
+            and (verify.keylog_filename == os.environ.get("SSLKEYLOGFILE"))
+        ):
             _set_keylog(verify, None)  # picked up from the environment, not asked for
         return verify
     cafile: str | None = None
@@ -58,7 +61,8 @@ def tls_context(verify: object, *, from_env: bool = False) -> ssl.SSLContext:
     else:
         raise ConfigurationError(
             "verify must be True, a CA bundle path or an ssl.SSLContext, "
-            f"not {type(verify).__name__}")
+            f"not {type(verify).__name__}"
+        )
     try:
         context = ssl.create_default_context(cafile=cafile, capath=capath)
     except (OSError, ssl.SSLError) as exc:
@@ -79,11 +83,13 @@ def _check_context(context: ssl.SSLContext) -> None:
     if context.verify_mode == ssl.CERT_NONE:
         raise ConfigurationError(
             "this SSLContext does not verify certificates (verify_mode=CERT_NONE); "
-            "TLS verification cannot be switched off: load your CA into it instead")
+            "TLS verification cannot be switched off: load your CA into it instead"
+        )
     if not context.check_hostname:
         raise ConfigurationError(
             "this SSLContext does not check host names (check_hostname=False); "
-            "TLS verification cannot be weakened")
+            "TLS verification cannot be weakened"
+        )
 
 
 def check_transport_tls(transport: object) -> None:

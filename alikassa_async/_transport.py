@@ -79,9 +79,15 @@ class Answer:
 
 
 class Sender(Protocol):
-    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None,
-                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer: ...
+    async def post(
+        self,
+        url: str,
+        body: SignedBody,
+        headers: Mapping[str, str],
+        time_budget: httpx.Timeout | None,
+        deadline: float | None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> Answer: ...
 
     async def aclose(self) -> None: ...
 
@@ -142,8 +148,9 @@ def _httpx_not_sent(exc: BaseException) -> bool:
 class _TooLarge(Exception):
     def __init__(self, max_bytes: int, declared: object = None) -> None:
         size = "" if declared is None else f" of {declared} bytes"
-        super().__init__(f"response body{size} is too large for this endpoint "
-                         f"(limit {max_bytes} bytes)")
+        super().__init__(
+            f"response body{size} is too large for this endpoint (limit {max_bytes} bytes)"
+        )
 
 
 class HttpxSender:
@@ -161,23 +168,40 @@ class HttpxSender:
     would otherwise hold the call forever.
     """
 
-    def __init__(self, client: httpx.AsyncClient, *, owned: bool,
-                 direct: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        owned: bool,
+        direct: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.client = client
         self._owned = owned
         self._direct = direct
         self._timeout = client.timeout
 
-    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None,
-                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
+    async def post(
+        self,
+        url: str,
+        body: SignedBody,
+        headers: Mapping[str, str],
+        time_budget: httpx.Timeout | None,
+        deadline: float | None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> Answer:
         timeout = self._timeout if time_budget is None else time_budget
         if self._direct is not None:
-            request = httpx.Request("POST", url, content=body.data, headers=headers,
-                                    extensions={"timeout": timeout.as_dict()})
+            request = httpx.Request(
+                "POST",
+                url,
+                content=body.data,
+                headers=headers,
+                extensions={"timeout": timeout.as_dict()},
+            )
         else:
-            request = self.client.build_request("POST", url, content=body.data, headers=headers,
-                                                timeout=timeout)
+            request = self.client.build_request(
+                "POST", url, content=body.data, headers=headers, timeout=timeout
+            )
         request.stream = body  # same bytes and Content-Length; records when they start to go
         limit = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         scope = asyncio.timeout(limit)
@@ -268,8 +292,9 @@ class _LaneStream(httpx.AsyncByteStream):
 
     __slots__ = ("_complete", "_inner", "_lane", "_pool")
 
-    def __init__(self, inner: httpx.AsyncByteStream, pool: LanePoolTransport,
-                 lane: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self, inner: httpx.AsyncByteStream, pool: LanePoolTransport, lane: httpx.AsyncBaseTransport
+    ) -> None:
         self._inner = inner
         self._pool = pool
         self._lane: httpx.AsyncBaseTransport | None = lane
@@ -321,26 +346,35 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
         verify: ssl.SSLContext | bool = True,
         lane_factory: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or (
-                max_connections < 1):
+        if (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or (max_connections < 1)
+        ):
             raise ValueError("max_connections must be a positive integer")
-        self._max_idle = max_connections if max_keepalive_connections is None else min(
-            max_keepalive_connections, max_connections)
+        self._max_idle = (
+            max_connections
+            if max_keepalive_connections is None
+            else min(max_keepalive_connections, max_connections)
+        )
         self._expiry = keepalive_expiry
         if lane_factory is None:
             # One SSLContext for every lane: building one loads the CA bundle (~10 ms).
-            context = verify if isinstance(verify, ssl.SSLContext) else (
-                httpx.create_ssl_context(verify=verify, trust_env=False))
-            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                  keepalive_expiry=keepalive_expiry)
+            context = (
+                verify
+                if isinstance(verify, ssl.SSLContext)
+                else (httpx.create_ssl_context(verify=verify, trust_env=False))
+            )
+            limits = httpx.Limits(
+                max_connections=1, max_keepalive_connections=1, keepalive_expiry=keepalive_expiry
+            )
 
             def lane_factory() -> httpx.AsyncBaseTransport:
                 return httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False)
 
         self._new_lane = lane_factory
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: collections.deque[tuple[float, httpx.AsyncBaseTransport]] = (
-            collections.deque())
+        self._idle: collections.deque[tuple[float, httpx.AsyncBaseTransport]] = collections.deque()
         self.lanes: set[httpx.AsyncBaseTransport] = set()
         self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -359,8 +393,9 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
                 async with asyncio.timeout(timeout):
                     await self._slots.acquire()
             except TimeoutError:
-                raise httpx.PoolTimeout("no connection free within the pool timeout",
-                                        request=request) from None
+                raise httpx.PoolTimeout(
+                    "no connection free within the pool timeout", request=request
+                ) from None
         else:
             await self._slots.acquire()  # a free slot: returns without suspending
         lane = self._idle.pop()[1] if self._idle else self._create_lane()
@@ -371,8 +406,10 @@ class LanePoolTransport(httpx.AsyncBaseTransport):
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         return httpx.Response(
-            status_code=response.status_code, headers=response.headers,
-            stream=_LaneStream(response.stream, self, lane), extensions=response.extensions,
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_LaneStream(response.stream, self, lane),
+            extensions=response.extensions,
         )
 
     def _create_lane(self) -> httpx.AsyncBaseTransport:
@@ -439,8 +476,14 @@ class AiohttpSender:
     every other failure may follow a complete send.
     """
 
-    def __init__(self, *, max_connections: int, keepalive_expiry: float | None,
-                 timeout: httpx.Timeout, ssl_context: ssl.SSLContext | bool) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        keepalive_expiry: float | None,
+        timeout: httpx.Timeout,
+        ssl_context: ssl.SSLContext | bool,
+    ) -> None:
         try:
             import aiohttp
         except ImportError:
@@ -459,23 +502,33 @@ class AiohttpSender:
     def _client_timeout(self, timeout: httpx.Timeout) -> Any:
         # aiohttp's ``connect`` covers waiting for a pooled connection plus connecting.
         connect = None if timeout.connect is None else timeout.connect + (timeout.pool or 0)
-        return self._aiohttp.ClientTimeout(total=None, connect=connect,
-                                           sock_connect=timeout.connect, sock_read=timeout.read)
+        return self._aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=timeout.connect, sock_read=timeout.read
+        )
 
     def _open(self) -> Any:
         # Made on first use: a ClientSession must be built inside the running loop.
         aiohttp = self._aiohttp
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl,
-                                           keepalive_timeout=self._keepalive or 0),
-            timeout=self._timeout, trust_env=False, auto_decompress=False,
+            connector=aiohttp.TCPConnector(
+                limit=self._limit, ssl=self._ssl, keepalive_timeout=self._keepalive or 0
+            ),
+            timeout=self._timeout,
+            trust_env=False,
+            auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
         return self._session
 
-    async def post(self, url: str, body: SignedBody, headers: Mapping[str, str],
-                   time_budget: httpx.Timeout | None, deadline: float | None,
-                   max_bytes: int = MAX_RESPONSE_BYTES) -> Answer:
+    async def post(
+        self,
+        url: str,
+        body: SignedBody,
+        headers: Mapping[str, str],
+        time_budget: httpx.Timeout | None,
+        deadline: float | None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> Answer:
         aiohttp = self._aiohttp
         session = self._session or self._open()
         timeout = self._timeout if time_budget is None else self._client_timeout(time_budget)
@@ -483,8 +536,11 @@ class AiohttpSender:
         if deadline is not None:
             limit = max(deadline - time.monotonic(), 0.001)
             timeout = aiohttp.ClientTimeout(
-                total=limit, connect=timeout.connect,
-                sock_connect=timeout.sock_connect, sock_read=timeout.sock_read)
+                total=limit,
+                connect=timeout.connect,
+                sock_connect=timeout.sock_connect,
+                sock_read=timeout.sock_read,
+            )
             # aiohttp's own total timeout says more (connect vs. read); this is the backstop.
             limit += _BACKSTOP
         scope = asyncio.timeout(limit)
@@ -493,23 +549,34 @@ class AiohttpSender:
         failure: NotSent | MaybeSent
         try:
             async with scope:
-                return await self._exchange(session, url, body.data, headers, timeout,
-                                            max_bytes)
+                return await self._exchange(session, url, body.data, headers, timeout, max_bytes)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             failure = NotSent(_describe(exc))
         except _TooLarge as exc:
             failure = MaybeSent(str(exc))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             past_deadline = isinstance(exc, TimeoutError) and (
-                scope.expired() or (deadline is not None and time.monotonic() >= deadline))
-            failure = MaybeSent("the call's deadline passed while waiting for the answer"
-                                if past_deadline else _describe(exc))
+                scope.expired() or (deadline is not None and time.monotonic() >= deadline)
+            )
+            failure = MaybeSent(
+                "the call's deadline passed while waiting for the answer"
+                if past_deadline
+                else _describe(exc)
+            )
         raise failure  # outside the except block: no chain into aiohttp's frames
 
-    async def _exchange(self, session: Any, url: str, body: bytes, headers: Mapping[str, str],
-                        client_timeout: Any, max_bytes: int) -> Answer:
-        async with session.post(url, data=body, headers=dict(headers),
-                                allow_redirects=False, timeout=client_timeout) as response:
+    async def _exchange(
+        self,
+        session: Any,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_timeout: Any,
+        max_bytes: int,
+    ) -> Answer:
+        async with session.post(
+            url, data=body, headers=dict(headers), allow_redirects=False, timeout=client_timeout
+        ) as response:
             try:
                 if (response.content_length or 0) > max_bytes:
                     raise _TooLarge(max_bytes, response.content_length)

@@ -308,13 +308,21 @@ def _pattern(regex: str, describe: str, message: str, *, sensitive: bool) -> Rul
 
 def digits(count: int, what: str, *, sensitive: bool = False) -> Rule:
     """A string of exactly ``count`` ASCII digits (leading zeros kept: pass a str)."""
-    return _pattern(rf"\d{{{count}}}", f"{count} digits", f"must be {what}: exactly {count} digits",
-                    sensitive=sensitive)
+    return _pattern(
+        rf"\d{{{count}}}",
+        f"{count} digits",
+        f"must be {what}: exactly {count} digits",
+        sensitive=sensitive,
+    )
 
 
 #: SBP (NSPK) participant id, e.g. ``100000000111`` (API reference §7.4)
-sbp_bank_id = _pattern(r"1000000\d{5}", "SBP bank id 1000000XXXXX",
-                       "must be an SBP bank id like 100000000111", sensitive=False)
+sbp_bank_id = _pattern(
+    r"1000000\d{5}",
+    "SBP bank id 1000000XXXXX",
+    "must be an SBP bank id like 100000000111",
+    sensitive=False,
+)
 
 _BANK_SLUG = re.compile(r"[a-z][a-z0-9_-]{0,99}", re.ASCII)
 
@@ -324,8 +332,10 @@ def _bank_code(value: object) -> object:
     if text_value.isdigit():
         return sbp_bank_id(text_value)
     if not _BANK_SLUG.fullmatch(text_value):
-        raise Invalid("must be an SBP bank id like 100000000111 or a bank slug like 'sberbank' "
-                      f"(got {_show(text_value)})")
+        raise Invalid(
+            "must be an SBP bank id like 100000000111 or a bank slug like 'sberbank' "
+            f"(got {_show(text_value)})"
+        )
     return text_value
 
 
@@ -379,8 +389,10 @@ def _ru_phone(value: object) -> object:
     phone = _str(value)
     bare = phone[1:] if phone.startswith("+") else phone
     if not (len(bare) == 11 and bare.isascii() and bare.isdigit() and bare.startswith("7")):
-        raise Invalid("must be a Russian phone 7XXXXXXXXXX: 11 digits starting with 7, "
-                      f"optionally after a + (got {mask(phone)})")
+        raise Invalid(
+            "must be a Russian phone 7XXXXXXXXXX: 11 digits starting with 7, "
+            f"optionally after a + (got {mask(phone)})"
+        )
     return bare
 
 
@@ -391,7 +403,8 @@ ru_phone = Rule("phone 7XXXXXXXXXX (leading + dropped)", _ru_phone)
 # ``extra`` object of payouts (EUR accounts), API reference §6.4
 
 # ISO 3166-1 alpha-2, officially assigned codes.
-ISO_COUNTRY_CODES = frozenset("""
+ISO_COUNTRY_CODES = frozenset(
+    """
 AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR
 BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ
 EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW
@@ -401,7 +414,8 @@ MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR
 QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG
 TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM
 ZW
-""".split())
+""".split()
+)
 
 
 def _country(value: object) -> object:
@@ -428,10 +442,12 @@ def _birth_date(value: object) -> object:
 
 
 _EUR_EXTRA_RULES: dict[str, Rule] = {
-    "card_exp_year": _pattern(r"\d{2}", "2 digits", "must be two digits, e.g. '27'",
-                              sensitive=False),
-    "card_exp_month": _pattern(r"0[1-9]|1[0-2]", "01..12", "must be a two-digit month 01..12",
-                               sensitive=False),
+    "card_exp_year": _pattern(
+        r"\d{2}", "2 digits", "must be two digits, e.g. '27'", sensitive=False
+    ),
+    "card_exp_month": _pattern(
+        r"0[1-9]|1[0-2]", "01..12", "must be a two-digit month 01..12", sensitive=False
+    ),
     "card_holder": text(100),
     "card_country": Rule("ISO 3166-1 alpha-2", _country),
     "card_recipient_birth_date": Rule("YYYY-MM-DD in the past", _birth_date),
@@ -466,8 +482,7 @@ def payout_extra(*, card_fields_required: bool) -> Rule:
                     nested.setdefault(key, []).append("is required for card payouts in EUR")
         for key in keys:
             if not isinstance(key, str):
-                nested.setdefault("<key>", []).append(
-                    f"keys must be str, not {_type_name(key)}")
+                nested.setdefault("<key>", []).append(f"keys must be str, not {_type_name(key)}")
                 continue
             item = value[key]
             if item is None or (isinstance(item, str) and item == ""):  # not given

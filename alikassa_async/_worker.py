@@ -134,14 +134,23 @@ _Write: TypeAlias = StoredOutcome | _SentMark
 
 
 class _Worker:
-    def __init__(self, client: AliKassaClient, journal: PostgresJournal, batch: str,
-                 concurrency: int, rate: float | None, reconcile: ReconcilePolicy,
-                 policy: WorkerPolicy, worker_id: str | None) -> None:
+    def __init__(
+        self,
+        client: AliKassaClient,
+        journal: PostgresJournal,
+        batch: str,
+        concurrency: int,
+        rate: float | None,
+        reconcile: ReconcilePolicy,
+        policy: WorkerPolicy,
+        worker_id: str | None,
+    ) -> None:
         budget = client.retry.total_timeout
         if budget is None:
             raise ConfigurationError(
                 "payouts_worker needs a bounded send: give the client a "
-                "RetryPolicy(total_timeout=...) so every send ends inside its lease")
+                "RetryPolicy(total_timeout=...) so every send ends inside its lease"
+            )
         self.client = client
         self.journal = journal
         self.batch = batch
@@ -153,14 +162,22 @@ class _Worker:
             raise ConfigurationError(
                 f"lease {self.lease:g}s is too short: a send may take {budget:g}s "
                 f"(total_timeout) and must end {self.margin:g}s before the lease does, "
-                f"with a {policy.heartbeat:g}s heartbeat")
+                f"with a {policy.heartbeat:g}s heartbeat"
+            )
         self.worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.limiter = _SharedLimiter(rate)
-        self.run = _Run(client, _ItemJournal(self), self.limiter, reconcile,
-                        _WaitSettings(False, None, 1.0, 1.0), concurrency)
+        self.run = _Run(
+            client,
+            _ItemJournal(self),
+            self.limiter,
+            reconcile,
+            _WaitSettings(False, None, 1.0, 1.0),
+            concurrency,
+        )
         self.owned: dict[str, _Owned] = {}
         self.pending_writes: asyncio.Queue[tuple[_Write, asyncio.Future[float | None]]] = (
-            asyncio.Queue())
+            asyncio.Queue()
+        )
 
     # -- leases ----------------------------------------------------------------------
 
@@ -169,8 +186,10 @@ class _Worker:
         if not tokens:
             return
         renewed, deadline = await self.journal.renew(
-            self.worker, [(o.claim.order_id, token) for token, o in tokens.items()],
-            lease=self.lease)
+            self.worker,
+            [(o.claim.order_id, token) for token, o in tokens.items()],
+            lease=self.lease,
+        )
         for token, owned in tokens.items():
             if token in renewed:
                 owned.deadline = max(owned.deadline, deadline)
@@ -185,7 +204,8 @@ class _Worker:
         while True:
             try:
                 live = await self.journal.heartbeat(
-                    self.worker, self.batch, live_within=3 * self.policy.heartbeat)
+                    self.worker, self.batch, live_within=3 * self.policy.heartbeat
+                )
                 self.limiter.share(live)
                 await self._renew()
                 if failures:
@@ -194,8 +214,12 @@ class _Worker:
             except JournalError as exc:  # unreachable, or a statement failed: try again
                 failures += 1
                 if failures == 1:
-                    logger.warning("worker %s: no heartbeat (%s); no send starts until the "
-                                   "database confirms the leases again", self.worker, exc)
+                    logger.warning(
+                        "worker %s: no heartbeat (%s); no send starts until the "
+                        "database confirms the leases again",
+                        self.worker,
+                        exc,
+                    )
             await asyncio.sleep(self.policy.heartbeat / (2 if failures else 1))
 
     # -- writes ------------------------------------------------------------------------
@@ -223,8 +247,11 @@ class _Worker:
             while True:
                 try:
                     marked, applied, deadline = await self.journal.write_group(
-                        self.worker, [(m.order_id, m.token) for m in marks], outcomes,
-                        lease=self.lease)
+                        self.worker,
+                        [(m.order_id, m.token) for m in marks],
+                        outcomes,
+                        lease=self.lease,
+                    )
                     break
                 except JournalUnavailableError:
                     await asyncio.sleep(delay + random.uniform(0, delay))
@@ -252,8 +279,9 @@ class _Worker:
             request = self.journal.open_claim(self.batch, claim)
         except SealError as exc:
             state = Outcome.UNKNOWN if claim.in_doubt else Outcome.REJECTED
-            await self.write(StoredOutcome(claim.order_id, claim.token, state.value,
-                                           detail=_detail(exc)))
+            await self.write(
+                StoredOutcome(claim.order_id, claim.token, state.value, detail=_detail(exc))
+            )
             return BatchResult(index=index, order_id=claim.order_id, outcome=state, error=exc)
         item = owned.item = _Item(index, request, resumed=claim.sends > 1 or claim.in_doubt)
         item.payout_id = claim.payout_id
@@ -266,25 +294,33 @@ class _Worker:
             # A fresh claim (or one whose last send never left) is already the intent of
             # the first send; an item in doubt records a new intent before any re-send.
             result = await self.run._send_until_settled(
-                item, claim.in_doubt, claim.in_doubt, lambda: None)
+                item, claim.in_doubt, claim.in_doubt, lambda: None
+            )
         except (_Lost, LeaseLostError):
-            logger.info("order_id=%s: lease lost; its new owner reconciles it",
-                        claim.order_id)
+            logger.info("order_id=%s: lease lost; its new owner reconciles it", claim.order_id)
             return None
         if result.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT):
             try:
-                await self.write(StoredOutcome(
-                    claim.order_id, claim.token, result.outcome.value, payout_id=item.payout_id,
-                    detail=None if result.error is None else _detail(result.error),
-                    retry_in=self.policy.retry_unknown, resumed=item.resumed,
-                    reconciled=item.reconciled))
+                await self.write(
+                    StoredOutcome(
+                        claim.order_id,
+                        claim.token,
+                        result.outcome.value,
+                        payout_id=item.payout_id,
+                        detail=None if result.error is None else _detail(result.error),
+                        retry_in=self.policy.retry_unknown,
+                        resumed=item.resumed,
+                        reconciled=item.reconciled,
+                    )
+                )
             except _Lost:
                 return None
         return result
 
     async def claim(self, free: int) -> list[Claim]:
-        return await self.journal.claim_items(self.batch, self.worker, free, lease=self.lease,
-                                              max_rounds=self.policy.max_rounds)
+        return await self.journal.claim_items(
+            self.batch, self.worker, free, lease=self.lease, max_rounds=self.policy.max_rounds
+        )
 
     async def join(self, rate: float | None) -> None:
         """Show up in the batch's live workers and take this worker's share of ``rate``."""
@@ -293,16 +329,16 @@ class _Worker:
         if rate is not None:
             # Let the other workers see us before we take our share of the rate.
             await asyncio.sleep(self.policy.heartbeat)
-            live = await self.journal.heartbeat(self.worker, self.batch,
-                                                live_within=live_within)
+            live = await self.journal.heartbeat(self.worker, self.batch, live_within=live_within)
         self.limiter.share(live)
 
     def start(self, claims: list[Claim], done: asyncio.Queue[_Owned]) -> None:
         for claim in claims:
             owned = _Owned(claim, claim.lease_deadline)
             self.owned[claim.order_id] = owned
-            owned.task = asyncio.create_task(self.process(owned),
-                                             name=f"payout order_id={claim.order_id}")
+            owned.task = asyncio.create_task(
+                self.process(owned), name=f"payout order_id={claim.order_id}"
+            )
             owned.task.add_done_callback(_notify(done, owned))
 
     async def finished(self, done: asyncio.Queue[_Owned]) -> list[BatchResult]:
@@ -344,13 +380,20 @@ class _Worker:
         try:
             released = await self.journal.release_owned(self.worker, self.batch)
             if released:
-                logger.warning("worker %s stopped owning %d payout(s); released for another "
-                               "worker to reconcile", self.worker, released)
+                logger.warning(
+                    "worker %s stopped owning %d payout(s); released for another "
+                    "worker to reconcile",
+                    self.worker,
+                    released,
+                )
         except JournalError:
             if tasks:
-                logger.warning("worker %s stopped with %d payout(s) owned; their leases run "
-                               "out and another worker reconciles them", self.worker,
-                               len(tasks))
+                logger.warning(
+                    "worker %s stopped with %d payout(s) owned; their leases run "
+                    "out and another worker reconciles them",
+                    self.worker,
+                    len(tasks),
+                )
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -378,7 +421,8 @@ class _ItemJournal:
         while True:
             try:
                 owned.deadline = await worker.journal.mark_resend(
-                    worker.worker, order_id, owned.claim.token, lease=worker.lease)
+                    worker.worker, order_id, owned.claim.token, lease=worker.lease
+                )
                 return
             except JournalUnavailableError:
                 await asyncio.sleep(delay)
@@ -391,24 +435,38 @@ class _ItemJournal:
         worker = self._worker
         while True:
             owned = worker.owned_item(order_id)
-            owned.deadline = max(owned.deadline,
-                                 await worker.write(_SentMark(order_id, owned.claim.token)))
+            owned.deadline = max(
+                owned.deadline, await worker.write(_SentMark(order_id, owned.claim.token))
+            )
             if owned.deadline - time.monotonic() >= worker.send_budget + worker.margin:
                 return
             # The database answered too slowly for this lease: mark again (renewing it).
 
-    async def record_outcome(self, order_id: str, state: JournalState, *,
-                             payout_id: int | None = None, detail: str | None = None) -> None:
+    async def record_outcome(
+        self,
+        order_id: str,
+        state: JournalState,
+        *,
+        payout_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         # "unknown"/"not_sent" mid-item are not final: the row stays "intent" (owned, in
         # doubt) until the item settles; process() writes the final one.
         if state in (JournalState.UNKNOWN, JournalState.NOT_SENT, JournalState.INTENT):
             return
         owned = self._worker.owned_item(order_id)
         item = owned.item
-        await self._worker.write(StoredOutcome(
-            order_id, owned.claim.token, state.value, payout_id=payout_id, detail=detail,
-            resumed=item is not None and item.resumed,
-            reconciled=item is not None and item.reconciled))
+        await self._worker.write(
+            StoredOutcome(
+                order_id,
+                owned.claim.token,
+                state.value,
+                payout_id=payout_id,
+                detail=detail,
+                resumed=item is not None and item.resumed,
+                reconciled=item is not None and item.reconciled,
+            )
+        )
 
     # The rest of the Journal protocol: the worker's claims and leases replace it.
     async def acquire(self, run_id: str) -> None:
@@ -455,8 +513,9 @@ async def payouts_worker(
     if not isinstance(journal, PostgresJournal):
         raise ConfigurationError("payouts_worker needs a PostgresJournal")
     policy = policy or WorkerPolicy()
-    worker = _Worker(client, journal, batch, concurrency, rate, reconcile or ReconcilePolicy(),
-                     policy, worker_id)
+    worker = _Worker(
+        client, journal, batch, concurrency, rate, reconcile or ReconcilePolicy(), policy, worker_id
+    )
     await journal.check_batch(batch)
     done: asyncio.Queue[_Owned] = asyncio.Queue()
     background: list[asyncio.Task[None]] = []
@@ -464,9 +523,13 @@ async def payouts_worker(
         await worker.join(rate)
         # Several writers: while one waits for its commit the next group is on its way, and
         # the server flushes concurrent commits together.
-        background = [asyncio.create_task(worker.heartbeats(), name="alikassa-heartbeat"),
-                      *(asyncio.create_task(worker.writer(), name=f"alikassa-writes-{i}")
-                        for i in range(_WRITERS))]
+        background = [
+            asyncio.create_task(worker.heartbeats(), name="alikassa-heartbeat"),
+            *(
+                asyncio.create_task(worker.writer(), name=f"alikassa-writes-{i}")
+                for i in range(_WRITERS)
+            ),
+        ]
         rounds = _ClaimRounds(worker, concurrency)
         while True:
             claims = await rounds.next()
@@ -503,8 +566,9 @@ class _ClaimRounds:
                     # worker claimed is back to not_sent for a worker that has the right ones.
                     raise refusal
                 if not worker.owned and not claims:
-                    later = await worker.journal.pending_later(worker.batch,
-                                                               max_rounds=policy.max_rounds)
+                    later = await worker.journal.pending_later(
+                        worker.batch, max_rounds=policy.max_rounds
+                    )
                     if later is None:
                         return None
                     await asyncio.sleep(min(max(later, 0.05), policy.idle_poll))
@@ -512,8 +576,9 @@ class _ClaimRounds:
                 self.backoff = 0.1
                 return claims
             except JournalUnavailableError as exc:
-                logger.warning("worker %s: database unreachable, no new claims: %s",
-                               worker.worker, exc)
+                logger.warning(
+                    "worker %s: database unreachable, no new claims: %s", worker.worker, exc
+                )
                 await asyncio.sleep(self.backoff)
                 self.backoff = min(self.backoff * 2, policy.heartbeat)
                 if worker.owned:
@@ -526,8 +591,9 @@ class _ClaimRounds:
         return []
 
 
-def _notify(queue: asyncio.Queue[_Owned], owned: _Owned
-            ) -> Callable[[asyncio.Task[BatchResult | None]], None]:
+def _notify(
+    queue: asyncio.Queue[_Owned], owned: _Owned
+) -> Callable[[asyncio.Task[BatchResult | None]], None]:
     return lambda _task: queue.put_nowait(owned)
 
 

@@ -87,8 +87,7 @@ class JournalHolder:
 
     @classmethod
     def this_process(cls, run_id: str) -> JournalHolder:
-        return cls(run_id=run_id, pid=os.getpid(), host=socket.gethostname(),
-                   since=time.time())
+        return cls(run_id=run_id, pid=os.getpid(), host=socket.gethostname(), since=time.time())
 
     def describe(self) -> str:
         when = datetime.fromtimestamp(self.since, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -160,7 +159,11 @@ class Journal(Protocol):
         ...
 
     async def record_outcome(
-        self, order_id: str, state: JournalState, *, payout_id: int | None = None,
+        self,
+        order_id: str,
+        state: JournalState,
+        *,
+        payout_id: int | None = None,
         detail: str | None = None,
     ) -> None:
         """Record what the send (or a status lookup) established."""
@@ -175,23 +178,38 @@ class Journal(Protocol):
     async def aclose(self) -> None: ...
 
 
-_SELECT_ONE = ("SELECT order_id, body_hash, state, payout_id, sends, sent, sent_at, run_id, "
-               "updated_at, detail FROM payouts WHERE order_id = ?")
+_SELECT_ONE = (
+    "SELECT order_id, body_hash, state, payout_id, sends, sent, sent_at, run_id, "
+    "updated_at, detail FROM payouts WHERE order_id = ?"
+)
 
 
 def _record(row: tuple[Any, ...], idle_for: float = 0.0) -> JournalRecord:
     order_id, digest, state, payout_id, sends, sent, sent_at, run_id, updated_at, detail = row
-    return JournalRecord(order_id=order_id, body_hash=digest, state=JournalState(state),
-                         payout_id=payout_id, sends=sends, sent=sent, sent_at=sent_at,
-                         run_id=run_id, updated_at=updated_at, detail=detail,
-                         idle_for=idle_for)
+    return JournalRecord(
+        order_id=order_id,
+        body_hash=digest,
+        state=JournalState(state),
+        payout_id=payout_id,
+        sends=sends,
+        sent=sent,
+        sent_at=sent_at,
+        run_id=run_id,
+        updated_at=updated_at,
+        detail=detail,
+        idle_for=idle_for,
+    )
 
 
 class _Op:
     __slots__ = ("fn", "future", "loop")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any],
-                 future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
@@ -204,6 +222,7 @@ class _Op:
                 self.future.set_exception(error)
             else:
                 self.future.set_result(value)
+
         try:
             self.loop.call_soon_threadsafe(deliver)
         except RuntimeError:  # that loop is closed; nobody is waiting any more
@@ -218,8 +237,9 @@ class SQLiteJournal:
     >>> await journal.aclose()
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *,
-                 busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0
+    ) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._lock: _FileLock | None = None
@@ -227,8 +247,7 @@ class SQLiteJournal:
         self._owned_since: float | None = None
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="alikassa-journal",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="alikassa-journal", daemon=True)
         self._thread.start()
 
     def __repr__(self) -> str:
@@ -268,54 +287,70 @@ class SQLiteJournal:
                 conn.execute(
                     "INSERT INTO payouts (order_id, body_hash, state, sends, run_id, "
                     "created_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?)",
-                    (order_id, body_hash, JournalState.INTENT.value, run_id, now, now))
+                    (order_id, body_hash, JournalState.INTENT.value, run_id, now, now),
+                )
                 return None
             # Every earlier owner had ended when this one took over: their sends could
             # be in flight until then, not later.
             idle = 0.0 if owned_since is None else max(time.time() - owned_since, 0.0)
             record = _record(row, idle)
             if record.body_hash == body_hash and record.run_id != run_id:
-                conn.execute("UPDATE payouts SET run_id = ? WHERE order_id = ?",
-                             (run_id, order_id))
+                conn.execute("UPDATE payouts SET run_id = ? WHERE order_id = ?", (run_id, order_id))
             return record
+
         return await self._submit(op)
 
     async def record_send(self, order_id: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE payouts SET state = ?, sends = sends + 1, updated_at = ? "
-                         "WHERE order_id = ?",
-                         (JournalState.INTENT.value, time.time(), order_id))
+            conn.execute(
+                "UPDATE payouts SET state = ?, sends = sends + 1, updated_at = ? "
+                "WHERE order_id = ?",
+                (JournalState.INTENT.value, time.time(), order_id),
+            )
+
         await self._submit(op)
 
     async def record_sent(self, order_id: str) -> None:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
-            conn.execute("UPDATE payouts SET sent = sends, sent_at = ?, updated_at = ? "
-                         "WHERE order_id = ?", (now, now, order_id))
+            conn.execute(
+                "UPDATE payouts SET sent = sends, sent_at = ?, updated_at = ? WHERE order_id = ?",
+                (now, now, order_id),
+            )
+
         await self._submit(op)
 
     async def record_outcome(
-        self, order_id: str, state: JournalState, *, payout_id: int | None = None,
+        self,
+        order_id: str,
+        state: JournalState,
+        *,
+        payout_id: int | None = None,
         detail: str | None = None,
     ) -> None:
         state = JournalState(state)
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE payouts SET state = ?, payout_id = COALESCE(?, payout_id), "
-                         "detail = ?, updated_at = ? WHERE order_id = ?",
-                         (state.value, payout_id, detail, time.time(), order_id))
+            conn.execute(
+                "UPDATE payouts SET state = ?, payout_id = COALESCE(?, payout_id), "
+                "detail = ?, updated_at = ? WHERE order_id = ?",
+                (state.value, payout_id, detail, time.time(), order_id),
+            )
+
         await self._submit(op)
 
     async def get(self, order_id: str) -> JournalRecord | None:
         def op(conn: sqlite3.Connection) -> JournalRecord | None:
             row = conn.execute(_SELECT_ONE, (order_id,)).fetchone()
             return None if row is None else _record(row)
+
         return await self._submit(op)
 
     async def counts(self) -> dict[JournalState, int]:
         def op(conn: sqlite3.Connection) -> dict[JournalState, int]:
             rows = conn.execute("SELECT state, COUNT(*) FROM payouts GROUP BY state")
             return {JournalState(state): n for state, n in rows}
+
         return await self._submit(op)
 
     async def aclose(self) -> None:
@@ -348,8 +383,9 @@ class SQLiteJournal:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
-                raise JournalError(f"journal {self.path!r} was written by a newer version "
-                                   f"(schema {version})")
+                raise JournalError(
+                    f"journal {self.path!r} was written by a newer version (schema {version})"
+                )
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk (WAL fsynced) before the send it guards.
             conn.execute("PRAGMA synchronous=FULL")
@@ -359,7 +395,8 @@ class SQLiteJournal:
                 " order_id TEXT PRIMARY KEY, body_hash TEXT NOT NULL, state TEXT NOT NULL,"
                 " payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0,"
                 " sent INTEGER NOT NULL DEFAULT 0, sent_at REAL, run_id TEXT NOT NULL,"
-                " created_at REAL NOT NULL, updated_at REAL NOT NULL, detail TEXT)")
+                " created_at REAL NOT NULL, updated_at REAL NOT NULL, detail TEXT)"
+            )
             if version == 1:
                 # Schema 1 did not record departures: take every intended send as gone.
                 conn.execute("ALTER TABLE payouts ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")
@@ -378,8 +415,11 @@ class SQLiteJournal:
         try:
             conn = self._open()
         except (sqlite3.Error, OSError, JournalError) as exc:
-            open_error = exc if isinstance(exc, JournalError) else JournalError(
-                f"cannot open journal {self.path!r}: {exc}")
+            open_error = (
+                exc
+                if isinstance(exc, JournalError)
+                else JournalError(f"cannot open journal {self.path!r}: {exc}")
+            )
         try:
             while True:
                 op = self._ops.get()
@@ -452,8 +492,10 @@ class _FileLock:
             os.close(fd)
             who = other.describe() if other is not None else "another process"
             raise JournalInUseError(
-                f"journal {self.path[:-len('.lock')]!r} is in use by {who}; one journal "
-                "serves one batch run at a time, and nothing was sent", other) from None
+                f"journal {self.path[: -len('.lock')]!r} is in use by {who}; one journal "
+                "serves one batch run at a time, and nothing was sent",
+                other,
+            ) from None
         except OSError as exc:
             os.close(fd)
             raise JournalError(f"cannot lock the journal {self.path!r}: {exc}") from None
@@ -472,7 +514,11 @@ class _FileLock:
 def _read_holder(fd: int) -> JournalHolder | None:
     try:
         data = json.loads(os.pread(fd, 4096, 0) or b"null")
-        return JournalHolder(run_id=str(data["run_id"]), pid=int(data["pid"]),
-                             host=str(data["host"]), since=float(data["since"]))
+        return JournalHolder(
+            run_id=str(data["run_id"]),
+            pid=int(data["pid"]),
+            host=str(data["host"]),
+            since=float(data["since"]),
+        )
     except (OSError, ValueError, TypeError, KeyError):
         return None  # written half-way, or by something else

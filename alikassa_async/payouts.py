@@ -27,7 +27,6 @@ from .services import build_named, validation_only
 __all__ = ["Amount", "PayoutOptions", "card", "card_eur", "sbp", "virtual_account"]
 
 
-
 class PayoutOptions(TypedDict, total=False):
     """Optional ``v1/payout`` fields (API reference §6.4)."""
 
@@ -46,28 +45,53 @@ class PayoutOptions(TypedDict, total=False):
 _OPTIONS = frozenset(PayoutOptions.__optional_keys__)
 
 
-def _payout(service: str, label: str, options: Mapping[str, object],
-            errors: dict[str, list[str]] | None = None, **fields: object) -> PayoutRequest:
+def _payout(
+    service: str,
+    label: str,
+    options: Mapping[str, object],
+    errors: dict[str, list[str]] | None = None,
+    **fields: object,
+) -> PayoutRequest:
     code, order_id, amount, wire = build_named(
-        "payout", service, label, fields, options, _OPTIONS, errors)
+        "payout", service, label, fields, options, _OPTIONS, errors
+    )
     return PayoutRequest(service=code, order_id=order_id, amount=amount, fields=wire)
 
 
 @validation_only
-def card(*, order_id: str, amount: Amount, number: str, customer_code: str | None = None,
-         **options: Unpack[PayoutOptions]) -> PayoutRequest:
+def card(
+    *,
+    order_id: str,
+    amount: Amount,
+    number: str,
+    customer_code: str | None = None,
+    **options: Unpack[PayoutOptions],
+) -> PayoutRequest:
     """Card payout in RUB (``payment_card_rub``); ``number`` must pass the Luhn check.
 
     >>> card(order_id="P-2", amount="1000.44", number="4111111111111111").service
     'payment_card_rub'
     """
-    return _payout("payment_card_rub", "payouts.card", options, order_id=order_id,
-                   amount=amount, number=number, customer_code=customer_code)
+    return _payout(
+        "payment_card_rub",
+        "payouts.card",
+        options,
+        order_id=order_id,
+        amount=amount,
+        number=number,
+        customer_code=customer_code,
+    )
 
 
 @validation_only
-def sbp(*, order_id: str, amount: Amount, number: str, customer_code: str,
-        **options: Unpack[PayoutOptions]) -> PayoutRequest:
+def sbp(
+    *,
+    order_id: str,
+    amount: Amount,
+    number: str,
+    customer_code: str,
+    **options: Unpack[PayoutOptions],
+) -> PayoutRequest:
     """SBP payout to a phone (``payment_card_sbp_rub``).
 
     ``number`` is ``7XXXXXXXXXX`` (a leading ``+`` is dropped); ``customer_code``
@@ -77,13 +101,27 @@ def sbp(*, order_id: str, amount: Amount, number: str, customer_code: str,
     ...     customer_code="100000000004").fields["customer_code"]
     '100000000004'
     """
-    return _payout("payment_card_sbp_rub", "payouts.sbp", options, order_id=order_id,
-                   amount=amount, number=number, customer_code=customer_code)
+    return _payout(
+        "payment_card_sbp_rub",
+        "payouts.sbp",
+        options,
+        order_id=order_id,
+        amount=amount,
+        number=number,
+        customer_code=customer_code,
+    )
 
 
 @validation_only
-def virtual_account(*, order_id: str, amount: Amount, number: str, customer_code: str,
-                    bik_bank: str, **options: Unpack[PayoutOptions]) -> PayoutRequest:
+def virtual_account(
+    *,
+    order_id: str,
+    amount: Amount,
+    number: str,
+    customer_code: str,
+    bik_bank: str,
+    **options: Unpack[PayoutOptions],
+) -> PayoutRequest:
     """Payout to a Russian payment account (``virtual_account_rub``).
 
     ``number`` is the 20-digit account, ``bik_bank`` the 9-digit BIC (a string:
@@ -93,17 +131,32 @@ def virtual_account(*, order_id: str, amount: Amount, number: str, customer_code
     ...                 customer_code="100000000111", bik_bank="041351902").service
     'virtual_account_rub'
     """
-    return _payout("virtual_account_rub", "payouts.virtual_account", options,
-                   order_id=order_id, amount=amount, number=number,
-                   customer_code=customer_code, bik_bank=bik_bank)
+    return _payout(
+        "virtual_account_rub",
+        "payouts.virtual_account",
+        options,
+        order_id=order_id,
+        amount=amount,
+        number=number,
+        customer_code=customer_code,
+        bik_bank=bik_bank,
+    )
 
 
 @validation_only
-def card_eur(*, order_id: str, amount: Amount, number: str, card_exp_year: str,
-             card_exp_month: str, card_holder: str, card_country: str,
-             card_recipient_birth_date: str | datetime.date,
-             service: str = "payment_card_eur",
-             **options: Unpack[PayoutOptions]) -> PayoutRequest:
+def card_eur(
+    *,
+    order_id: str,
+    amount: Amount,
+    number: str,
+    card_exp_year: str,
+    card_exp_month: str,
+    card_holder: str,
+    card_country: str,
+    card_recipient_birth_date: str | datetime.date,
+    service: str = "payment_card_eur",
+    **options: Unpack[PayoutOptions],
+) -> PayoutRequest:
     """Card payout from an EUR account: the five ``extra.*`` card fields are required.
 
     The EUR service code is not published; ``payment_card_eur`` follows the
@@ -116,8 +169,10 @@ def card_eur(*, order_id: str, amount: Amount, number: str, card_exp_year: str,
 'card_country': 'UA', 'card_recipient_birth_date': '1999-12-15'}
     """
     extra: dict[str, object] = {
-        "card_exp_year": card_exp_year, "card_exp_month": card_exp_month,
-        "card_holder": card_holder, "card_country": card_country,
+        "card_exp_year": card_exp_year,
+        "card_exp_month": card_exp_month,
+        "card_holder": card_holder,
+        "card_country": card_country,
         "card_recipient_birth_date": card_recipient_birth_date,
     }
     errors: dict[str, list[str]] = {}
@@ -134,5 +189,13 @@ def card_eur(*, order_id: str, amount: Amount, number: str, card_exp_year: str,
     for key in EUR_CARD_EXTRA_FIELDS:  # also when service= names a code the SDK does not know
         if not_given(extra[key]):
             errors.setdefault(f"extra.{key}", []).append("is required for card payouts in EUR")
-    return _payout(service, "payouts.card_eur", rest, errors, order_id=order_id,
-                   amount=amount, number=number, extra=extra)
+    return _payout(
+        service,
+        "payouts.card_eur",
+        rest,
+        errors,
+        order_id=order_id,
+        amount=amount,
+        number=number,
+        extra=extra,
+    )

@@ -99,8 +99,9 @@ def _driver() -> tuple[Any, Any]:
         import psycopg
         import psycopg_pool
     except ImportError as exc:
-        raise ImportError("PostgresJournal needs psycopg 3 and its pool: "
-                          "pip install 'alikassa-async[postgres]'") from exc
+        raise ImportError(
+            "PostgresJournal needs psycopg 3 and its pool: pip install 'alikassa-async[postgres]'"
+        ) from exc
     return psycopg, psycopg_pool
 
 
@@ -280,9 +281,16 @@ class PostgresJournal:
     ...     report = await journal.load("payroll-2026-12", requests)
     """
 
-    def __init__(self, dsn: str, *, payout_cert: Certificate | None = None,
-                 batch: str = "payouts_batch", schema: str = "alikassa",
-                 max_connections: int = 8, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        payout_cert: Certificate | None = None,
+        batch: str = "payouts_batch",
+        schema: str = "alikassa",
+        max_connections: int = 8,
+        connect_timeout: float = 5.0,
+    ) -> None:
         if not _NAME.match(schema):
             raise JournalError(f"schema must be a lower-case SQL identifier, not {schema!r}")
         self.dsn = dsn
@@ -291,23 +299,35 @@ class PostgresJournal:
         self.payout_cert = payout_cert
         self._seals: dict[str, BatchSeal] = {}
         self._psycopg, pool = _driver()
-        options: dict[str, Any] = {"autocommit": True,
-                                   "connect_timeout": max(int(connect_timeout), 1)}
+        options: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(int(connect_timeout), 1),
+        }
         try:
             given = self._psycopg.conninfo.conninfo_to_dict(dsn)
         except self._psycopg.ProgrammingError as exc:
             raise JournalError(f"not a PostgreSQL connection string: {exc}") from None
         # A database host that vanishes without a reset must not hang a worker for the
         # kernel's 15 minutes of retransmissions: probe idle connections (the DSN wins).
-        for key, value in (("keepalives", 1), ("keepalives_idle", 10),
-                           ("keepalives_interval", 5), ("keepalives_count", 3)):
+        for key, value in (
+            ("keepalives", 1),
+            ("keepalives_idle", 10),
+            ("keepalives_interval", 5),
+            ("keepalives_count", 3),
+        ):
             if key not in given:
                 options[key] = value
         self._pool: psycopg_pool.AsyncConnectionPool[Any] = pool.AsyncConnectionPool(
-            dsn, min_size=1, max_size=max(max_connections, 2), open=False,
+            dsn,
+            min_size=1,
+            max_size=max(max_connections, 2),
+            open=False,
             kwargs=options,
-            configure=self._configure, timeout=connect_timeout,
-            reconnect_timeout=7 * 24 * 3600.0, name="alikassa-journal")
+            configure=self._configure,
+            timeout=connect_timeout,
+            reconnect_timeout=7 * 24 * 3600.0,
+            name="alikassa-journal",
+        )
         self._ready = False
         self._closed = False
         self._open_lock = asyncio.Lock()
@@ -346,10 +366,12 @@ class PostgresJournal:
                 await self._pool.open(wait=True, timeout=self._pool.timeout)
             except self._psycopg.OperationalError as exc:
                 raise JournalUnavailableError(
-                    f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
+                    f"cannot connect to {_redacted(self.dsn)}: {exc}"
+                ) from None
             except _driver()[1].PoolTimeout as exc:
                 raise JournalUnavailableError(
-                    f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
+                    f"cannot connect to {_redacted(self.dsn)}: {exc}"
+                ) from None
             await self._migrate()
             self._ready = True
 
@@ -361,7 +383,8 @@ class PostgresJournal:
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
             await conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer PRIMARY KEY,"
-                " sdk text NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())")
+                " sdk text NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())"
+            )
             cur = await conn.execute(_version_sql(s))
             row = await cur.fetchone()
             current = int(row[0]) if row else 0
@@ -369,13 +392,15 @@ class PostgresJournal:
                 raise JournalError(
                     f"the journal schema {s!r} in {_redacted(self.dsn)} is version {current}, "
                     f"but this alikassa-async knows only up to {SCHEMA_VERSION}: upgrade "
-                    "alikassa-async on this machine (nothing was changed)")
+                    "alikassa-async on this machine (nothing was changed)"
+                )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in migrations[version]:
                     await conn.execute(statement)
                 await conn.execute(
                     f"INSERT INTO {s}.schema_version (version, sdk) VALUES (%s, %s)",
-                    (version, f"alikassa-async {__version__}"))
+                    (version, f"alikassa-async {__version__}"),
+                )
 
     async def schema_version(self) -> int:
         async with self._connection() as conn:
@@ -405,28 +430,39 @@ class PostgresJournal:
         seal = self._seals.get(batch)
         if seal is None:
             if self.payout_cert is None:
-                raise JournalError("this needs the payout certificate: "
-                                   "PostgresJournal(dsn, payout_cert=Certificate.from_dir(...))")
+                raise JournalError(
+                    "this needs the payout certificate: "
+                    "PostgresJournal(dsn, payout_cert=Certificate.from_dir(...))"
+                )
             seal = self._seals[batch] = BatchSeal.derive(self.payout_cert, batch)
         return seal
 
-    async def _register_batch(self, conn: psycopg.AsyncConnection[Any], batch: str,
-                              seal: BatchSeal | None) -> None:
+    async def _register_batch(
+        self, conn: psycopg.AsyncConnection[Any], batch: str, seal: BatchSeal | None
+    ) -> None:
         """Create the batch row, or check that ``seal`` is the key it was sealed with."""
         s = self.schema
         cert = self.payout_cert
         await conn.execute(
             f"INSERT INTO {s}.batches (batch, sealed, key_check, cert_fingerprint) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (batch) DO NOTHING",
-            (batch, seal is not None, None if seal is None else seal.key_check,
-             None if cert is None or seal is None else cert.fingerprint))
+            (
+                batch,
+                seal is not None,
+                None if seal is None else seal.key_check,
+                None if cert is None or seal is None else cert.fingerprint,
+            ),
+        )
         await self._check_batch_key(conn, batch, seal)
 
-    async def _check_batch_key(self, conn: psycopg.AsyncConnection[Any], batch: str,
-                               seal: BatchSeal | None) -> None:
+    async def _check_batch_key(
+        self, conn: psycopg.AsyncConnection[Any], batch: str, seal: BatchSeal | None
+    ) -> None:
         cur = await conn.execute(
             f"SELECT sealed, key_check, cert_fingerprint FROM {self.schema}.batches "
-            "WHERE batch = %s", (batch,))
+            "WHERE batch = %s",
+            (batch,),
+        )
         row = await cur.fetchone()
         if row is None:
             raise JournalError(f"no batch {batch!r} in {_redacted(self.dsn)}: load it first")
@@ -434,19 +470,25 @@ class PostgresJournal:
         if seal is None:
             return
         if not sealed:
-            raise JournalError(f"batch {batch!r} was recorded by payouts_batch(), not loaded "
-                               "with load(): it has no payout bodies to work on")
+            raise JournalError(
+                f"batch {batch!r} was recorded by payouts_batch(), not loaded "
+                "with load(): it has no payout bodies to work on"
+            )
         if key_check != seal.key_check:
             mine = self.payout_cert.fingerprint if self.payout_cert else "?"
             raise SealError(
                 f"batch {batch!r} was loaded with another payout certificate (fingerprint "
-                f"{fingerprint}); this one is {mine}")
+                f"{fingerprint}); this one is {mine}"
+            )
 
     # -- loading a batch -----------------------------------------------------------
 
-    async def load(self, batch: str,
-                   items: Iterable[PayoutRequest | Mapping[str, Any]]
-                   | AsyncIterable[PayoutRequest | Mapping[str, Any]]) -> LoadReport:
+    async def load(
+        self,
+        batch: str,
+        items: Iterable[PayoutRequest | Mapping[str, Any]]
+        | AsyncIterable[PayoutRequest | Mapping[str, Any]],
+    ) -> LoadReport:
         """Validate every item, then enqueue them all (or nothing) as ``batch``.
 
         Loading the same items again is a no-op; an ``order_id`` already in the
@@ -455,6 +497,7 @@ class PostgresJournal:
         items refuse it with a :class:`~alikassa_async._errors.RequestValidationError`
         naming each item's position.
         """
+
         async def numbered() -> AsyncIterator[tuple[int, object]]:
             index = 0
             if isinstance(items, AsyncIterable):
@@ -465,10 +508,12 @@ class PostgresJournal:
                 for item in items:
                     index += 1
                     yield index, item
+
         return await self.load_numbered(batch, numbered())
 
-    async def load_numbered(self, batch: str,
-                            items: AsyncIterable[tuple[int, object]]) -> LoadReport:
+    async def load_numbered(
+        self, batch: str, items: AsyncIterable[tuple[int, object]]
+    ) -> LoadReport:
         """:meth:`load` of ``(line, item)`` pairs (the CLI passes CSV line numbers)."""
         batch = _check_batch(batch)
         await self._ensure_open()
@@ -480,7 +525,8 @@ class PostgresJournal:
             await self._register_batch(conn, batch, seal)
             await conn.execute(
                 "CREATE TEMP TABLE incoming (order_id text, line integer, service text, "
-                "amount numeric, body_digest text, sealed bytea) ON COMMIT DROP")
+                "amount numeric, body_digest text, sealed bytea) ON COMMIT DROP"
+            )
             cur = conn.cursor()
             async with cur.copy("COPY incoming FROM STDIN") as copy:
                 async for line, item in items:
@@ -489,37 +535,52 @@ class PostgresJournal:
                     except RequestValidationError as exc:
                         if len(problems) < 1000:
                             problems[f"line {line}"] = [
-                                f"{field}: {'; '.join(m)}" for field, m in exc.errors.items()]
+                                f"{field}: {'; '.join(m)}" for field, m in exc.errors.items()
+                            ]
                         continue
                     first = seen.setdefault(request.order_id, line)
                     if first != line:
                         problems[f"line {line}"] = [
-                            f"order_id: {request.order_id!r} already used on line {first}"]
+                            f"order_id: {request.order_id!r} already used on line {first}"
+                        ]
                         continue
                     body = php_json_encode(request.to_wire())
-                    await copy.write_row((request.order_id, line, request.service,
-                                          request.amount, seal.digest(body),
-                                          seal.seal(request.order_id, body)))
+                    await copy.write_row(
+                        (
+                            request.order_id,
+                            line,
+                            request.service,
+                            request.amount,
+                            seal.digest(body),
+                            seal.seal(request.order_id, body),
+                        )
+                    )
             if problems:
                 raise RequestValidationError(problems)  # rolls the whole load back
             cur = await conn.execute(
                 f"SELECT i.order_id, p.batch FROM incoming i JOIN {s}.payouts p "
                 "USING (order_id) WHERE p.batch <> %s OR p.body_digest <> i.body_digest "
-                "ORDER BY i.line LIMIT 20", (batch,))
+                "ORDER BY i.line LIMIT 20",
+                (batch,),
+            )
             conflicts = await cur.fetchall()
             if conflicts:
                 described = "; ".join(
-                    f"{order_id!r} is in batch {other!r}" if other != batch
+                    f"{order_id!r} is in batch {other!r}"
+                    if other != batch
                     else f"{order_id!r} was loaded before with a different body"
-                    for order_id, other in conflicts)
+                    for order_id, other in conflicts
+                )
                 raise OrderIdConflictError(
-                    f"{described} (an order_id is unique across all batches); nothing was "
-                    "loaded")
+                    f"{described} (an order_id is unique across all batches); nothing was loaded"
+                )
             cur = await conn.execute(
                 f"INSERT INTO {s}.payouts (order_id, batch, line, service, amount, "
                 "body_digest, sealed, state) SELECT order_id, %s, line, service, amount, "
                 "body_digest, sealed, %s FROM incoming ORDER BY line "
-                "ON CONFLICT (order_id) DO NOTHING", (batch, PENDING))
+                "ON CONFLICT (order_id) DO NOTHING",
+                (batch, PENDING),
+            )
             added = cur.rowcount
             cur = await conn.execute("SELECT count(*) FROM incoming")
             row = await cur.fetchone()
@@ -553,23 +614,29 @@ class PostgresJournal:
             await conn.execute(
                 f"INSERT INTO {s}.workers (worker, batch, host, pid) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (worker) DO UPDATE SET heartbeat_at = now()",
-                (worker, batch, socket.gethostname()[:100], os.getpid()))
+                (worker, batch, socket.gethostname()[:100], os.getpid()),
+            )
             cur = await conn.execute(
                 f"SELECT count(*) FROM {s}.workers WHERE batch = %s AND "
-                "heartbeat_at > now() - make_interval(secs => %s)", (batch, live_within))
+                "heartbeat_at > now() - make_interval(secs => %s)",
+                (batch, live_within),
+            )
             row = await cur.fetchone()
             # workers that died long ago (SIGKILL leaves their row behind)
             await conn.execute(
                 f"DELETE FROM {s}.workers WHERE batch = %s AND worker NOT LIKE 'run:%%' AND "
-                "heartbeat_at < now() - make_interval(secs => %s)", (batch, 100 * live_within))
+                "heartbeat_at < now() - make_interval(secs => %s)",
+                (batch, 100 * live_within),
+            )
             return max(int(row[0]) if row else 1, 1)
 
     async def leave(self, worker: str) -> None:
         async with self._connection() as conn:
             await conn.execute(f"DELETE FROM {self.schema}.workers WHERE worker = %s", (worker,))
 
-    async def claim_items(self, batch: str, worker: str, limit: int, *, lease: float,
-                          max_rounds: int) -> list[Claim]:
+    async def claim_items(
+        self, batch: str, worker: str, limit: int, *, lease: float, max_rounds: int
+    ) -> list[Claim]:
         """Claim up to ``limit`` items: never-claimed ones, expired leases (to reconcile),
         ``unknown`` ones whose retry time came (at most ``max_rounds`` times each), and
         ``not_sent`` ones. One committed statement; rows other workers hold are skipped."""
@@ -600,22 +667,41 @@ class PostgresJournal:
                 RETURNING p.order_id, p.token, p.seq, p.line, p.sealed, p.body_digest,
                     picked.was, p.sends, p.sent, p.payout_id,
                     EXTRACT(EPOCH FROM (now() - p.send_horizon))::float8""",
-                {"batch": batch, "worker": worker, "limit": limit, "lease": lease,
-                 "rounds": max_rounds})
+                {
+                    "batch": batch,
+                    "worker": worker,
+                    "limit": limit,
+                    "lease": lease,
+                    "rounds": max_rounds,
+                },
+            )
             rows = await cur.fetchall()
         deadline = before + lease  # now() was taken after `before`: the lease ends later
         claims = [
-            Claim(order_id=r[0], token=r[1], seq=r[2], line=r[3], sealed=r[4],
-                  body_digest=r[5], previous=r[6], sends=r[7], sent=r[8], payout_id=r[9],
-                  sent_ago=None if r[6] not in ("intent", "unknown") or r[10] is None
-                  else max(float(r[10]), 0.0),
-                  lease_deadline=deadline)
-            for r in rows]
+            Claim(
+                order_id=r[0],
+                token=r[1],
+                seq=r[2],
+                line=r[3],
+                sealed=r[4],
+                body_digest=r[5],
+                previous=r[6],
+                sends=r[7],
+                sent=r[8],
+                payout_id=r[9],
+                sent_ago=None
+                if r[6] not in ("intent", "unknown") or r[10] is None
+                else max(float(r[10]), 0.0),
+                lease_deadline=deadline,
+            )
+            for r in rows
+        ]
         claims.sort(key=lambda c: c.seq)
         return claims
 
-    async def renew(self, worker: str, claims: Sequence[tuple[str, int]], *, lease: float
-                    ) -> tuple[set[int], float]:
+    async def renew(
+        self, worker: str, claims: Sequence[tuple[str, int]], *, lease: float
+    ) -> tuple[set[int], float]:
         """Extend the live leases of ``claims`` (order_id, token); (tokens still this
         worker's, local deadline)."""
         if not claims:
@@ -630,7 +716,8 @@ class PostgresJournal:
                 "WHERE order_id = ANY(%(ids)s) AND token = ANY(%(tokens)s) "
                 "AND owner = %(worker)s AND (state <> 'intent' OR lease_until > now()) "
                 "RETURNING token",
-                {"lease": lease, "worker": worker, **_pairs(claims)})
+                {"lease": lease, "worker": worker, **_pairs(claims)},
+            )
             renewed = {int(r[0]) for r in await cur.fetchall()}
         return renewed, before + lease
 
@@ -642,11 +729,11 @@ class PostgresJournal:
             cur = await conn.execute(
                 f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE batch = %s "
                 "AND state = 'intent' AND owner = %s AND lease_until > now()",
-                (batch, worker))
+                (batch, worker),
+            )
             return cur.rowcount
 
-    async def mark_resend(self, worker: str, order_id: str, token: int, *, lease: float
-                          ) -> float:
+    async def mark_resend(self, worker: str, order_id: str, token: int, *, lease: float) -> float:
         """The durable intent of a re-send (after proven absence): fenced; renews the lease.
         Returns the new local lease deadline; raises :class:`LeaseLostError` if not owned."""
         before = time.monotonic()
@@ -655,14 +742,20 @@ class PostgresJournal:
                 f"UPDATE {self.schema}.payouts SET state = 'intent', sends = sends + 1, "
                 "lease_until = now() + make_interval(secs => %s), updated_at = now() "
                 "WHERE order_id = %s AND token = %s AND owner = %s AND lease_until > now()",
-                (lease, order_id, token, worker))
+                (lease, order_id, token, worker),
+            )
             if cur.rowcount != 1:
                 raise LeaseLostError(f"order_id={order_id!r} is no longer owned by this worker")
         return before + lease
 
-    async def write_group(self, worker: str, sent: Sequence[tuple[str, int]],
-                          outcomes: Sequence[Outcome],
-                          *, lease: float) -> tuple[set[int], set[str], float]:
+    async def write_group(
+        self,
+        worker: str,
+        sent: Sequence[tuple[str, int]],
+        outcomes: Sequence[Outcome],
+        *,
+        lease: float,
+    ) -> tuple[set[int], set[str], float]:
         """:meth:`mark_sent` and :meth:`write_outcomes` in one transaction (one commit)."""
         before = time.monotonic()
         if not sent or not outcomes:
@@ -676,28 +769,37 @@ class PostgresJournal:
             cur = await conn.execute(
                 f"WITH marked AS ({self._mark_sql()}), done AS ({self._outcomes_sql()}) "
                 "SELECT 'm', token::text FROM marked UNION ALL SELECT 'o', order_id FROM done",
-                {**self._mark_params(worker, sent, lease), **self._outcome_params(worker,
-                                                                                  outcomes)})
+                {
+                    **self._mark_params(worker, sent, lease),
+                    **self._outcome_params(worker, outcomes),
+                },
+            )
             rows = await cur.fetchall()
-        return ({int(v) for k, v in rows if k == "m"}, {v for k, v in rows if k == "o"},
-                before + lease)
+        return (
+            {int(v) for k, v in rows if k == "m"},
+            {v for k, v in rows if k == "o"},
+            before + lease,
+        )
 
     def _mark_sql(self) -> str:
-        return (f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
-                "lease_until = now() + make_interval(secs => %(lease)s), updated_at = now() "
-                "WHERE order_id = ANY(%(sent_ids)s) AND token = ANY(%(sent)s) "
-                "AND owner = %(worker)s AND state = 'intent' AND lease_until > now() "
-                "RETURNING token")
+        return (
+            f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
+            "lease_until = now() + make_interval(secs => %(lease)s), updated_at = now() "
+            "WHERE order_id = ANY(%(sent_ids)s) AND token = ANY(%(sent)s) "
+            "AND owner = %(worker)s AND state = 'intent' AND lease_until > now() "
+            "RETURNING token"
+        )
 
     @staticmethod
-    def _mark_params(worker: str, claims: Sequence[tuple[str, int]], lease: float
-                     ) -> dict[str, Any]:
+    def _mark_params(
+        worker: str, claims: Sequence[tuple[str, int]], lease: float
+    ) -> dict[str, Any]:
         pairs = _pairs(claims)
-        return {"lease": lease, "sent_ids": pairs["ids"], "sent": pairs["tokens"],
-                "worker": worker}
+        return {"lease": lease, "sent_ids": pairs["ids"], "sent": pairs["tokens"], "worker": worker}
 
-    async def mark_sent(self, worker: str, tokens: Sequence[tuple[str, int]], *, lease: float
-                        ) -> tuple[set[int], float]:
+    async def mark_sent(
+        self, worker: str, tokens: Sequence[tuple[str, int]], *, lease: float
+    ) -> tuple[set[int], float]:
         """Record that the intended sends of ``tokens`` leave now (fenced), renewing their
         leases; (tokens marked, local lease deadline). Awaited before the bytes leave:
         an intent without this mark was provably never sent."""
@@ -706,8 +808,13 @@ class PostgresJournal:
             marked = await self._mark_sent(conn, worker, tokens, lease)
         return marked, before + lease
 
-    async def _mark_sent(self, conn: psycopg.AsyncConnection[Any], worker: str,
-                         tokens: Sequence[tuple[str, int]], lease: float) -> set[int]:
+    async def _mark_sent(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        worker: str,
+        tokens: Sequence[tuple[str, int]],
+        lease: float,
+    ) -> set[int]:
         if not tokens:
             return set()
         cur = await conn.execute(self._mark_sql(), self._mark_params(worker, tokens, lease))
@@ -723,8 +830,9 @@ class PostgresJournal:
         async with self._connection() as conn:
             return await self._write_outcomes(conn, worker, outcomes)
 
-    async def _write_outcomes(self, conn: psycopg.AsyncConnection[Any], worker: str,
-                              outcomes: Sequence[Outcome]) -> set[str]:
+    async def _write_outcomes(
+        self, conn: psycopg.AsyncConnection[Any], worker: str, outcomes: Sequence[Outcome]
+    ) -> set[str]:
         if not outcomes:
             return set()
         cur = await conn.execute(self._outcomes_sql(), self._outcome_params(worker, outcomes))
@@ -750,14 +858,18 @@ class PostgresJournal:
 
     @staticmethod
     def _outcome_params(worker: str, outcomes: Sequence[Outcome]) -> dict[str, Any]:
-        return {"erase": list(_ERASE), "worker": worker,
-                "ids": [o.order_id for o in outcomes], "tokens": [o.token for o in outcomes],
-                "states": [o.state for o in outcomes],
-                "payouts": [o.payout_id for o in outcomes],
-                "details": [o.detail for o in outcomes],
-                "retry": [o.retry_in for o in outcomes],
-                "resumed": [o.resumed for o in outcomes],
-                "reconciled": [o.reconciled for o in outcomes]}
+        return {
+            "erase": list(_ERASE),
+            "worker": worker,
+            "ids": [o.order_id for o in outcomes],
+            "tokens": [o.token for o in outcomes],
+            "states": [o.state for o in outcomes],
+            "payouts": [o.payout_id for o in outcomes],
+            "details": [o.detail for o in outcomes],
+            "retry": [o.retry_in for o in outcomes],
+            "resumed": [o.resumed for o in outcomes],
+            "reconciled": [o.reconciled for o in outcomes],
+        }
 
     async def pending_later(self, batch: str, *, max_rounds: int) -> float | None:
         """Nothing claimable now: seconds until something may be (a lease ending, an
@@ -771,7 +883,8 @@ class PostgresJournal:
                     FROM {self.schema}.payouts WHERE batch = %s AND (
                         state IN ('pending', 'intent') OR (state IN ('unknown', 'not_sent')
                         AND retry_after IS NOT NULL AND rounds < %s))""",
-                (batch, max_rounds))
+                (batch, max_rounds),
+            )
             row = await cur.fetchone()
         if row is None or not row[1]:
             return None
@@ -784,27 +897,35 @@ class PostgresJournal:
         s = self.schema
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"SELECT state, count(*) FROM {s}.payouts WHERE batch = %s GROUP BY state",
-                (batch,))
+                f"SELECT state, count(*) FROM {s}.payouts WHERE batch = %s GROUP BY state", (batch,)
+            )
             counts = {state: int(n) for state, n in await cur.fetchall()}
             cur = await conn.execute(
                 f"""SELECT count(*) FILTER (WHERE state = 'intent' AND lease_until > now()),
                         EXTRACT(EPOCH FROM (now() - MIN(updated_at) FILTER (
                             WHERE state IN ('intent', 'unknown'))))::float8
-                    FROM {s}.payouts WHERE batch = %s""", (batch,))
+                    FROM {s}.payouts WHERE batch = %s""",
+                (batch,),
+            )
             row = await cur.fetchone()
             cur = await conn.execute(
                 f"SELECT count(*) FROM {s}.workers WHERE batch = %s AND "
-                "heartbeat_at > now() - make_interval(secs => %s)", (batch, live_within))
+                "heartbeat_at > now() - make_interval(secs => %s)",
+                (batch, live_within),
+            )
             workers = await cur.fetchone()
         if not counts:
             async with self._connection() as conn:
                 await self._check_batch_key(conn, batch, None)
-        in_flight, oldest = (row or (0, None))
-        return BatchStatus(batch=batch, counts=counts, total=sum(counts.values()),
-                           in_flight=int(in_flight or 0),
-                           oldest_doubt=None if oldest is None else float(oldest),
-                           live_workers=int(workers[0]) if workers else 0)
+        in_flight, oldest = row or (0, None)
+        return BatchStatus(
+            batch=batch,
+            counts=counts,
+            total=sum(counts.values()),
+            in_flight=int(in_flight or 0),
+            oldest_doubt=None if oldest is None else float(oldest),
+            live_workers=int(workers[0]) if workers else 0,
+        )
 
     async def results(self, batch: str) -> AsyncIterator[ResultRow]:
         """Every item of ``batch`` in load order, streamed."""
@@ -815,11 +936,20 @@ class PostgresJournal:
                 await cur.execute(
                     f"SELECT line, seq, order_id, state, payout_id, sends, detail, resumed, "
                     f"reconciled FROM {self.schema}.payouts WHERE batch = %s ORDER BY seq",
-                    (batch,))
+                    (batch,),
+                )
                 async for r in cur:
-                    yield ResultRow(line=r[0], seq=r[1], order_id=r[2], state=r[3],
-                                    payout_id=r[4], sends=r[5], detail=r[6],
-                                    resumed=r[7], reconciled=r[8])
+                    yield ResultRow(
+                        line=r[0],
+                        seq=r[1],
+                        order_id=r[2],
+                        state=r[3],
+                        payout_id=r[4],
+                        sends=r[5],
+                        detail=r[6],
+                        resumed=r[7],
+                        reconciled=r[8],
+                    )
 
     # -- the Journal protocol (payouts_batch with journal="postgresql://...") --------------
     #
@@ -839,10 +969,12 @@ class PostgresJournal:
         psycopg = self._psycopg
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(int(self._pool.timeout), 1))
+                self.dsn, autocommit=True, connect_timeout=max(int(self._pool.timeout), 1)
+            )
         except psycopg.OperationalError as exc:
             raise JournalUnavailableError(
-                f"cannot connect to {_redacted(self.dsn)}: {exc}") from None
+                f"cannot connect to {_redacted(self.dsn)}: {exc}"
+            ) from None
         holder = JournalHolder.this_process(run_id)
         try:
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key(),))
@@ -852,11 +984,13 @@ class PostgresJournal:
                 raise JournalInUseError(
                     f"batch {self.batch!r} in {_redacted(self.dsn)} is in use by "
                     f"{other.describe() if other else 'another process'}; nothing was sent",
-                    other)
+                    other,
+                )
             await conn.execute(
                 f"INSERT INTO {self.schema}.workers (worker, batch, host, pid) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT (worker) DO NOTHING",
-                ("run:" + run_id, self.batch, holder.host[:100], holder.pid))
+                ("run:" + run_id, self.batch, holder.host[:100], holder.pid),
+            )
         except BaseException:
             await conn.close()
             raise
@@ -868,7 +1002,9 @@ class PostgresJournal:
             cur = await conn.execute(
                 f"SELECT worker, pid, host, EXTRACT(EPOCH FROM started_at)::float8 "
                 f"FROM {self.schema}.workers WHERE batch = %s AND worker LIKE 'run:%%' "
-                "ORDER BY started_at DESC LIMIT 1", (self.batch,))
+                "ORDER BY started_at DESC LIMIT 1",
+                (self.batch,),
+            )
             row = await cur.fetchone()
         if row is None:
             return None
@@ -880,8 +1016,11 @@ class PostgresJournal:
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            await conn.execute(f"DELETE FROM {self.schema}.workers WHERE batch = %s AND "
-                               "worker LIKE 'run:%%' AND pid = %s", (self.batch, os.getpid()))
+            await conn.execute(
+                f"DELETE FROM {self.schema}.workers WHERE batch = %s AND "
+                "worker LIKE 'run:%%' AND pid = %s",
+                (self.batch, os.getpid()),
+            )
         await conn.close()
 
     async def claim(self, order_id: str, body_hash: str, run_id: str) -> JournalRecord | None:
@@ -893,34 +1032,47 @@ class PostgresJournal:
                 f"INSERT INTO {s}.payouts (order_id, batch, body_digest, state, owner, token, "
                 f"sends) VALUES (%s, %s, %s, 'intent', %s, nextval('{s}.claim_tokens'), 1) "
                 "ON CONFLICT (order_id) DO NOTHING RETURNING token",
-                (order_id, self.batch, body_hash, run_id))
+                (order_id, self.batch, body_hash, run_id),
+            )
             if (await cur.fetchone()) is not None:
                 return None
             # Every earlier owner had ended when this one took over (the lock says so):
             # their sends could be in flight until then, not later.
             owned = self._owned_since
-            record = await self._get(conn, order_id,
-                                     0.0 if owned is None else time.monotonic() - owned)
+            record = await self._get(
+                conn, order_id, 0.0 if owned is None else time.monotonic() - owned
+            )
             assert record is not None
             if record.body_hash == body_hash and record.run_id != run_id:
-                await conn.execute(f"UPDATE {s}.payouts SET owner = %s WHERE order_id = %s",
-                                   (run_id, order_id))
+                await conn.execute(
+                    f"UPDATE {s}.payouts SET owner = %s WHERE order_id = %s", (run_id, order_id)
+                )
             return record
 
     async def record_send(self, order_id: str) -> None:
         async with self._connection() as conn:
             await conn.execute(
                 f"UPDATE {self.schema}.payouts SET state = 'intent', sends = sends + 1, "
-                "updated_at = now() WHERE order_id = %s", (order_id,))
+                "updated_at = now() WHERE order_id = %s",
+                (order_id,),
+            )
 
     async def record_sent(self, order_id: str) -> None:
         async with self._connection() as conn:
             await conn.execute(
                 f"UPDATE {self.schema}.payouts SET sent = sends, sent_at = now(), "
-                "updated_at = now() WHERE order_id = %s", (order_id,))
+                "updated_at = now() WHERE order_id = %s",
+                (order_id,),
+            )
 
-    async def record_outcome(self, order_id: str, state: JournalState, *,
-                             payout_id: int | None = None, detail: str | None = None) -> None:
+    async def record_outcome(
+        self,
+        order_id: str,
+        state: JournalState,
+        *,
+        payout_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         state = JournalState(state)
         async with self._connection() as conn:
             await conn.execute(
@@ -928,33 +1080,49 @@ class PostgresJournal:
                 "payout_id = COALESCE(%s, payout_id), detail = %s, updated_at = now(), "
                 "sealed = CASE WHEN %s = ANY(%s) THEN NULL ELSE sealed END "
                 "WHERE order_id = %s",
-                (state.value, payout_id, detail, state.value, list(_ERASE), order_id))
+                (state.value, payout_id, detail, state.value, list(_ERASE), order_id),
+            )
 
     async def get(self, order_id: str) -> JournalRecord | None:
         await self._ensure_open()
         async with self._connection() as conn:
             return await self._get(conn, order_id)
 
-    async def _get(self, conn: psycopg.AsyncConnection[Any], order_id: str,
-                   idle_for: float = 0.0) -> JournalRecord | None:
+    async def _get(
+        self, conn: psycopg.AsyncConnection[Any], order_id: str, idle_for: float = 0.0
+    ) -> JournalRecord | None:
         cur = await conn.execute(
             f"SELECT order_id, body_digest, state, payout_id, sends, sent, "
             f"EXTRACT(EPOCH FROM sent_at)::float8, COALESCE(owner, ''), "
             f"EXTRACT(EPOCH FROM updated_at)::float8, detail FROM {self.schema}.payouts "
-            "WHERE order_id = %s", (order_id,))
+            "WHERE order_id = %s",
+            (order_id,),
+        )
         row = await cur.fetchone()
         if row is None:
             return None
         state = JournalState.INTENT if row[2] == PENDING else JournalState(row[2])
-        return JournalRecord(order_id=row[0], body_hash=row[1], state=state, payout_id=row[3],
-                             sends=row[4], sent=row[5], sent_at=row[6], run_id=row[7],
-                             updated_at=row[8], detail=row[9], idle_for=idle_for)
+        return JournalRecord(
+            order_id=row[0],
+            body_hash=row[1],
+            state=state,
+            payout_id=row[3],
+            sends=row[4],
+            sent=row[5],
+            sent_at=row[6],
+            run_id=row[7],
+            updated_at=row[8],
+            detail=row[9],
+            idle_for=idle_for,
+        )
 
     async def counts(self) -> dict[JournalState, int]:
         """Records of this journal's protocol ``batch`` in each state."""
         status = await self.status(self.batch)
-        return {JournalState.INTENT if k == PENDING else JournalState(k): n
-                for k, n in status.counts.items()}
+        return {
+            JournalState.INTENT if k == PENDING else JournalState(k): n
+            for k, n in status.counts.items()
+        }
 
 
 class _Connection:
@@ -974,11 +1142,13 @@ class _Connection:
             conn: psycopg.AsyncConnection[Any] = await self._cm.__aenter__()
         except _driver()[1].PoolTimeout as exc:
             raise JournalUnavailableError(
-                f"no connection to {_redacted(self._journal.dsn)}: {exc}") from None
+                f"no connection to {_redacted(self._journal.dsn)}: {exc}"
+            ) from None
         return conn
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: Any) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         await self._cm.__aexit__(exc_type, exc, tb)
         psycopg = self._journal._psycopg
         task = asyncio.current_task()
@@ -989,17 +1159,18 @@ class _Connection:
         if isinstance(exc, psycopg.OperationalError):
             raise JournalUnavailableError(
                 f"lost the connection to {_redacted(self._journal.dsn)}: "
-                f"{' '.join(str(exc).split())[:200]}") from None
+                f"{' '.join(str(exc).split())[:200]}"
+            ) from None
         if isinstance(exc, psycopg.Error):
-            raise JournalError(f"journal statement failed: {' '.join(str(exc).split())[:300]}"
-                               ) from None
+            raise JournalError(
+                f"journal statement failed: {' '.join(str(exc).split())[:300]}"
+            ) from None
 
 
 def _pairs(claims: Sequence[tuple[str, int]]) -> dict[str, list[Any]]:
     """(order_id, token) pairs as the two arrays the fenced statements match on: the
     primary key finds the rows, the token (unique per claim) fences them."""
-    return {"ids": [order_id for order_id, _ in claims],
-            "tokens": [token for _, token in claims]}
+    return {"ids": [order_id for order_id, _ in claims], "tokens": [token for _, token in claims]}
 
 
 def _check_batch(batch: str) -> str:
@@ -1012,10 +1183,14 @@ def request_from_body(body: bytes) -> PayoutRequest:
     """The :class:`PayoutRequest` whose ``to_wire()`` encodes to exactly ``body``."""
     wire = json.loads(body)
     fields = {k: v for k, v in wire.items() if k not in ("service", "order_id", "amount")}
-    request = PayoutRequest(service=wire["service"], order_id=wire["order_id"],
-                            amount=Decimal(wire["amount"]), fields=fields)
+    request = PayoutRequest(
+        service=wire["service"],
+        order_id=wire["order_id"],
+        amount=Decimal(wire["amount"]),
+        fields=fields,
+    )
     if php_json_encode(request.to_wire()) != body:
-        raise SealError(f"order_id={request.order_id!r}: the stored body does not rebuild "
-                        "to the same bytes")
+        raise SealError(
+            f"order_id={request.order_id!r}: the stored body does not rebuild to the same bytes"
+        )
     return request
-

@@ -88,11 +88,17 @@ class SbpBank(enum.StrEnum):
 
 #: SBP id -> bank name, for display
 SBP_BANK_NAMES: Mapping[str, str] = {
-    "100000000111": "Sberbank", "100000000004": "T-Bank (Tinkoff)", "100000000005": "VTB",
-    "100000000008": "Alfa-Bank", "100000000007": "Raiffeisenbank",
-    "100000000015": "Bank Otkritie", "100000000001": "Gazprombank",
-    "100000000010": "Promsvyazbank", "100000000024": "Home Credit",
-    "100000000020": "Rosselkhozbank", "100000000013": "Sovcombank",
+    "100000000111": "Sberbank",
+    "100000000004": "T-Bank (Tinkoff)",
+    "100000000005": "VTB",
+    "100000000008": "Alfa-Bank",
+    "100000000007": "Raiffeisenbank",
+    "100000000015": "Bank Otkritie",
+    "100000000001": "Gazprombank",
+    "100000000010": "Promsvyazbank",
+    "100000000024": "Home Credit",
+    "100000000020": "Rosselkhozbank",
+    "100000000013": "Sovcombank",
     "100000000065": "Tochka",
 }
 
@@ -147,14 +153,18 @@ PAYOUT_RULES: Mapping[str, v.Rule] = {
 }
 
 _SHARED: Mapping[Direction, Mapping[str, v.Rule]] = {
-    "payment": PAYMENT_RULES, "payout": PAYOUT_RULES}
+    "payment": PAYMENT_RULES,
+    "payout": PAYOUT_RULES,
+}
 #: required by every service of the direction, known or not
 _BASE_REQUIRED: Mapping[Direction, tuple[str, ...]] = {
     "payment": ("amount", "order_id", "customer_ip"),
     "payout": ("amount", "order_id", "number"),
 }
 _ORDER: Mapping[Direction, tuple[str, ...]] = {
-    "payment": PAYMENT_FIELD_ORDER, "payout": PAYOUT_FIELD_ORDER}
+    "payment": PAYMENT_FIELD_ORDER,
+    "payout": PAYOUT_FIELD_ORDER,
+}
 
 
 @attrs.frozen
@@ -192,68 +202,177 @@ _NAMES = ("customer_code", "customer_first_name", "customer_last_name")
 _SBP_ID = {"customer_code": v.sbp_bank_id}
 
 
-def _pay(code: str, country: str | None, currency: str, flow: Flow, provider: str,
-         required: tuple[str, ...], builder: str, rules: Mapping[str, v.Rule] | None = None,
-         note: str = "") -> ServiceSpec:
-    return ServiceSpec(code, "payment", country, currency, flow, provider, required,
-                       dict(rules or {}), builder, note)
+def _pay(
+    code: str,
+    country: str | None,
+    currency: str,
+    flow: Flow,
+    provider: str,
+    required: tuple[str, ...],
+    builder: str,
+    rules: Mapping[str, v.Rule] | None = None,
+    note: str = "",
+) -> ServiceSpec:
+    return ServiceSpec(
+        code,
+        "payment",
+        country,
+        currency,
+        flow,
+        provider,
+        required,
+        dict(rules or {}),
+        builder,
+        note,
+    )
 
 
-def _out(code: str, currency: str, required: tuple[str, ...], builder: str,
-         rules: Mapping[str, v.Rule], note: str = "") -> ServiceSpec:
-    return ServiceSpec(code, "payout", None, currency, None, "payout", required,
-                       dict(rules), builder, note)
+def _out(
+    code: str,
+    currency: str,
+    required: tuple[str, ...],
+    builder: str,
+    rules: Mapping[str, v.Rule],
+    note: str = "",
+) -> ServiceSpec:
+    return ServiceSpec(
+        code, "payout", None, currency, None, "payout", required, dict(rules), builder, note
+    )
 
 
 _PAYMENTS: tuple[ServiceSpec, ...] = (
-    _pay("payment_card_number_rub_hpp", "RU", "RUB", "hosted", "RU 4", _RU4,
-         "payments.card_form"),
-    _pay("payment_card_number_card", "RU", "RUB", "h2h", "RU 4", _RU4 + _CODE,
-         "payments.h2h_card", {"customer_code": v.bank_code},
-         "⚠ same service as payment_card_number_rub_card (§13.7)"),
-    _pay("payment_card_number_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4 + _CODE,
-         "payments.h2h_card", {"customer_code": v.bank_code},
-         "⚠ same service as payment_card_number_card (§13.7)"),
-    _pay("payment_card_sbp_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4, "payments.h2h_sbp",
-         _SBP_ID),
+    _pay("payment_card_number_rub_hpp", "RU", "RUB", "hosted", "RU 4", _RU4, "payments.card_form"),
+    _pay(
+        "payment_card_number_card",
+        "RU",
+        "RUB",
+        "h2h",
+        "RU 4",
+        _RU4 + _CODE,
+        "payments.h2h_card",
+        {"customer_code": v.bank_code},
+        "⚠ same service as payment_card_number_rub_card (§13.7)",
+    ),
+    _pay(
+        "payment_card_number_rub_card",
+        "RU",
+        "RUB",
+        "h2h",
+        "RU 4",
+        _RU4 + _CODE,
+        "payments.h2h_card",
+        {"customer_code": v.bank_code},
+        "⚠ same service as payment_card_number_card (§13.7)",
+    ),
+    _pay(
+        "payment_card_sbp_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4, "payments.h2h_sbp", _SBP_ID
+    ),
     _pay("payment_card_sberpay_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4, "payments.sberpay"),
-    _pay("virtual_account_rub_hpp", "RU", "RUB", "hosted", "RU 4", _RU4,
-         "payments.virtual_account_form"),
-    _pay("virtual_account_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4,
-         "payments.virtual_account_h2h"),
-    _pay("payment_card_sbp_rub_hpp", "RU", "RUB", "hosted", "RU 4", _RU4, "payments.sbp_form",
-         _SBP_ID, "seen in production clients only; superseded by payment_card_sbp_rub_card"),
-    _pay("payment_card_rub_hpp", None, "RUB", "hosted", "generic",
-         ("customer_browser_user_agent",), "payments.card_hpp"),
-    _pay("payment_card_uah_hpp", None, "UAH", "hosted", "generic",
-         ("customer_browser_user_agent",), "payments.card_hpp"),
-    _pay("payment_card_bdt_hpp", "BD", "BDT", "hosted", "BD 1", _CODE, "payments.bdt_wallet",
-         {"customer_code": v.one_of("nagad", "bkash", "rocket")}),
+    _pay(
+        "virtual_account_rub_hpp",
+        "RU",
+        "RUB",
+        "hosted",
+        "RU 4",
+        _RU4,
+        "payments.virtual_account_form",
+    ),
+    _pay(
+        "virtual_account_rub_card", "RU", "RUB", "h2h", "RU 4", _RU4, "payments.virtual_account_h2h"
+    ),
+    _pay(
+        "payment_card_sbp_rub_hpp",
+        "RU",
+        "RUB",
+        "hosted",
+        "RU 4",
+        _RU4,
+        "payments.sbp_form",
+        _SBP_ID,
+        "seen in production clients only; superseded by payment_card_sbp_rub_card",
+    ),
+    _pay(
+        "payment_card_rub_hpp",
+        None,
+        "RUB",
+        "hosted",
+        "generic",
+        ("customer_browser_user_agent",),
+        "payments.card_hpp",
+    ),
+    _pay(
+        "payment_card_uah_hpp",
+        None,
+        "UAH",
+        "hosted",
+        "generic",
+        ("customer_browser_user_agent",),
+        "payments.card_hpp",
+    ),
+    _pay(
+        "payment_card_bdt_hpp",
+        "BD",
+        "BDT",
+        "hosted",
+        "BD 1",
+        _CODE,
+        "payments.bdt_wallet",
+        {"customer_code": v.one_of("nagad", "bkash", "rocket")},
+    ),
     _pay("payment_card_pkr_hpp", "PK", "PKR", "hosted", "PK 1", _CODE, "payments.pkr"),
-    *(_pay(f"{method}_php_hpp", "PH", "PHP", "hosted", "PH 1", _CODE, "payments.php")
-      for method in ("online_banking", "e_wallet")),
-    *(_pay(f"{method}_idr_hpp", "ID", "IDR", "hosted", "ID 2", _NAMES, "payments.idr")
-      for method in ("online_banking", "qr_code", "virtual_account", "local_bank_transfer")),
-    *(_pay(f"{method}_myr_hpp", "MY", "MYR", "hosted", "RM 1", _NAMES, "payments.myr")
-      for method in ("online_banking", "qr_code", "e_wallet")),
-    *(_pay(f"{method}_thb_hpp", "TH", "THB", "hosted", "TH 2", _CODE, "payments.thb")
-      for method in ("online_banking", "qr_code", "local_bank_transfer")),
-    *(_pay(f"{method}_vnd_hpp", "VN", "VND", "hosted", "VN 1", _CODE, "payments.vnd")
-      for method in ("online_banking", "qr_code", "e_wallet", "local_bank_transfer")),
+    *(
+        _pay(f"{method}_php_hpp", "PH", "PHP", "hosted", "PH 1", _CODE, "payments.php")
+        for method in ("online_banking", "e_wallet")
+    ),
+    *(
+        _pay(f"{method}_idr_hpp", "ID", "IDR", "hosted", "ID 2", _NAMES, "payments.idr")
+        for method in ("online_banking", "qr_code", "virtual_account", "local_bank_transfer")
+    ),
+    *(
+        _pay(f"{method}_myr_hpp", "MY", "MYR", "hosted", "RM 1", _NAMES, "payments.myr")
+        for method in ("online_banking", "qr_code", "e_wallet")
+    ),
+    *(
+        _pay(f"{method}_thb_hpp", "TH", "THB", "hosted", "TH 2", _CODE, "payments.thb")
+        for method in ("online_banking", "qr_code", "local_bank_transfer")
+    ),
+    *(
+        _pay(f"{method}_vnd_hpp", "VN", "VND", "hosted", "VN 1", _CODE, "payments.vnd")
+        for method in ("online_banking", "qr_code", "e_wallet", "local_bank_transfer")
+    ),
 )
 
 _PAYOUTS: tuple[ServiceSpec, ...] = (
     _out("payment_card_rub", "RUB", (), "payouts.card", {"number": v.card_number}),
-    _out("payment_card_sbp_rub", "RUB", _CODE, "payouts.sbp",
-         {"number": v.ru_phone, "customer_code": v.sbp_bank_id}),
-    _out("virtual_account_rub", "RUB", ("customer_code", "bik_bank"), "payouts.virtual_account",
-         {"number": v.digits(20, "a payment account number", sensitive=True),
-          "customer_code": v.bank_code, "bik_bank": v.digits(9, "a bank BIC")}),
-    _out("payment_card_eur", "EUR", ("extra",), "payouts.card_eur",
-         {"number": v.card_number, "extra": v.payout_extra(card_fields_required=True)},
-         "code inferred from the naming grammar (§7.3); card_eur(service=...) overrides it"),
-    _out("qiwi_rub", "RUB", (), "", {"number": v.ru_phone},
-         "legacy: QIWI wallets no longer operate"),
+    _out(
+        "payment_card_sbp_rub",
+        "RUB",
+        _CODE,
+        "payouts.sbp",
+        {"number": v.ru_phone, "customer_code": v.sbp_bank_id},
+    ),
+    _out(
+        "virtual_account_rub",
+        "RUB",
+        ("customer_code", "bik_bank"),
+        "payouts.virtual_account",
+        {
+            "number": v.digits(20, "a payment account number", sensitive=True),
+            "customer_code": v.bank_code,
+            "bik_bank": v.digits(9, "a bank BIC"),
+        },
+    ),
+    _out(
+        "payment_card_eur",
+        "EUR",
+        ("extra",),
+        "payouts.card_eur",
+        {"number": v.card_number, "extra": v.payout_extra(card_fields_required=True)},
+        "code inferred from the naming grammar (§7.3); card_eur(service=...) overrides it",
+    ),
+    _out(
+        "qiwi_rub", "RUB", (), "", {"number": v.ru_phone}, "legacy: QIWI wallets no longer operate"
+    ),
 )
 
 #: every known service code -> its spec
@@ -278,8 +397,10 @@ def _service_code(value: object) -> str:
     if not isinstance(value, str):
         raise v.Invalid(f"must be a service code string, not {type(value).__name__}")
     if not _SERVICE_CODE.fullmatch(value):
-        raise v.Invalid("must be a service code such as 'payment_card_rub' "
-                        "(lowercase letters, digits, '_', at most 100)")
+        raise v.Invalid(
+            "must be a service code such as 'payment_card_rub' "
+            "(lowercase letters, digits, '_', at most 100)"
+        )
     return str.__str__(value)
 
 
@@ -287,8 +408,12 @@ def _warn_unknown(code: str, direction: Direction) -> None:
     if code in _warned_codes or len(_warned_codes) >= _MAX_WARNED:
         return
     _warned_codes.add(code)
-    logger.warning("service %r is not in the alikassa_async registry; building the %s with "
-                   "the shared rules only", code, direction)
+    logger.warning(
+        "service %r is not in the alikassa_async registry; building the %s with "
+        "the shared rules only",
+        code,
+        direction,
+    )
 
 
 _Built = tuple[str, str, Decimal, dict[str, object]]  # service, order_id, amount, other fields
@@ -332,8 +457,12 @@ def _checked_field(spec: ServiceSpec, name: str, value: object, add: _AddError) 
         return _INVALID
 
 
-def _build(direction: Direction, service: object, fields: Mapping[str, object],
-           errors: dict[str, list[str]] | None = None) -> _Built:
+def _build(
+    direction: Direction,
+    service: object,
+    fields: Mapping[str, object],
+    errors: dict[str, list[str]] | None = None,
+) -> _Built:
     """Check ``fields`` against the registry; every problem at once, or the wire parts."""
     errors = errors if errors is not None else {}
 
@@ -369,8 +498,9 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _binding_errors(name: str, signature: inspect.Signature, args: tuple[object, ...],
-                    kwargs: Mapping[str, object]) -> dict[str, list[str]]:
+def _binding_errors(
+    name: str, signature: inspect.Signature, args: tuple[object, ...], kwargs: Mapping[str, object]
+) -> dict[str, list[str]]:
     """Why a call does not fit ``signature``, field by field ({} if it does)."""
     try:
         signature.bind(*args, **kwargs)
@@ -379,24 +509,31 @@ def _binding_errors(name: str, signature: inspect.Signature, args: tuple[object,
     else:
         return {}
     params = signature.parameters
-    positional = [p for p in params.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     errors: dict[str, list[str]] = {}
     if len(args) > len(positional):
-        errors["arguments"] = [f"{name}() takes {len(positional)} positional argument(s) but "
-                               f"{len(args)} were given; pass fields by keyword"]
+        errors["arguments"] = [
+            f"{name}() takes {len(positional)} positional argument(s) but "
+            f"{len(args)} were given; pass fields by keyword"
+        ]
     given = {p.name for p in positional[: len(args)]}
     for key in kwargs:
         if key in given:
             errors.setdefault(key, []).append("given twice")
-        elif (key not in params or params[key].kind is inspect.Parameter.VAR_KEYWORD) \
-                and not takes_any:
+        elif (
+            key not in params or params[key].kind is inspect.Parameter.VAR_KEYWORD
+        ) and not takes_any:
             errors.setdefault(key, []).append(f"is not a parameter of {name}()")
     for param in params.values():
         missing = param.name not in given and param.name not in kwargs
-        if param.default is param.empty and missing and param.kind not in (
-                param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if (
+            param.default is param.empty
+            and missing
+            and param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+        ):
             errors.setdefault(param.name, []).append("is required")
     return errors or {"arguments": [f"{name}() was called with arguments it does not accept"]}
 
@@ -448,10 +585,16 @@ def build_payout(service: str, **fields: object) -> PayoutRequest:
     return PayoutRequest(service=code, order_id=order_id, amount=amount, fields=wire)
 
 
-def build_named(direction: Direction, service: object, label: str,
-                fields: Mapping[str, object], options: Mapping[str, object],
-                allowed: frozenset[str], errors: dict[str, list[str]] | None = None,
-                renamed: Mapping[str, str] | None = None) -> _Built:
+def build_named(
+    direction: Direction,
+    service: object,
+    label: str,
+    fields: Mapping[str, object],
+    options: Mapping[str, object],
+    allowed: frozenset[str],
+    errors: dict[str, list[str]] | None = None,
+    renamed: Mapping[str, str] | None = None,
+) -> _Built:
     """The common core of the named builders: options checked, then the registry.
 
     ``options`` are the builder's ``**options``; keys outside ``allowed`` are
@@ -464,8 +607,10 @@ def build_named(direction: Direction, service: object, label: str,
         if key == "other_fields":
             continue
         if key not in allowed:
-            errors[key] = [f"is not a parameter of {label}(); pass fields the SDK does not "
-                           "know in other_fields={...}"]
+            errors[key] = [
+                f"is not a parameter of {label}(); pass fields the SDK does not "
+                "know in other_fields={...}"
+            ]
         else:
             merged[key] = value
     other = options.get("other_fields")
@@ -499,8 +644,13 @@ def check_enabled(info: AccountInfo, request: PaymentRequest | PayoutRequest) ->
     """
     if not info.supports(request.service):
         direction = "payment" if isinstance(request, PaymentRequest) else "payout"
-        raise RequestValidationError({"service": [
-            f"{request.service!r} is not an active {direction} service on this account"]})
+        raise RequestValidationError(
+            {
+                "service": [
+                    f"{request.service!r} is not an active {direction} service on this account"
+                ]
+            }
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +676,8 @@ def markdown_table() -> str:
         lines.append(
             f"| `{spec.code}` | {spec.country or '—'} / {spec.currency} | {spec.flow} | "
             f"{spec.provider} | {', '.join(spec.required_fields)} | {_rules_cell(spec)} | "
-            f"`{spec.builder}` | {spec.note} |")
+            f"`{spec.builder}` | {spec.note} |"
+        )
     lines += [
         "",
         f"### Payout services ({len(_PAYOUTS)} codes, `build_payout`)",
@@ -538,7 +689,8 @@ def markdown_table() -> str:
         builder = f"`{spec.builder}`" if spec.builder else "—"
         lines.append(
             f"| `{spec.code}` | {spec.currency} | {', '.join(spec.required_fields)} | "
-            f"{_rules_cell(spec)} | {builder} | {spec.note} |")
+            f"{_rules_cell(spec)} | {builder} | {spec.note} |"
+        )
     for direction, rules in _SHARED.items():
         lines += [
             "",
@@ -566,7 +718,8 @@ def payout_request_from(item: object) -> PayoutRequest:
         bad_keys = [key for key in fields if not isinstance(key, str)]
         if bad_keys:
             raise RequestValidationError(
-                {"request": [f"field names must be strings, not {bad_keys[0]!r}"]})
+                {"request": [f"field names must be strings, not {bad_keys[0]!r}"]}
+            )
         service = fields.pop("service", None)
         if not isinstance(service, str) or not service:
             raise RequestValidationError({"service": ["is required"]})
@@ -577,11 +730,17 @@ def payout_request_from(item: object) -> PayoutRequest:
         except Exception as exc:  # whatever a field's value does when it is read
             raise _unbuildable(exc) from None
     raise RequestValidationError(
-        {"request": [f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
-                     f"not {type(item).__name__}"]})
+        {
+            "request": [
+                f"must be a PayoutRequest (build_payout) or a mapping of payout fields, "
+                f"not {type(item).__name__}"
+            ]
+        }
+    )
 
 
 def _unbuildable(exc: Exception) -> RequestValidationError:
     text = " ".join(str(exc).split())[:300]
     return RequestValidationError(
-        {"request": [f"cannot build a payout from it: {type(exc).__name__}: {text}"]})
+        {"request": [f"cannot build a payout from it: {type(exc).__name__}: {text}"]}
+    )

@@ -56,8 +56,17 @@ __all__ = [
 
 #: The signed fields, in the order the vendor's PHP sample builds them (§8.2).
 NOTIFICATION_FIELDS: tuple[str, ...] = (
-    "type", "id", "order_id", "payment_status", "amount", "payment_amount",
-    "commission_amount", "is_partial_payment", "account", "service", "desc",
+    "type",
+    "id",
+    "order_id",
+    "payment_status",
+    "amount",
+    "payment_amount",
+    "commission_amount",
+    "is_partial_payment",
+    "account",
+    "service",
+    "desc",
 )
 #: Refused before any work: a notification is a few hundred bytes.
 MAX_INPUT_SIZE = 64 * 1024
@@ -73,8 +82,10 @@ _REDIRECT_FIELDS = ("order_id", "uuid")
 # §8.4: the documented list, an older list without commission_amount, a newer one with card_brand.
 _FIELD_LISTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("documented", NOTIFICATION_FIELDS),
-    ("without_commission_amount", tuple(f for f in NOTIFICATION_FIELDS
-                                        if f != "commission_amount")),
+    (
+        "without_commission_amount",
+        tuple(f for f in NOTIFICATION_FIELDS if f != "commission_amount"),
+    ),
     ("with_card_brand", (*NOTIFICATION_FIELDS, "card_brand")),
 )
 _TRUE = frozenset({"1", "true"})
@@ -116,8 +127,7 @@ def _php_string_to_int(text: str) -> int:
     sign, digits, fraction, _bare_fraction, exponent = match.groups()
     # An integer literal PHP keeps as an int when it fits (at most 19 digits after the
     # leading zeros; longer ones never fit, and int() of 4,301+ digits raises).
-    if digits is not None and fraction is None and not exponent and (
-            len(digits.lstrip("0")) <= 19):
+    if digits is not None and fraction is None and not exponent and (len(digits.lstrip("0")) <= 19):
         value = int(sign + digits)
         if _PHP_INT_MIN <= value <= _PHP_INT_MAX:
             return value
@@ -160,8 +170,9 @@ def _php_float_json(value: float) -> str:
     digits = "".join(map(str, parts.digits)).rstrip("0")
     if point < -3 or point > 17:
         exponent = point - 1
-        return (f"{sign}{digits[0]}.{digits[1:] or '0'}"
-                f"e{'-' if exponent < 0 else '+'}{abs(exponent)}")
+        return (
+            f"{sign}{digits[0]}.{digits[1:] or '0'}e{'-' if exponent < 0 else '+'}{abs(exponent)}"
+        )
     if point <= 0:
         return f"{sign}0.{'0' * -point}{digits}"
     if len(digits) <= point:
@@ -176,9 +187,13 @@ def _encode_received(value: object) -> str:
     if isinstance(value, dict):
         if not value:
             return "[]"
-        return "{" + ",".join(
-            f"{php_json_string(key)}:{_encode_received(item)}" for key, item in value.items()
-        ) + "}"
+        return (
+            "{"
+            + ",".join(
+                f"{php_json_string(key)}:{_encode_received(item)}" for key, item in value.items()
+            )
+            + "}"
+        )
     if isinstance(value, list):
         return "[" + ",".join(_encode_received(item) for item in value) + "]"
     return php_json_encode(value).decode("ascii")
@@ -219,8 +234,13 @@ def _parse_query(text: str) -> dict[str, object]:
     if text.startswith("?"):
         text = text[1:]
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
     except UnicodeDecodeError:
         raise _refuse("query string is not valid UTF-8") from None
     except ValueError:
@@ -237,8 +257,12 @@ def _check_value_shape(value: object, depth: int) -> int:
         raise _refuse("input is nested too deeply")
     if isinstance(value, str):
         return len(value)
-    if isinstance(value, int) and not isinstance(value, bool) and not (
-            _PHP_INT_MIN <= value <= _PHP_INT_MAX) and value.bit_length() > 1024:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not (_PHP_INT_MIN <= value <= _PHP_INT_MAX)
+        and value.bit_length() > 1024
+    ):
         # No query string or json_decode yields such an int, and turning it into text
         # (json_encode, str) raises past 4,300 digits: refuse it as a parameter value.
         raise _refuse("integer parameter out of range")
@@ -302,8 +326,9 @@ def _received_params(data: object) -> dict[str, object]:
     raise _refuse(f"cannot read parameters from {type(data).__name__}")
 
 
-def _split_sign(params: dict[str, object], required: tuple[str, ...],
-                what: str) -> tuple[dict[str, object], bytes]:
+def _split_sign(
+    params: dict[str, object], required: tuple[str, ...], what: str
+) -> tuple[dict[str, object], bytes]:
     sign = params.pop("sign", None)
     missing = [name for name in required if params.get(name) is None]
     if sign is None or sign == "":
@@ -338,14 +363,18 @@ def _notification_forms(params: Mapping[str, object]) -> Iterator[tuple[str, dic
                     form["id"] = _php_int(form["id"])
                 if as_bool:
                     form["is_partial_payment"] = partial_bool
-                name = list_name + ("+id_as_received" if id_as_received else "") + (
-                    "+partial_as_bool" if as_bool else "")
+                name = (
+                    list_name
+                    + ("+id_as_received" if id_as_received else "")
+                    + ("+partial_as_bool" if as_bool else "")
+                )
                 yield name, form
     yield "received_order", dict(params)
 
 
-def _first_match(verifier: Verifier, signature: bytes,
-                 forms: Iterator[tuple[str, dict[str, object]]]) -> tuple[str, SignatureHash]:
+def _first_match(
+    verifier: Verifier, signature: bytes, forms: Iterator[tuple[str, dict[str, object]]]
+) -> tuple[str, SignatureHash]:
     seen: set[str] = set()
     for name, form in forms:
         try:
@@ -474,8 +503,9 @@ class NotificationVerifier:
     def fingerprint(self) -> str:
         return self._verifier.fingerprint
 
-    def verify_notification(self, data: NotificationData, *,
-                            expected_account: str | None = None) -> Notification:
+    def verify_notification(
+        self, data: NotificationData, *, expected_account: str | None = None
+    ) -> Notification:
         """Verify a notification and return it typed; raise :class:`SignatureError` otherwise.
 
         ``data``: received parameters (mapping or multi-dict), raw query string or
@@ -487,7 +517,8 @@ class NotificationVerifier:
         if expected_account is not None and not isinstance(expected_account, str):
             raise ConfigurationError(
                 f"expected_account must be the account UUID string, not "
-                f"{type(expected_account).__name__}")
+                f"{type(expected_account).__name__}"
+            )
         params, signature = _split_sign(_received_params(data), _REQUIRED, "notification")
         variant, used_hash = _first_match(self._verifier, signature, _notification_forms(params))
         note = Notification(
@@ -509,9 +540,7 @@ class NotificationVerifier:
         if expected_account is not None and (
             note.account is None or note.account.lower() != expected_account.lower()
         ):
-            raise _refuse(
-                f"notification is for account {note.account!r}, not {expected_account!r}"
-            )
+            raise _refuse(f"notification is for account {note.account!r}, not {expected_account!r}")
         return note
 
     def verify_redirect(self, data: NotificationData) -> Redirect:

@@ -65,9 +65,23 @@ sys.exit(main(sys.argv[1:]))
 def start_sandbox(certs: Path, nodelay: bool = True) -> tuple[subprocess.Popen[str], str]:
     launch = _LAUNCH.replace("SET_NODELAY", str(nodelay))
     proc = subprocess.Popen(
-        [sys.executable, "-c", launch, "sandbox", "--certs", str(certs),
-         "--port", "0", "--wait-seconds", "0", "--balance", "1000000000000"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            launch,
+            "sandbox",
+            "--certs",
+            str(certs),
+            "--port",
+            "0",
+            "--wait-seconds",
+            "0",
+            "--balance",
+            "1000000000000",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         match = re.search(r"base_url\s+(http://\S+)", line)
@@ -78,25 +92,32 @@ def start_sandbox(certs: Path, nodelay: bool = True) -> tuple[subprocess.Popen[s
 
 def payouts(n: int) -> Iterator[PayoutRequest]:
     for i in range(n):
-        yield build_payout("payment_card_rub", order_id=f"M-{i:07d}", amount="10.00",
-                           number="4111111111111111")
+        yield build_payout(
+            "payment_card_rub", order_id=f"M-{i:07d}", amount="10.00", number="4111111111111111"
+        )
 
 
-async def run(url: str, cert: Certificate, args: argparse.Namespace, workdir: Path
-              ) -> dict[str, object]:
+async def run(
+    url: str, cert: Certificate, args: argparse.Namespace, workdir: Path
+) -> dict[str, object]:
     counts: Counter[str] = Counter()
     samples: list[int] = []
     journal = str(workdir / "journal.db") if args.journal else None
-    async with AliKassaClient(ACCOUNT, payout_cert=cert, base_url=url,
-                              timeout=httpx.Timeout(30.0, connect=10.0),
-                              max_connections=args.concurrency + 8,
-                              max_keepalive_connections=args.concurrency + 8) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=cert,
+        base_url=url,
+        timeout=httpx.Timeout(30.0, connect=10.0),
+        max_connections=args.concurrency + 8,
+        max_keepalive_connections=args.concurrency + 8,
+    ) as client:
         await client.balance()  # warm the pool
         rss_before = rss_kib()
         started = time.perf_counter()
         cpu_started = time.process_time()
-        async for result in client.payouts_batch(payouts(args.items),
-                                                 concurrency=args.concurrency, journal=journal):
+        async for result in client.payouts_batch(
+            payouts(args.items), concurrency=args.concurrency, journal=journal
+        ):
             counts[result.outcome] += 1
             if sum(counts.values()) % 1000 == 0:
                 samples.append(rss_kib())
@@ -104,15 +125,17 @@ async def run(url: str, cert: Certificate, args: argparse.Namespace, workdir: Pa
         cpu = time.process_time() - cpu_started
     done = sum(counts.values())
     return {
-        "items": done, "concurrency": args.concurrency, "journal": bool(journal),
+        "items": done,
+        "concurrency": args.concurrency,
+        "journal": bool(journal),
         "sandbox_tcp_nodelay": not args.sandbox_as_shipped,
-        "seconds": round(elapsed, 2), "items_per_s": round(done / elapsed, 1),
+        "seconds": round(elapsed, 2),
+        "items_per_s": round(done / elapsed, 1),
         "client_cpu_ms_per_item": round(cpu * 1000 / done, 3),
         "rss_before_batch_mib": round(rss_before / 1024, 1),
         "rss_max_during_batch_mib": round(max(samples, default=rss_before) / 1024, 1),
         "rss_growth_mib": round((max(samples, default=rss_before) - rss_before) / 1024, 1),
-        "peak_rss_process_mib": round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_process_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "outcomes": dict(counts),
     }
 
@@ -122,8 +145,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--journal", action="store_true", help="with a SQLite journal file")
-    parser.add_argument("--sandbox-as-shipped", action="store_true",
-                        help="do not set TCP_NODELAY on the sandbox's listening socket")
+    parser.add_argument(
+        "--sandbox-as-shipped",
+        action="store_true",
+        help="do not set TCP_NODELAY on the sandbox's listening socket",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="alikassa-batchmem-") as tmp:
         workdir = Path(tmp)

@@ -25,27 +25,43 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from alikassa_async import AliKassaClient, AliKassaError, Certificate, RetryPolicy
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
-SERVICE = {"service_code": "payment_card_rub_hpp", "method": "card", "currency": "RUB",
-           "status": "active"}
-ROW = {"id": 123456, "order_id": "A-1", "payment_status": "paid", "amount": "100.00",
-       "payment_amount": "100.00", "service": "payment_card_rub_hpp",
-       "created_at": "2024-01-01 00:00:00"}
+SERVICE = {
+    "service_code": "payment_card_rub_hpp",
+    "method": "card",
+    "currency": "RUB",
+    "status": "active",
+}
+ROW = {
+    "id": 123456,
+    "order_id": "A-1",
+    "payment_status": "paid",
+    "amount": "100.00",
+    "payment_amount": "100.00",
+    "service": "payment_card_rub_hpp",
+    "created_at": "2024-01-01 00:00:00",
+}
 
 
 def account_info(size: int) -> bytes:
     count = size // (len(json.dumps(SERVICE)) + 2)
-    return json.dumps({"is_allowed_payment": True, "is_allowed_payout": True,
-                       "payments": [SERVICE] * count, "payouts": []}).encode()
+    return json.dumps(
+        {
+            "is_allowed_payment": True,
+            "is_allowed_payout": True,
+            "payments": [SERVICE] * count,
+            "payouts": [],
+        }
+    ).encode()
 
 
 def history(size: int) -> bytes:
     count = size // (len(json.dumps(ROW)) + 2)
-    return json.dumps({"data": [ROW] * count,
-                       "meta": {"current_page": 1, "last_page": 1}}).encode()
+    return json.dumps({"data": [ROW] * count, "meta": {"current_page": 1, "last_page": 1}}).encode()
 
 
-async def one_call(cert: Certificate, body: bytes,
-                   call: Callable[[AliKassaClient], Awaitable[object]]) -> tuple[float, str]:
+async def one_call(
+    cert: Certificate, body: bytes, call: Callable[[AliKassaClient], Awaitable[object]]
+) -> tuple[float, str]:
     gaps: list[float] = []
     done = asyncio.Event()
 
@@ -58,8 +74,9 @@ async def one_call(cert: Certificate, body: bytes,
             last = now
 
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
-    async with AliKassaClient(ACCOUNT, cert, cert, transport=transport,
-                              retry=RetryPolicy.disabled()) as client:
+    async with AliKassaClient(
+        ACCOUNT, cert, cert, transport=transport, retry=RetryPolicy.disabled()
+    ) as client:
         ticker = asyncio.create_task(tick())
         await asyncio.sleep(0.02)
         try:
@@ -74,14 +91,20 @@ async def one_call(cert: Certificate, body: bytes,
 
 async def main() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = Certificate.from_pem(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    cert = Certificate.from_pem(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     print("| endpoint | answer | longest loop block (median of 3) | outcome |")
     print("|---|---|---|---|")
     cases: list[tuple[str, Callable[[int], bytes], Callable[[AliKassaClient], Awaitable[object]]]]
-    cases = [("account_info", account_info, lambda c: c.account_info()),
-             ("payment_history_page", history, lambda c: c.payment_history_page())]
+    cases = [
+        ("account_info", account_info, lambda c: c.account_info()),
+        ("payment_history_page", history, lambda c: c.payment_history_page()),
+    ]
     for name, make, call in cases:
         for size in (64 * 1024, 256 * 1024, 900 * 1024, 1800 * 1024, 7800 * 1024):
             body = make(size)

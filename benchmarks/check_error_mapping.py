@@ -31,19 +31,27 @@ def _options() -> dict[str, Any]:
         "transport=httpx.AsyncHTTPTransport()": lambda: {"transport": httpx.AsyncHTTPTransport()},
         # Rejected: reports a dropped, already-sent request as httpx.ConnectTimeout.
         "transport=httpx_aiohttp.AiohttpTransport()": (
-            lambda: {"transport": httpx_aiohttp.AiohttpTransport()}),
+            lambda: {"transport": httpx_aiohttp.AiohttpTransport()}
+        ),
     }
 
 
 async def main() -> int:
     received = 0
 
-    async def drop_after_reading(reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter) -> None:
+    async def drop_after_reading(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         nonlocal received
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         await reader.readexactly(length)
         received += 1
         writer.close()
@@ -53,26 +61,36 @@ async def main() -> int:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     cert = Certificate(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    request = PayoutRequest(service="payment_card_rub", order_id="check-1",
-                            amount=Decimal("10.00"), fields={"number": "4276000011112222"})
+    request = PayoutRequest(
+        service="payment_card_rub",
+        order_id="check-1",
+        amount=Decimal("10.00"),
+        fields={"number": "4276000011112222"},
+    )
     resent = False
     if True:
         for name, kwargs in _options().items():
-            for target, label in ((f"http://127.0.0.1:{port}/", "dropped after receipt"),
-                                  ("http://127.0.0.1:1/", "connection refused")):
+            for target, label in (
+                (f"http://127.0.0.1:{port}/", "dropped after receipt"),
+                ("http://127.0.0.1:1/", "connection refused"),
+            ):
                 received = 0
-                async with AliKassaClient(ACCOUNT, payout_cert=cert, base_url=target,
-                                          **kwargs()) as client:
+                async with AliKassaClient(
+                    ACCOUNT, payout_cert=cert, base_url=target, **kwargs()
+                ) as client:
                     try:
                         await client.create_payout(request)
                         outcome = "no error?!"
                     except Exception as exc:
                         outcome = type(exc).__name__
                 bad = label.startswith("dropped") and (
-                    received > 1 or outcome != "OutcomeUnknownError")
+                    received > 1 or outcome != "OutcomeUnknownError"
+                )
                 resent = resent or bad
-                print(f"{'FAIL' if bad else 'ok  '} {name:<45} {label:<22} -> {outcome:<22}"
-                      f" server received it {received}x")
+                print(
+                    f"{'FAIL' if bad else 'ok  '} {name:<45} {label:<22} -> {outcome:<22}"
+                    f" server received it {received}x"
+                )
     server.close()
     await server.wait_closed()
     return 1 if resent else 0

@@ -44,8 +44,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-__all__ = ["CLIENTS", "PROTOTYPES", "SDK_VARIANTS", "BenchClient", "make_client",
-           "payout_payload"]
+__all__ = ["CLIENTS", "PROTOTYPES", "SDK_VARIANTS", "BenchClient", "make_client", "payout_payload"]
 
 ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 #: what ``fake_sign=1`` sends instead of a signature (the length of an RSA-2048 one)
@@ -56,8 +55,11 @@ _HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
 def payout_payload(order_id: str) -> dict[str, str]:
     """The documented payout body, in documented key order (about 140 bytes)."""
     return {
-        "amount": "1000.44", "number": "4276000011112222", "order_id": order_id,
-        "service": "payment_card_rub", "customer_phone": "79001112233",
+        "amount": "1000.44",
+        "number": "4276000011112222",
+        "order_id": order_id,
+        "service": "payment_card_rub",
+        "customer_phone": "79001112233",
     }
 
 
@@ -107,8 +109,11 @@ class BenchClient:
 
     async def _signed(self, order_id: str) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(payout_payload(order_id), separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Account": ACCOUNT,
-                   "Sign": await self.sign(body)}
+        headers = {
+            "Content-Type": "application/json",
+            "Account": ACCOUNT,
+            "Sign": await self.sign(body),
+        }
         return body, headers
 
     async def payout(self, order_id: str) -> None:
@@ -141,7 +146,9 @@ class VendorClient(BenchClient):
             key.sign(json.dumps(data).encode(), padding.PKCS1v15(), self.hash())
         ).decode()
         response = self._requests.post(
-            self.url, json=data, timeout=30,
+            self.url,
+            json=data,
+            timeout=30,
             headers={"Content-Type": "application/json", "Account": ACCOUNT, "Sign": sign},
         )
         _check_created(response.status_code, response.json())
@@ -227,9 +234,13 @@ class BuiltinDirectClient(BenchClient):
         from alikassa_async._builtin_sender import BuiltinSender
 
         await super().start()
-        self.sender = BuiltinSender(max_connections=100, max_keepalive_connections=None,
-                                    keepalive_expiry=5.0, timeout=httpx.Timeout(30.0),
-                                    ssl_context=True)
+        self.sender = BuiltinSender(
+            max_connections=100,
+            max_keepalive_connections=None,
+            keepalive_expiry=5.0,
+            timeout=httpx.Timeout(30.0),
+            ssl_context=True,
+        )
 
     async def payout(self, order_id: str) -> None:
         body, headers = await self._signed(order_id)
@@ -245,8 +256,11 @@ def _sdk_httpcore_pool() -> dict[str, Any]:
     """The SDK on httpx's own pooled transport: what the lane pool replaced."""
     import httpx
 
-    return {"transport": httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))}
+    return {
+        "transport": httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        )
+    }
 
 
 #: SDK configurations measured as "sdk-<name>". Each returns extra AliKassaClient kwargs;
@@ -277,16 +291,21 @@ class SdkClient(BenchClient):
         kwargs = SDK_VARIANTS[self.opts["variant"]]()
         kwargs.update(self.opts.get("sdk_kwargs", {}))
         kwargs.update(self.extra_kwargs)
-        if self.opts.get("sign_threads") and "sign_threads" in inspect.signature(
-            AliKassaClient
-        ).parameters:
+        if (
+            self.opts.get("sign_threads")
+            and "sign_threads" in inspect.signature(AliKassaClient).parameters
+        ):
             kwargs["sign_threads"] = int(self.opts["sign_threads"])
         self.client = AliKassaClient(
-            ACCOUNT, payout_cert=cert, base_url=self.base_url,
-            signature_hash=self.opts.get("hash", "sha1"), **kwargs,
+            ACCOUNT,
+            payout_cert=cert,
+            base_url=self.base_url,
+            signature_hash=self.opts.get("hash", "sha1"),
+            **kwargs,
         )
         await self.client.__aenter__()
         if self.opts.get("fake_sign"):
+
             async def fake_signature(cert: Any, body: bytes) -> str:
                 return FAKE_SIGN
 
@@ -295,7 +314,9 @@ class SdkClient(BenchClient):
     def request(self, order_id: str) -> Any:
         data = payout_payload(order_id)
         return self._request_cls(
-            service=data["service"], order_id=order_id, amount=Decimal(data["amount"]),
+            service=data["service"],
+            order_id=order_id,
+            amount=Decimal(data["amount"]),
             fields={"number": data["number"], "customer_phone": data["customer_phone"]},
         )
 
@@ -315,10 +336,14 @@ PROTOTYPES: dict[str, tuple[type[BenchClient], dict[str, Any]]] = {
     "httpx-ka100": (HttpxClient, {"max_keepalive_connections": 100}),
     # the issue's "16 small clients": 16 x 7 connections, round-robin
     "httpx-shard16x7": (HttpxClient, {"shards": 16, "max_connections": 7}),
-    "httpx-shard8x13": (HttpxClient, {"shards": 8, "max_connections": 13,
-                                      "max_keepalive_connections": 13}),
-    "httpx-shard4x25": (HttpxClient, {"shards": 4, "max_connections": 25,
-                                      "max_keepalive_connections": 25}),
+    "httpx-shard8x13": (
+        HttpxClient,
+        {"shards": 8, "max_connections": 13, "max_keepalive_connections": 13},
+    ),
+    "httpx-shard4x25": (
+        HttpxClient,
+        {"shards": 4, "max_connections": 25, "max_keepalive_connections": 25},
+    ),
     # bound in-flight below the pool so httpcore never queues (its queue path is quadratic)
     "httpx-ka100-sem": (HttpxClient, {"max_keepalive_connections": 100, "semaphore": 100}),
     "httpx-sem32": (HttpxClient, {"max_keepalive_connections": 100, "semaphore": 32}),
@@ -346,4 +371,3 @@ def make_client(name: str, url: str, keydir: Path, opts: dict[str, Any]) -> Benc
     client = cls(url, keydir, {**preset, **opts})
     client.name = name
     return client
-

@@ -34,10 +34,18 @@ __all__ = ["main"]
 
 
 def instructions(cfg: dict[str, object], out: Path) -> int:
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--trace-children=no",
-           sys.executable, str(HERE / "worker.py"), json.dumps(cfg)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=HERE.parent,
-                          check=False)
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        "--trace-children=no",
+        sys.executable,
+        str(HERE / "worker.py"),
+        json.dumps(cfg),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=3600, cwd=HERE.parent, check=False
+    )
     if "RESULT " not in proc.stdout:
         raise RuntimeError(f"worker failed: {proc.stderr[-800:]}")
     result = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
@@ -55,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default=DEFAULT_CLIENTS)
     parser.add_argument("--n", default="200,600", help="small,large payout counts")
     parser.add_argument("--inflight", type=int, default=64)
-    parser.add_argument("--no-sign", action="store_true",
-                        help="stub RSA out: count only HTTP and SDK work")
+    parser.add_argument(
+        "--no-sign", action="store_true", help="stub RSA out: count only HTTP and SDK work"
+    )
     parser.add_argument("--keep", default="", help="keep callgrind files in this folder")
     args = parser.parse_args(argv)
     small, large = (int(x) for x in args.n.split(","))
@@ -69,19 +78,32 @@ def main(argv: list[str] | None = None) -> int:
         keydir = make_keys(Path(tmp), 2048)
         server = Server(keydir / "public.pem", 0, 0 if args.no_sign else 1, False)
         try:
-            print(f"instructions per payout (RSA-2048, {args.inflight} in flight, "
-                  f"{'signing stubbed' if args.no_sign else 'signing included'}):", flush=True)
+            print(
+                f"instructions per payout (RSA-2048, {args.inflight} in flight, "
+                f"{'signing stubbed' if args.no_sign else 'signing included'}):",
+                flush=True,
+            )
             for name in args.clients.split(","):
                 counts = []
                 for n in (small, large):
-                    cfg = {"client": name, "url": server.url, "keydir": str(keydir),
-                           "inflight": args.inflight, "n": n, "rounds": 1,
-                           "warmup": args.inflight, "max_seconds": 1e9,
-                           "opts": {"hash": "sha1", "fake_sign": 1 if args.no_sign else 0}}
+                    cfg = {
+                        "client": name,
+                        "url": server.url,
+                        "keydir": str(keydir),
+                        "inflight": args.inflight,
+                        "n": n,
+                        "rounds": 1,
+                        "warmup": args.inflight,
+                        "max_seconds": 1e9,
+                        "opts": {"hash": "sha1", "fake_sign": 1 if args.no_sign else 0},
+                    }
                     counts.append(instructions(cfg, folder / f"callgrind.{name}.{n}"))
                 per = (counts[1] - counts[0]) / (large - small)
-                print(f"  {name:<16} {per / 1e6:8.3f} M instructions/payout "
-                      f"({counts[0]:,} at {small}, {counts[1]:,} at {large})", flush=True)
+                print(
+                    f"  {name:<16} {per / 1e6:8.3f} M instructions/payout "
+                    f"({counts[0]:,} at {small}, {counts[1]:,} at {large})",
+                    flush=True,
+                )
         finally:
             server.stop()
             if not args.keep:

@@ -40,8 +40,9 @@ async def measure(url: str, keydir: Path, backend: str, n: int) -> dict[str, Any
     from alikassa_async import AliKassaClient, Certificate, PayoutRequest
 
     cert = Certificate.from_dir(keydir)
-    client = AliKassaClient(ACCOUNT, payout_cert=cert, base_url=url, http_backend=backend,
-                            sign_threads=0)  # type: ignore[arg-type]
+    client = AliKassaClient(
+        ACCOUNT, payout_cert=cert, base_url=url, http_backend=backend, sign_threads=0
+    )  # type: ignore[arg-type]
     clock = time.perf_counter
     spent = {"sign": 0.0, "post": 0.0}
     real_signature = client._signature
@@ -65,10 +66,12 @@ async def measure(url: str, keydir: Path, backend: str, n: int) -> dict[str, Any
     client._sender.post = timed_post  # type: ignore[method-assign]
 
     def request(i: int) -> PayoutRequest:
-        return PayoutRequest(service="payment_card_rub", order_id=f"oh-{backend}-{i}",
-                             amount=Decimal("1000.44"),
-                             fields={"number": "4276000011112222",
-                                     "customer_phone": "79001112233"})
+        return PayoutRequest(
+            service="payment_card_rub",
+            order_id=f"oh-{backend}-{i}",
+            amount=Decimal("1000.44"),
+            fields={"number": "4276000011112222", "customer_phone": "79001112233"},
+        )
 
     overheads: list[float] = []
     builds: list[float] = []
@@ -85,7 +88,8 @@ async def measure(url: str, keydir: Path, backend: str, n: int) -> dict[str, Any
                 overheads.append(total - spent["sign"] - spent["post"])
     overheads.sort()
     return {
-        "backend": backend, "n": n,
+        "backend": backend,
+        "n": n,
         "overhead_median_us": round(statistics.median(overheads) * 1e6, 1),
         "overhead_p90_us": round(overheads[int(len(overheads) * 0.9)] * 1e6, 1),
         "build_median_us": round(statistics.median(builds) * 1e6, 1),
@@ -96,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--backends", default="builtin,httpx,aiohttp")
-    parser.add_argument("--without-otel", action="store_true",
-                        help="hide opentelemetry-api, as in an install without the otel extra")
+    parser.add_argument(
+        "--without-otel",
+        action="store_true",
+        help="hide opentelemetry-api, as in an install without the otel extra",
+    )
     args = parser.parse_args(argv)
     if args.without_otel:
         sys.modules["opentelemetry"] = None  # type: ignore[assignment]
@@ -108,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         keydir = make_keys(Path(tmp), 2048)
         server = subprocess.Popen(
             [sys.executable, str(HERE / "server.py"), "--verify-every", "0"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=HERE.parent,
+        )
         try:
             assert server.stdout is not None
             line = server.stdout.readline()
@@ -117,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             url = f"http://127.0.0.1:{int(line.split()[1])}/"
             for backend in args.backends.split(","):
                 result = asyncio.run(measure(url, keydir, backend, args.n))
-                print(f"{backend:<8} overhead beyond sign + HTTP: median "
-                      f"{result['overhead_median_us']:.1f} µs, p90 {result['overhead_p90_us']:.1f}"
-                      f" µs per call; PayoutRequest built in {result['build_median_us']:.1f} µs"
-                      f" ({result['n']} sequential calls)", flush=True)
+                print(
+                    f"{backend:<8} overhead beyond sign + HTTP: median "
+                    f"{result['overhead_median_us']:.1f} µs, p90 {result['overhead_p90_us']:.1f}"
+                    f" µs per call; PayoutRequest built in {result['build_median_us']:.1f} µs"
+                    f" ({result['n']} sequential calls)",
+                    flush=True,
+                )
         finally:
             server.terminate()
             server.wait(timeout=10)

@@ -53,8 +53,9 @@ def write_csv(path: Path, prefix: str, n: int) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["service", "order_id", "amount", "number"])
-        writer.writerows(["payment_card_rub", f"{prefix}-{i:06d}", "1000.44", CARD]
-                         for i in range(n))
+        writer.writerows(
+            ["payment_card_rub", f"{prefix}-{i:06d}", "1000.44", CARD] for i in range(n)
+        )
     return path
 
 
@@ -134,9 +135,13 @@ class Progress(threading.Thread):
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([PYTHON, "-m", "alikassa_async.cli", "payouts", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            cwd=HERE.parent)
+    return subprocess.Popen(
+        [PYTHON, "-m", "alikassa_async.cli", "payouts", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=HERE.parent,
+    )
 
 
 def finish(*procs: subprocess.Popen[bytes]) -> None:
@@ -149,17 +154,25 @@ def finish(*procs: subprocess.Popen[bytes]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--n", type=int, default=4000, help="payouts in the SQLite comparison")
-    parser.add_argument("--n-delay", type=int, default=4000,
-                        help="payouts per run with the server delay")
+    parser.add_argument(
+        "--n-delay", type=int, default=4000, help="payouts per run with the server delay"
+    )
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each cell (median)")
     parser.add_argument("--output", default=str(HERE / "RESULTS-pg.md"))
-    parser.add_argument("--http-backend", choices=("builtin", "httpx", "aiohttp"), default=None,
-                        help="the workers' HTTP backend (default: the client's)")
-    parser.add_argument("--no-fsync", action="store_true",
-                        help="run PostgreSQL with fsync=off: what the disk's flushes cost "
-                             "(never do this with real payouts)")
+    parser.add_argument(
+        "--http-backend",
+        choices=("builtin", "httpx", "aiohttp"),
+        default=None,
+        help="the workers' HTTP backend (default: the client's)",
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="run PostgreSQL with fsync=off: what the disk's flushes cost "
+        "(never do this with real payouts)",
+    )
     args = parser.parse_args(argv)
     if _binaries() is None:
         print("needs Debian's postgresql package (/usr/lib/postgresql/*/bin)", file=sys.stderr)
@@ -182,16 +195,24 @@ def main(argv: list[str] | None = None) -> int:
         slow = Server(cert_dir / "public.pem", args.delay_ms, 1, False)
         try:
             dsn = fresh_database(cluster.dsn)
-            base = {**os.environ, "ALIKASSA_ACCOUNT": ACCOUNT,
-                    "ALIKASSA_PAYOUT_CERT_DIR": str(cert_dir), "ALIKASSA_DSN": dsn}
+            base = {
+                **os.environ,
+                "ALIKASSA_ACCOUNT": ACCOUNT,
+                "ALIKASSA_PAYOUT_CERT_DIR": str(cert_dir),
+                "ALIKASSA_DSN": dsn,
+            }
             say("# Batch payouts on PostgreSQL: benchmark results\n")
-            say(f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+            say(
+                f"- Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
                 f"{platform.python_version()}, load average "
-                f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            say(f"- PostgreSQL: {cluster.bindir.parent.name} (throwaway cluster, "
-                f"fsync {'OFF' if args.no_fsync else 'on'}, synchronous_commit on)")
-            say(f"- Command: `python benchmarks/pg_workers.py {' '.join(argv or sys.argv[1:])}`"
-                .replace("  ", " "))
+                f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+            )
+            say(
+                f"- PostgreSQL: {cluster.bindir.parent.name} (throwaway cluster, "
+                f"fsync {'OFF' if args.no_fsync else 'on'}, synchronous_commit on)"
+            )
+            command = " ".join(argv or sys.argv[1:])
+            say(f"- Command: `python benchmarks/pg_workers.py {command}`".replace("  ", " "))
             say("")
 
             # -- 1. one worker vs the single-process SQLite runner ----------------------
@@ -203,8 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 csv_s = write_csv(tmp / f"s{r}.csv", f"S{r}", args.n)
                 with Meter(cluster, fast) as m:
-                    finish(cli("run", str(csv_s), "--journal", str(tmp / f"s{r}.db"),
-                               "--concurrency", "64", "--no-progress", env=env))
+                    finish(
+                        cli(
+                            "run",
+                            str(csv_s),
+                            "--journal",
+                            str(tmp / f"s{r}.db"),
+                            "--concurrency",
+                            "64",
+                            "--no-progress",
+                            env=env,
+                        )
+                    )
                 sqlite_times.append(m.wall)
                 batch = f"one-{r}"
                 csv_p = write_csv(tmp / f"p{r}.csv", f"P{r}", args.n)
@@ -212,8 +243,17 @@ def main(argv: list[str] | None = None) -> int:
                 finish(cli("load", str(csv_p), "--batch", batch, env=env))
                 load_times.append(time.perf_counter() - started)
                 with Meter(cluster, fast) as m:
-                    finish(cli("work", "--batch", batch, "--concurrency", "64",
-                               "--no-progress", env=env))
+                    finish(
+                        cli(
+                            "work",
+                            "--batch",
+                            batch,
+                            "--concurrency",
+                            "64",
+                            "--no-progress",
+                            env=env,
+                        )
+                    )
                 pg_times.append(m.wall)
                 shares.append(m.db_share)
             s_rate = args.n / sorted(sqlite_times)[len(sqlite_times) // 2]
@@ -221,22 +261,32 @@ def main(argv: list[str] | None = None) -> int:
             say(f"## 1. One worker vs `payouts run` (SQLite), {args.n:,} payouts, no delay\n")
             say("| runner | payouts/s (median of rounds) | rounds (s) | DB share of CPU |")
             say("| --- | ---: | --- | ---: |")
-            say(f"| `payouts run` (SQLite journal) | {s_rate:,.0f} | "
-                f"{', '.join(f'{t:.2f}' for t in sqlite_times)} | - |")
-            say(f"| `payouts work` (1 worker, PostgreSQL) | {p_rate:,.0f} | "
+            say(
+                f"| `payouts run` (SQLite journal) | {s_rate:,.0f} | "
+                f"{', '.join(f'{t:.2f}' for t in sqlite_times)} | - |"
+            )
+            say(
+                f"| `payouts work` (1 worker, PostgreSQL) | {p_rate:,.0f} | "
                 f"{', '.join(f'{t:.2f}' for t in pg_times)} | "
-                f"{sorted(shares)[len(shares) // 2]:.0%} |")
-            say(f"\n`payouts load` of the same file: "
-                f"{', '.join(f'{t:.2f}' for t in load_times)} s (validate, seal, COPY).\n")
+                f"{sorted(shares)[len(shares) // 2]:.0%} |"
+            )
+            say(
+                f"\n`payouts load` of the same file: "
+                f"{', '.join(f'{t:.2f}' for t in load_times)} s (validate, seal, COPY).\n"
+            )
             ratio_one = p_rate / s_rate
 
             # -- 2. 1/2/4 workers with a server delay ---------------------------------------
             env = {**base, "ALIKASSA_BASE_URL": slow.url.rstrip("/")}
-            say(f"## 2. Workers sharing one batch, server delay {args.delay_ms:g} ms, "
+            say(
+                f"## 2. Workers sharing one batch, server delay {args.delay_ms:g} ms, "
                 f"64 in flight each, {args.n_delay:,} payouts (median of {args.rounds} "
-                "interleaved rounds; each round's figure in brackets)\n")
-            say("| workers | payouts/s (5 %-95 % of the batch) | payouts/s (wall, start-up "
-                "included) | wall (s) | CPU (cores busy) | DB share of CPU |")
+                "interleaved rounds; each round's figure in brackets)\n"
+            )
+            say(
+                "| workers | payouts/s (5 %-95 % of the batch) | payouts/s (wall, start-up "
+                "included) | wall (s) | CPU (cores busy) | DB share of CPU |"
+            )
             say("| ---: | ---: | ---: | ---: | ---: | ---: |")
             samples: dict[int, list[tuple[float, float, float, float, float]]] = {}
             counts = [int(w) for w in args.workers.split(",")]
@@ -249,38 +299,60 @@ def main(argv: list[str] | None = None) -> int:
                     progress = Progress(slow, args.n_delay)
                     progress.start()
                     with Meter(cluster, slow) as m:
-                        finish(*[cli("work", "--batch", batch, "--concurrency", "64",
-                                     "--no-progress", *backend, env=env)
-                                 for _ in range(count)])
+                        finish(
+                            *[
+                                cli(
+                                    "work",
+                                    "--batch",
+                                    batch,
+                                    "--concurrency",
+                                    "64",
+                                    "--no-progress",
+                                    *backend,
+                                    env=env,
+                                )
+                                for _ in range(count)
+                            ]
+                        )
                     progress.join(5)
                     samples.setdefault(count, []).append(
-                        (progress.steady_rate, args.n_delay / m.wall, m.wall, m.cores,
-                         m.db_share))
+                        (progress.steady_rate, args.n_delay / m.wall, m.wall, m.cores, m.db_share)
+                    )
             rates: dict[int, float] = {}
             for count in counts:
                 rows = sorted(samples[count])  # by steady rate: the median round
                 steady, walled, wall, cores, share = rows[len(rows) // 2]
                 rates[count] = steady
                 each = ", ".join(f"{x[0]:,.0f}" for x in samples[count])
-                say(f"| {count} | {steady:,.0f} ({each}) | {walled:,.0f} | {wall:.2f} | "
-                    f"{cores:.2f} | {share:.0%} |")
-            duplicates = sum(int(srv.get("/_stats").get("duplicate_order_id", 0))
-                             for srv in (fast, slow))
-            say(f"\nCreates refused by the server as an `order_id` already used: {duplicates}. "
+                say(
+                    f"| {count} | {steady:,.0f} ({each}) | {walled:,.0f} | {wall:.2f} | "
+                    f"{cores:.2f} | {share:.0%} |"
+                )
+            duplicates = sum(
+                int(srv.get("/_stats").get("duplicate_order_id", 0)) for srv in (fast, slow)
+            )
+            say(
+                f"\nCreates refused by the server as an `order_id` already used: {duplicates}. "
                 f"Load average at the end: "
                 f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} (the machine is shared: "
-                "'cores busy' counts only this benchmark's processes).")
+                "'cores busy' counts only this benchmark's processes)."
+            )
             say("\n## Targets\n")
             say(f"- one worker / SQLite runner: **{ratio_one:.2f}x** (target >= 0.8x)")
+
             def ratio(a: float, b: float) -> str:
                 return f"{a / b:.2f}x" if a and b else "n/a (batch too small to measure)"
 
             if 1 in rates and 2 in rates:
-                say(f"- two workers / one worker, {args.delay_ms:g} ms delay: "
-                    f"**{ratio(rates[2], rates[1])}** (target >= 1.7x)")
+                say(
+                    f"- two workers / one worker, {args.delay_ms:g} ms delay: "
+                    f"**{ratio(rates[2], rates[1])}** (target >= 1.7x)"
+                )
             if 1 in rates and 4 in rates:
-                say(f"- four workers / one worker: {ratio(rates[4], rates[1])} (two cores: the "
-                    "machine, not the protocol, is the limit)")
+                say(
+                    f"- four workers / one worker: {ratio(rates[4], rates[1])} (two cores: the "
+                    "machine, not the protocol, is the limit)"
+                )
         finally:
             fast.stop()
             slow.stop()

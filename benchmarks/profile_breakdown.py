@@ -26,8 +26,20 @@ HERE = Path(__file__).resolve().parent
 
 __all__ = ["main"]
 
-_PACKAGES = ("alikassa_async", "httpx", "httpcore", "h11", "anyio", "aiohttp", "cryptography",
-             "cattrs", "attr", "sniffio", "multidict", "yarl")
+_PACKAGES = (
+    "alikassa_async",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "aiohttp",
+    "cryptography",
+    "cattrs",
+    "attr",
+    "sniffio",
+    "multidict",
+    "yarl",
+)
 
 
 def component(frame: str) -> str:
@@ -85,19 +97,44 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in args.clients.split(","):
                 raw = Path(args.keep or tmp) / f"{name}.raw"
-                cfg = {"client": name, "url": server.url, "keydir": str(keydir),
-                       "inflight": args.inflight, "n": args.n, "rounds": 1,
-                       "warmup": args.inflight, "max_seconds": 60,
-                       "opts": {"hash": "sha1", "fake_sign": 1 if args.no_sign else 0}}
-                subprocess.run(["py-spy", "record", "--format", "raw", "--rate", "500",
-                                "--output", str(raw), "--", sys.executable,
-                                str(HERE / "worker.py"), json.dumps(cfg)],
-                               capture_output=True, timeout=600, check=True, cwd=HERE.parent)
+                cfg = {
+                    "client": name,
+                    "url": server.url,
+                    "keydir": str(keydir),
+                    "inflight": args.inflight,
+                    "n": args.n,
+                    "rounds": 1,
+                    "warmup": args.inflight,
+                    "max_seconds": 60,
+                    "opts": {"hash": "sha1", "fake_sign": 1 if args.no_sign else 0},
+                }
+                subprocess.run(
+                    [
+                        "py-spy",
+                        "record",
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "500",
+                        "--output",
+                        str(raw),
+                        "--",
+                        sys.executable,
+                        str(HERE / "worker.py"),
+                        json.dumps(cfg),
+                    ],
+                    capture_output=True,
+                    timeout=600,
+                    check=True,
+                    cwd=HERE.parent,
+                )
                 counts = breakdown(raw)
                 total = sum(counts.values()) or 1
-                print(f"{name} ({args.n} payouts, {args.inflight} in flight, "
-                      f"{'signing stubbed' if args.no_sign else 'RSA-2048 signing'}): "
-                      f"{total} samples in the event loop")
+                print(
+                    f"{name} ({args.n} payouts, {args.inflight} in flight, "
+                    f"{'signing stubbed' if args.no_sign else 'RSA-2048 signing'}): "
+                    f"{total} samples in the event loop"
+                )
                 for what, samples in counts.most_common():
                     print(f"  {what:<28} {samples / total:6.1%}")
         finally:

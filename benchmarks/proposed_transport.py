@@ -29,13 +29,24 @@ __all__ = ["LanePoolTransport", "ShardedTransport", "aiohttp_transport"]
 class ShardedTransport(httpx.AsyncBaseTransport):
     """``shards`` ordinary httpx transports of ``per_shard`` connections, least busy first."""
 
-    def __init__(self, *, shards: int = 8, per_shard: int = 13,
-                 verify: ssl.SSLContext | bool = True, **transport_kwargs: Any) -> None:
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(
-            verify=verify)
+    def __init__(
+        self,
+        *,
+        shards: int = 8,
+        per_shard: int = 13,
+        verify: ssl.SSLContext | bool = True,
+        **transport_kwargs: Any,
+    ) -> None:
+        context = (
+            verify
+            if isinstance(verify, ssl.SSLContext)
+            else httpx.create_ssl_context(verify=verify)
+        )
         limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        self._shards = [httpx.AsyncHTTPTransport(verify=context, limits=limits,
-                                                 **transport_kwargs) for _ in range(shards)]
+        self._shards = [
+            httpx.AsyncHTTPTransport(verify=context, limits=limits, **transport_kwargs)
+            for _ in range(shards)
+        ]
         self._busy = [0] * shards
         self._slots = asyncio.Semaphore(shards * per_shard)
 
@@ -71,24 +82,35 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                 finally:
                     release()
 
-        return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_Stream(), extensions=response.extensions)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_Stream(),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         for shard in self._shards:
             await shard.aclose()
 
 
-def aiohttp_transport(*, max_connections: int = 100, keepalive_expiry: float | None = 5.0,
-                      verify: ssl.SSLContext | bool = True) -> httpx.AsyncBaseTransport:
+def aiohttp_transport(
+    *,
+    max_connections: int = 100,
+    keepalive_expiry: float | None = 5.0,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncBaseTransport:
     """The opt-in fast path: ``httpx_aiohttp.AiohttpTransport`` (extra ``[aiohttp]``)."""
     from httpx_aiohttp import AiohttpTransport
 
     return AiohttpTransport(
-        verify=verify, trust_env=False,
-        limits=httpx.Limits(max_connections=max_connections,
-                            max_keepalive_connections=max_connections,
-                            keepalive_expiry=keepalive_expiry),
+        verify=verify,
+        trust_env=False,
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+        ),
     )
 
 
@@ -103,8 +125,9 @@ except ImportError:  # pragma: no cover - imported as a plain module elsewhere
 def _transport_for(variant: str, opts: dict[str, Any]) -> httpx.AsyncBaseTransport:
     max_conn = int(opts.get("max_connections", 100))
     if variant.endswith("sharded"):
-        return ShardedTransport(shards=int(opts.get("shards", 8)),
-                                per_shard=int(opts.get("per_shard", 13)))
+        return ShardedTransport(
+            shards=int(opts.get("shards", 8)), per_shard=int(opts.get("per_shard", 13))
+        )
     return LanePoolTransport(max_connections=max_conn)
 
 
@@ -123,9 +146,11 @@ if HttpxClient is not None:
         async def start(self) -> None:
             transport = _transport_for(self.variant, self.opts)
             if "-sdk" in self.variant:
-                self.sdk = SdkClient(self.base_url, self.keydir,
-                                     {**self.opts, "variant": "sdk",
-                                      "sdk_kwargs": {"transport": transport}})
+                self.sdk = SdkClient(
+                    self.base_url,
+                    self.keydir,
+                    {**self.opts, "variant": "sdk", "sdk_kwargs": {"transport": transport}},
+                )
                 await self.sdk.start()
                 return
             await BenchClient.start(self)  # load the key; no httpx.AsyncClient of its own
@@ -147,8 +172,13 @@ if HttpxClient is not None:
                 _check_created(response.status_code, response.json())
                 return
             # Skip httpx.AsyncClient (cookies, auth, redirects, hooks): the SDK needs none.
-            request = httpx.Request("POST", self._target, content=body, headers=headers,
-                                    extensions={"timeout": self._timeout})
+            request = httpx.Request(
+                "POST",
+                self._target,
+                content=body,
+                headers=headers,
+                extensions={"timeout": self._timeout},
+            )
             response = await self.transport.handle_async_request(request)
             try:
                 raw = await response.aread()

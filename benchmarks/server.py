@@ -35,10 +35,16 @@ _INVALID = b'{"message":"The given data was invalid.","errors":{"order_id":["%s"
 
 def _payout_status(order_id: str, ident: int) -> dict[str, Any]:
     return {
-        "order_id": order_id, "id": ident, "payment_status": "wait", "amount": "1000.44",
-        "payment_amount": "1000.44", "is_partial_payment": False,
-        "account_payment_amount": "1010.44", "commission_amount": "10.00",
-        "service_code": "payment_card_rub", "rrn": None,
+        "order_id": order_id,
+        "id": ident,
+        "payment_status": "wait",
+        "amount": "1000.44",
+        "payment_amount": "1000.44",
+        "is_partial_payment": False,
+        "account_payment_amount": "1010.44",
+        "commission_amount": "10.00",
+        "service_code": "payment_card_rub",
+        "rrn": None,
     }
 
 
@@ -62,13 +68,18 @@ class BenchServer:
 
     def stats(self) -> dict[str, Any]:
         return {
-            **self.counts, "cpu_seconds": time.process_time(), "connections": self.connections,
-            "open_connections": self.open_connections, "pid": os.getpid(),
-            "delay_ms": self.delay * 1000, "verify_every": self.verify_every,
+            **self.counts,
+            "cpu_seconds": time.process_time(),
+            "connections": self.connections,
+            "open_connections": self.open_connections,
+            "pid": os.getpid(),
+            "delay_ms": self.delay * 1000,
+            "verify_every": self.verify_every,
         }
 
-    def answer(self, method: str, path: str, headers: dict[bytes, bytes],
-               body: bytes) -> tuple[int, bytes]:
+    def answer(
+        self, method: str, path: str, headers: dict[bytes, bytes], body: bytes
+    ) -> tuple[int, bytes]:
         if method == "GET" and path == "/_stats":
             return 200, json.dumps(self.stats()).encode()
         if method == "POST" and path == "/_reset":
@@ -81,8 +92,10 @@ class BenchServer:
         if not headers.get(b"account"):
             counts["no_account"] += 1
             return 401, b'{"message":"Account header missing"}'
-        if self.verifier is not None and self.verify_every and (
-            counts["requests"] % self.verify_every == 0
+        if (
+            self.verifier is not None
+            and self.verify_every
+            and (counts["requests"] % self.verify_every == 0)
         ):
             try:
                 counts["verified_" + self.verifier.verify(body, headers.get(b"sign", b""))] += 1
@@ -107,33 +120,46 @@ class BenchServer:
             self.order_ids.add(order_id)
             if endpoint == "payout":
                 return 200, b'{"payment_status":"wait","id":%d}' % self.next_id
-            return 200, json.dumps({
-                "url": f"https://pay-merchant.alikassa.com/bench-{self.next_id}",
-                "payment_status": "wait", "id": self.next_id,
-                "uuid": f"00000000-0000-4000-8000-{self.next_id:012d}",
-                "success_redirect_url": None,
-            }).encode()
+            return 200, json.dumps(
+                {
+                    "url": f"https://pay-merchant.alikassa.com/bench-{self.next_id}",
+                    "payment_status": "wait",
+                    "id": self.next_id,
+                    "uuid": f"00000000-0000-4000-8000-{self.next_id:012d}",
+                    "success_redirect_url": None,
+                }
+            ).encode()
         if endpoint in ("payout/status", "payment/status"):
             key = payload if isinstance(payload, dict) else {}
             return 200, json.dumps(
                 _payout_status(str(key.get("order_id", "o")), int(key.get("id", self.next_id)))
             ).encode()
         if endpoint == "account/balance":
-            return 200, (b'{"currency":"RUB","balance":"93.84000000","hold":"0.00000000",'
-                         b'"rolling_reserve":"0.00000000","pending_payouts":"0.00000000"}')
+            return 200, (
+                b'{"currency":"RUB","balance":"93.84000000","hold":"0.00000000",'
+                b'"rolling_reserve":"0.00000000","pending_payouts":"0.00000000"}'
+            )
         if endpoint == "account/info":
-            return 200, (b'{"is_allowed_payment":true,"is_allowed_payout":true,"payments":'
-                         b'[{"method":"payment_card","currency":"RUB","service_code":'
-                         b'"payment_card_rub_hpp","status":"active"}],"payouts":[{"method":'
-                         b'"payment_card","currency":"RUB","service_code":"payment_card_rub",'
-                         b'"status":"active"}]}')
+            return 200, (
+                b'{"is_allowed_payment":true,"is_allowed_payout":true,"payments":'
+                b'[{"method":"payment_card","currency":"RUB","service_code":'
+                b'"payment_card_rub_hpp","status":"active"}],"payouts":[{"method":'
+                b'"payment_card","currency":"RUB","service_code":"payment_card_rub",'
+                b'"status":"active"}]}'
+            )
         if endpoint == "payment/history":
             return 200, b'{"data":[],"current_page":1,"last_page":1}'
         return 404, b'{"message":"Not Found"}'
 
 
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
-            411: b"Length Required", 413: b"Payload Too Large"}
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    404: b"Not Found",
+    411: b"Length Required",
+    413: b"Payload Too Large",
+}
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -193,13 +219,15 @@ class HTTPProtocol(asyncio.Protocol):
             method, path, headers, close = self.head
             self.head = None
             status, payload = self.server.answer(method, path, headers, body)
-            response = b"".join((
-                b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n" % (
-                    status, _REASONS.get(status, b"Error")),
-                b"Content-Length: %d\r\n" % len(payload),
-                b"Connection: close\r\n\r\n" if close else b"\r\n",
-                payload,
-            ))
+            response = b"".join(
+                (
+                    b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                    % (status, _REASONS.get(status, b"Error")),
+                    b"Content-Length: %d\r\n" % len(payload),
+                    b"Connection: close\r\n\r\n" if close else b"\r\n",
+                    payload,
+                )
+            )
             if self.server.delay and path.startswith("/v1/"):
                 loop = asyncio.get_running_loop()
                 # Keep answers on one connection in order even if a client pipelines.
@@ -217,8 +245,11 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, status: int) -> None:
-        self._write(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    % (status, _REASONS.get(status, b"Error")), True)
+        self._write(
+            b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            % (status, _REASONS.get(status, b"Error")),
+            True,
+        )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -249,8 +280,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--public-key", help="public.pem to verify Sign with (omit: no checks)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
-    parser.add_argument("--verify-every", type=int, default=1,
-                        help="verify every K-th request's signature (0: never)")
+    parser.add_argument(
+        "--verify-every",
+        type=int,
+        default=1,
+        help="verify every K-th request's signature (0: never)",
+    )
     parser.add_argument("--uvloop", action="store_true", help="use uvloop if installed")
     args = parser.parse_args(argv)
     if args.uvloop:

@@ -55,8 +55,9 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def _drive(client: Any, prefix: str, n: int, inflight: int,
-                 deadline: float) -> tuple[list[float], int, str]:
+async def _drive(
+    client: Any, prefix: str, n: int, inflight: int, deadline: float
+) -> tuple[list[float], int, str]:
     latencies: list[float] = []
     errors = 0
     first_error = ""
@@ -90,8 +91,12 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
     await client.start()
     setup_ms = (time.perf_counter() - t0) * 1000
     pid = os.getpid()
-    result: dict[str, Any] = {"client": cfg["client"], "inflight": inflight,
-                              "setup_ms": round(setup_ms, 1), "rounds": []}
+    result: dict[str, Any] = {
+        "client": cfg["client"],
+        "inflight": inflight,
+        "setup_ms": round(setup_ms, 1),
+        "rounds": [],
+    }
     try:
         warmup = int(cfg.get("warmup", inflight))
         if warmup:
@@ -115,14 +120,19 @@ async def measure(cfg: dict[str, Any]) -> dict[str, Any]:
                 profiler.stop()
             latencies.sort()
             done = len(latencies)
-            result["rounds"].append({
-                "done": done, "errors": errors, "first_error": first_error,
-                "seconds": round(wall, 3), "rps": round(done / wall, 1) if wall else 0.0,
-                "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
-                "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
-                "cpu_us_per_req": round(cpu / max(done, 1) * 1e6, 1),
-                "cpu_util": round(cpu / wall, 2) if wall else 0.0,
-            })
+            result["rounds"].append(
+                {
+                    "done": done,
+                    "errors": errors,
+                    "first_error": first_error,
+                    "seconds": round(wall, 3),
+                    "rps": round(done / wall, 1) if wall else 0.0,
+                    "p50_ms": round(_percentile(latencies, 0.50) * 1000, 2),
+                    "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+                    "cpu_us_per_req": round(cpu / max(done, 1) * 1e6, 1),
+                    "cpu_util": round(cpu / wall, 2) if wall else 0.0,
+                }
+            )
         if profiler is not None:
             report = profiler.output_text(unicode=False, color=False, show_all=True)
             Path(cfg["profile"]).write_text(report)  # noqa: ASYNC240 - after measuring
@@ -136,8 +146,9 @@ async def memory(cfg: dict[str, Any]) -> dict[str, Any]:
     """N payouts streamed from a generator through the SDK at ``inflight`` concurrency."""
     from clients import make_client
 
-    client = make_client(cfg.get("client", "sdk"), cfg["url"], Path(cfg["keydir"]),
-                         cfg.get("opts", {}))
+    client = make_client(
+        cfg.get("client", "sdk"), cfg["url"], Path(cfg["keydir"]), cfg.get("opts", {})
+    )
     await client.start()
     holder: Any = getattr(client, "sdk", None) or client  # prototypes wrap an SdkClient
     sdk = holder.client
@@ -180,9 +191,14 @@ async def memory(cfg: dict[str, Any]) -> dict[str, Any]:
         await client.close()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {
-        "how": how, "client": cfg.get("client", "sdk"), "n": n, "done": done,
-        "errors": errors, "seconds": round(wall, 2),
-        "rps": round(done / wall, 1), "cpu_us_per_req": round(cpu / max(done, 1) * 1e6, 1),
+        "how": how,
+        "client": cfg.get("client", "sdk"),
+        "n": n,
+        "done": done,
+        "errors": errors,
+        "seconds": round(wall, 2),
+        "rps": round(done / wall, 1),
+        "cpu_us_per_req": round(cpu / max(done, 1) * 1e6, 1),
         "rss_before_mb": round(rss0, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -28,13 +28,13 @@ __all__ = ["ACCOUNT", "CARD", "FAST_RETRY", "PASSWORD", "write_archive"]
 PASSWORD = b"s3cret-pass"
 
 #: retries that cost milliseconds, not seconds: three attempts per read, 10 s per call
-FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.002,
-                         total_timeout=10.0)
+FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_max=0.002, total_timeout=10.0)
 
 
 def _pem(key: rsa.RSAPrivateKey, fmt: str, password: bytes | None) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password
+        serialization.BestAvailableEncryption(password)
+        if password
         else serialization.NoEncryption()
     )
     private_format = {
@@ -53,8 +53,13 @@ def rsa_keys() -> dict[str, rsa.RSAPrivateKey]:
     }
 
 
-def write_archive(folder: Path, key: rsa.RSAPrivateKey, fmt: str = "pkcs1",
-                  password: bytes | None = PASSWORD, password_suffix: bytes = b"") -> Path:
+def write_archive(
+    folder: Path,
+    key: rsa.RSAPrivateKey,
+    fmt: str = "pkcs1",
+    password: bytes | None = PASSWORD,
+    password_suffix: bytes = b"",
+) -> Path:
     """Write private.pem / password.txt / public.pem like the vendor's archive."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "private.pem").write_bytes(_pem(key, fmt, password))
@@ -69,8 +74,9 @@ def write_archive(folder: Path, key: rsa.RSAPrivateKey, fmt: str = "pkcs1",
 
 
 @pytest.fixture(scope="session")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory, rsa_keys: dict[str, rsa.RSAPrivateKey]
-             ) -> Iterator[Path]:
+def cert_dir(
+    tmp_path_factory: pytest.TempPathFactory, rsa_keys: dict[str, rsa.RSAPrivateKey]
+) -> Iterator[Path]:
     """A certificate tree (payment/, payout/, notification/) in the vendor's legacy format."""
     root = tmp_path_factory.mktemp("certs")
     for role in ("payment", "payout", "notification"):
@@ -99,29 +105,37 @@ def sandbox_config() -> SandboxConfig:
 
 
 @pytest.fixture
-async def sandbox(alikassa_certs: SandboxCerts, sandbox_config: SandboxConfig,
-                  _alikassa_notification_key: Certificate) -> AsyncIterator[Sandbox]:
+async def sandbox(
+    alikassa_certs: SandboxCerts,
+    sandbox_config: SandboxConfig,
+    _alikassa_notification_key: Certificate,
+) -> AsyncIterator[Sandbox]:
     """A fresh in-process sandbox knowing ``ACCOUNT`` with the plugin's certificates."""
     sandbox = Sandbox(_alikassa_notification_key, config=sandbox_config)
-    sandbox.add_account(ACCOUNT, payment_public_key=alikassa_certs.payment_public_pem(),
-                        payout_public_key=alikassa_certs.payout_public_pem())
+    sandbox.add_account(
+        ACCOUNT,
+        payment_public_key=alikassa_certs.payment_public_pem(),
+        payout_public_key=alikassa_certs.payout_public_pem(),
+    )
     yield sandbox
     await sandbox.aclose()
 
 
 @pytest.fixture
-async def api(sandbox: Sandbox, alikassa_certificates: tuple[Certificate, Certificate]
-              ) -> AsyncIterator[Api]:
+async def api(
+    sandbox: Sandbox, alikassa_certificates: tuple[Certificate, Certificate]
+) -> AsyncIterator[Api]:
     """Signed raw requests to the in-process ``sandbox``."""
-    async with httpx.AsyncClient(transport=sandbox.transport(),
-                                 base_url="http://127.0.0.1") as http:
+    async with httpx.AsyncClient(
+        transport=sandbox.transport(), base_url="http://127.0.0.1"
+    ) as http:
         yield Api(http, *alikassa_certificates)
 
 
 @pytest.fixture
-async def loopback_api(alikassa_sandbox: SandboxServer,
-                       alikassa_certificates: tuple[Certificate, Certificate]
-                       ) -> AsyncIterator[Api]:
+async def loopback_api(
+    alikassa_sandbox: SandboxServer, alikassa_certificates: tuple[Certificate, Certificate]
+) -> AsyncIterator[Api]:
     """Signed raw requests to the plugin's uvicorn sandbox, over real sockets."""
     async with httpx.AsyncClient(base_url=alikassa_sandbox.url, timeout=10) as http:
         yield Api(http, *alikassa_certificates)
@@ -134,9 +148,15 @@ def wire(sandbox: Sandbox) -> Wire:
 
 
 @pytest.fixture
-async def client(wire: Wire, alikassa_certificates: tuple[Certificate, Certificate]
-                 ) -> AsyncIterator[AliKassaClient]:
+async def client(
+    wire: Wire, alikassa_certificates: tuple[Certificate, Certificate]
+) -> AsyncIterator[AliKassaClient]:
     """An SDK client talking to ``sandbox`` through ``wire``, with ``FAST_RETRY``."""
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+    ) as client:
         yield client

@@ -28,8 +28,9 @@ import pytest
 
 
 def _binaries() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name)
+    )
     return Path(found[-1]).parent if found else None
 
 
@@ -59,12 +60,23 @@ class Cluster:
             entry = pwd.getpwnam(self.user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         os.chmod(self.root, 0o755)
-        self._run("initdb", "-D", str(self.data), "-U", "alikassa", "--auth=trust",
-                  "-E", "UTF8", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "alikassa",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        )
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{self.root}'\nmax_connections = 200\n"
-                       "shared_buffers = 32MB\n")
+            conf.write(
+                f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{self.root}'\nmax_connections = 200\n"
+                "shared_buffers = 32MB\n"
+            )
 
     @property
     def dsn(self) -> str:
@@ -74,12 +86,12 @@ class Cluster:
         command = [str(self.bindir / tool), *args]
         if self.user is not None:
             command = ["runuser", "-u", self.user, "--", *command]
-        return subprocess.run(command, check=check, capture_output=True, text=True,
-                              timeout=120, cwd=self.root)
+        return subprocess.run(
+            command, check=check, capture_output=True, text=True, timeout=120, cwd=self.root
+        )
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "start")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
         """``mode="immediate"`` is a crash: no checkpoint, recovery from WAL on start."""
@@ -99,8 +111,10 @@ def server() -> Iterator[tuple[str, Cluster | None]]:
         return
     bindir = _binaries()
     if bindir is None:
-        message = ("no PostgreSQL server: set ALIKASSA_TEST_DSN or install Debian's "
-                   "postgresql package (.ci/run does)")
+        message = (
+            "no PostgreSQL server: set ALIKASSA_TEST_DSN or install Debian's "
+            "postgresql package (.ci/run does)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -35,12 +35,26 @@ def _broken_claims() -> None:
                 FROM picked WHERE p.order_id = picked.order_id
                 RETURNING p.order_id, p.token, p.seq, p.line, p.sealed, p.body_digest,
                     p.sends, p.sent, p.payout_id""",
-                {"batch": batch, "worker": worker, "limit": limit, "lease": lease})
+                {"batch": batch, "worker": worker, "limit": limit, "lease": lease},
+            )
             rows = await cur.fetchall()
-        return [pg_journal.Claim(order_id=r[0], token=r[1], seq=r[2], line=r[3], sealed=r[4],
-                                 body_digest=r[5], previous="pending", sends=r[6], sent=0,
-                                 payout_id=r[8], sent_ago=None, lease_deadline=before + lease)
-                for r in rows]
+        return [
+            pg_journal.Claim(
+                order_id=r[0],
+                token=r[1],
+                seq=r[2],
+                line=r[3],
+                sealed=r[4],
+                body_digest=r[5],
+                previous="pending",
+                sends=r[6],
+                sent=0,
+                payout_id=r[8],
+                sent_ago=None,
+                lease_deadline=before + lease,
+            )
+            for r in rows
+        ]
 
     pg_journal.PostgresJournal.claim_items = claim_items  # type: ignore[method-assign]
 

@@ -96,7 +96,8 @@ def _guard_internals(package: str) -> None:
         raise AssertionError(
             f"pool_state reads private attributes of {package} "
             f"{_INTERNALS_TESTED[package]}x, but {package} {version} is installed: check "
-            "tests/reliability_support.py against its source before trusting these tests")
+            "tests/reliability_support.py against its source before trusting these tests"
+        )
 
 
 def pool_state(client: AliKassaClient) -> PoolState:
@@ -111,15 +112,20 @@ def pool_state(client: AliKassaClient) -> PoolState:
         return _aiohttp_state(client)
     _guard_internals("httpcore")
     transport: Any = client._http._transport
-    pools = ([lane._pool for lane in transport.lanes]
-             if isinstance(transport, LanePoolTransport) else [transport._pool])
+    pools = (
+        [lane._pool for lane in transport.lanes]
+        if isinstance(transport, LanePoolTransport)
+        else [transport._pool]
+    )
     connections = [c for pool in pools for c in pool.connections]
     requests = [r for pool in pools for r in pool._requests]
-    unconnected = [c for c in connections if getattr(c, "_connection", True) is None
-                   and not c.is_closed()]
+    unconnected = [
+        c for c in connections if getattr(c, "_connection", True) is None and not c.is_closed()
+    ]
     assigned = {id(r.connection) for r in requests if r.connection is not None}
-    busy = sum(1 for c in connections
-               if not c.is_closed() and not c.is_idle() and c not in unconnected)
+    busy = sum(
+        1 for c in connections if not c.is_closed() and not c.is_idle() and c not in unconnected
+    )
     orphans = sum(1 for c in unconnected if id(c) not in assigned)
     return PoolState(len(connections), busy, len(requests), orphans)
 
@@ -154,14 +160,25 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, s
     return lines[0].encode("latin-1"), headers, body
 
 
-def http_response(status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-                  *, reason: str = "X", length: int | None = None) -> bytes:
+def http_response(
+    status: int,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    *,
+    reason: str = "X",
+    length: int | None = None,
+) -> bytes:
     """A complete HTTP/1.1 answer; ``length`` lies about Content-Length when given."""
-    all_headers = {"Content-Type": "application/json",
-                   "Content-Length": str(len(body) if length is None else length),
-                   **(headers or {})}
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in all_headers.items()) + "\r\n"
+    all_headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body) if length is None else length),
+        **(headers or {}),
+    }
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in all_headers.items())
+        + "\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -227,20 +244,29 @@ def self_signed_ca(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "h2-cert.pem", folder / "h2-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -264,7 +290,8 @@ class H2Server:
         assert task is not None
         self._tasks.add(task)
         conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
         conn.initiate_connection()
         writer.write(conn.data_to_send())
         streams: dict[int, tuple[dict[str, str], bytearray]] = {}
@@ -275,14 +302,20 @@ class H2Server:
                         streams[event.stream_id] = (dict(event.headers), bytearray())  # type: ignore[arg-type]
                     elif isinstance(event, h2.events.DataReceived):
                         streams[event.stream_id][1].extend(event.data)
-                        conn.acknowledge_received_data(event.flow_controlled_length,
-                                                       event.stream_id)
+                        conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
                     elif isinstance(event, h2.events.StreamEnded):
                         headers, body = streams.pop(event.stream_id)
                         status, payload = self.respond(headers, bytes(body))
-                        conn.send_headers(event.stream_id, [
-                            (":status", str(status)), ("content-type", "application/json"),
-                            ("content-length", str(len(payload)))])
+                        conn.send_headers(
+                            event.stream_id,
+                            [
+                                (":status", str(status)),
+                                ("content-type", "application/json"),
+                                ("content-length", str(len(payload))),
+                            ],
+                        )
                         conn.send_data(event.stream_id, payload, end_stream=True)
                 writer.write(conn.data_to_send())
                 await writer.drain()

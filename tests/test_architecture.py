@@ -20,8 +20,16 @@ LAYERS: list[set[str]] = [
     {"_validation", "_encoding", "_retry", "_signing", "_tls", "_http1"},
     {"_models"},
     {"_converters", "services", "_protocols", "_sealing"},
-    {"payments", "payouts", "_transport", "_builtin_sender", "webhooks", "journal", "_polling",
-     "pg_journal"},
+    {
+        "payments",
+        "payouts",
+        "_transport",
+        "_builtin_sender",
+        "webhooks",
+        "journal",
+        "_polling",
+        "pg_journal",
+    },
     {"_batch", "_worker"},
     {"_client"},
     {"__init__"},
@@ -45,8 +53,11 @@ def _module_name(path: Path) -> str:
 
 def _runtime_imports(tree: ast.Module, module: str) -> set[str]:
     """Package modules imported at run time (at module level or inside functions)."""
-    package = module.split(".")[:-1] if not (PACKAGE / module.replace(".", "/")).is_dir() \
+    package = (
+        module.split(".")[:-1]
+        if not (PACKAGE / module.replace(".", "/")).is_dir()
         else module.split(".")
+    )
     found: set[str] = set()
     skipped: set[int] = set()
     for node in ast.walk(tree):
@@ -60,9 +71,12 @@ def _runtime_imports(tree: ast.Module, module: str) -> set[str]:
         if node.module is None:  # from . import a, b
             for alias in node.names:
                 name = ".".join([*base, alias.name])
-                found.add(name if (PACKAGE / name.replace(".", "/")).with_suffix(".py").exists()
-                          or (PACKAGE / name.replace(".", "/")).is_dir() else target or
-                          "__init__")
+                found.add(
+                    name
+                    if (PACKAGE / name.replace(".", "/")).with_suffix(".py").exists()
+                    or (PACKAGE / name.replace(".", "/")).is_dir()
+                    else target or "__init__"
+                )
         else:
             found.add(target)
     return {name or "__init__" for name in found} - {module}
@@ -77,9 +91,12 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    upward = [f"{module} ({_layer(module)}) imports {target} ({_layer(target)})"
-              for module, targets in _graph().items() for target in targets
-              if _layer(target) > _layer(module)]
+    upward = [
+        f"{module} ({_layer(module)}) imports {target} ({_layer(target)})"
+        for module, targets in _graph().items()
+        for target in targets
+        if _layer(target) > _layer(module)
+    ]
     assert upward == []
 
 

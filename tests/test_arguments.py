@@ -49,72 +49,132 @@ class Counting(httpx.AsyncBaseTransport):
 
 
 BAD_CONSTRUCTOR_ARGUMENTS: list[dict[str, Any]] = [
-    {"max_connections": 0}, {"max_connections": -1}, {"max_connections": "10"},
-    {"max_connections": True}, {"max_connections": 1.5}, {"max_connections": 10**12},
-    {"max_keepalive_connections": -1}, {"max_keepalive_connections": "x"},
-    {"timeout": "x"}, {"timeout": -1}, {"timeout": 0}, {"timeout": math.nan},
-    {"timeout": math.inf}, {"timeout": True}, {"timeout": httpx.Timeout(5, read="x")},
+    {"max_connections": 0},
+    {"max_connections": -1},
+    {"max_connections": "10"},
+    {"max_connections": True},
+    {"max_connections": 1.5},
+    {"max_connections": 10**12},
+    {"max_keepalive_connections": -1},
+    {"max_keepalive_connections": "x"},
+    {"timeout": "x"},
+    {"timeout": -1},
+    {"timeout": 0},
+    {"timeout": math.nan},
+    {"timeout": math.inf},
+    {"timeout": True},
+    {"timeout": httpx.Timeout(5, read="x")},
     {"timeout": httpx.Timeout(5, connect=-1)},
-    {"retry": "x"}, {"retry": 3},
-    {"sign_threads": "x"}, {"sign_threads": -1}, {"sign_threads": 2.0},
-    {"user_agent": "a\r\nX-Injected: 1"}, {"user_agent": "a\nb"}, {"user_agent": "Ω"},
-    {"user_agent": ""}, {"user_agent": 5}, {"user_agent": "x" * 1000},
-    {"http2": "yes"}, {"allow_plain_http": 1}, {"tls_from_env": "true"},
-    {"http_client": "x"}, {"transport": object()},
-    {"signature_hash": ["sha1"]}, {"signature_hash": "md5"},
-    {"base_url": 5}, {"base_url": "https://x:port/"}, {"base_url": "ftp://x"},
-    {"http_backend": "curl"}, {"http_backend": ["httpx"]},
-    {"verify": False}, {"verify": 5}, {"verify": "/nonexistent/ca.pem"},
+    {"retry": "x"},
+    {"retry": 3},
+    {"sign_threads": "x"},
+    {"sign_threads": -1},
+    {"sign_threads": 2.0},
+    {"user_agent": "a\r\nX-Injected: 1"},
+    {"user_agent": "a\nb"},
+    {"user_agent": "Ω"},
+    {"user_agent": ""},
+    {"user_agent": 5},
+    {"user_agent": "x" * 1000},
+    {"http2": "yes"},
+    {"allow_plain_http": 1},
+    {"tls_from_env": "true"},
+    {"http_client": "x"},
+    {"transport": object()},
+    {"signature_hash": ["sha1"]},
+    {"signature_hash": "md5"},
+    {"base_url": 5},
+    {"base_url": "https://x:port/"},
+    {"base_url": "ftp://x"},
+    {"http_backend": "curl"},
+    {"http_backend": ["httpx"]},
+    {"verify": False},
+    {"verify": 5},
+    {"verify": "/nonexistent/ca.pem"},
 ]
 
 
 _HTTPX_ONLY = {"http_client", "transport", "http_backend"}
 
 
-@pytest.mark.parametrize(("kwargs", "backend"), [
-    (kwargs, backend) for kwargs in BAD_CONSTRUCTOR_ARGUMENTS for backend in ("httpx", "aiohttp")
-    if backend == "httpx" or not _HTTPX_ONLY & set(kwargs)  # not aiohttp arguments
-], ids=repr)
+@pytest.mark.parametrize(
+    ("kwargs", "backend"),
+    [
+        (kwargs, backend)
+        for kwargs in BAD_CONSTRUCTOR_ARGUMENTS
+        for backend in ("httpx", "aiohttp")
+        if backend == "httpx" or not _HTTPX_ONLY & set(kwargs)  # not aiohttp arguments
+    ],
+    ids=repr,
+)
 def test_bad_constructor_arguments_raise_configuration_error(kwargs, backend, payout_cert):
     with pytest.raises(ConfigurationError):
         AliKassaClient(ACCOUNT, payout_cert=payout_cert, **{"http_backend": backend, **kwargs})
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"max_attempts": 0}, {"max_attempts": "3"}, {"max_attempts": True},
-    {"total_timeout": "x"}, {"total_timeout": -1}, {"total_timeout": math.nan},
-    {"backoff_base": -0.1}, {"backoff_max": "1"}, {"max_retry_after": math.inf},
-    {"create_connect_retries": -1}, {"create_connect_retries": 1.5},
-], ids=repr)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"max_attempts": "3"},
+        {"max_attempts": True},
+        {"total_timeout": "x"},
+        {"total_timeout": -1},
+        {"total_timeout": math.nan},
+        {"backoff_base": -0.1},
+        {"backoff_max": "1"},
+        {"max_retry_after": math.inf},
+        {"create_connect_retries": -1},
+        {"create_connect_retries": 1.5},
+    ],
+    ids=repr,
+)
 def test_bad_retry_policy_fields_raise_configuration_error(kwargs):
     with pytest.raises(ConfigurationError):
         RetryPolicy(**kwargs)
 
 
 def test_good_arguments_are_accepted(payout_cert):
-    client = AliKassaClient(ACCOUNT, payout_cert=payout_cert, timeout=httpx.Timeout(None),
-                            max_keepalive_connections=0, sign_threads=0,
-                            retry=RetryPolicy(backoff_base=0, total_timeout=None),
-                            user_agent="my-shop/1.0 (ops@example.com)")
+    client = AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        timeout=httpx.Timeout(None),
+        max_keepalive_connections=0,
+        sign_threads=0,
+        retry=RetryPolicy(backoff_base=0, total_timeout=None),
+        user_agent="my-shop/1.0 (ops@example.com)",
+    )
     assert client.retry.total_timeout is None
 
 
 # -- per call ---------------------------------------------------------------------------
 
 _junk = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([2**63, 2**64, 10**30, -1, 0]),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
     st.sampled_from(["Ω", "a\r\nb", "\x00", "2024-13-01", "2024-01-01", "1", " 1 "]),
-    st.binary(max_size=8), st.dates(), st.datetimes(), st.just(Decimal("NaN")),
-    st.lists(st.integers(), max_size=2), st.just(object()),
+    st.binary(max_size=8),
+    st.dates(),
+    st.datetimes(),
+    st.just(Decimal("NaN")),
+    st.lists(st.integers(), max_size=2),
+    st.just(object()),
 )
 
 
 def _payment() -> Any:
-    return build_payment("payment_card_rub_hpp", order_id="A-1", amount="100.00",
-                         customer_ip="18.191.80.10", customer_user_id="u-1",
-                         customer_browser_user_agent="Mozilla/5.0")
+    return build_payment(
+        "payment_card_rub_hpp",
+        order_id="A-1",
+        amount="100.00",
+        customer_ip="18.191.80.10",
+        customer_user_id="u-1",
+        customer_browser_user_agent="Mozilla/5.0",
+    )
 
 
 CALLS = {
@@ -131,21 +191,24 @@ CALLS = {
     "create_payout_request": lambda c, v: c.create_payout(v),
     "wait_timeout": lambda c, v: c.wait_for_payout(id=1, timeout=v, interval=0.01),
     "wait_interval": lambda c, v: c.wait_for_payment(id=1, timeout=0.05, interval=v),
-    "wait_max_interval": lambda c, v: c.wait_for_payment(id=1, timeout=0.05, interval=0.01,
-                                                         max_interval=v),
+    "wait_max_interval": lambda c, v: c.wait_for_payment(
+        id=1, timeout=0.05, interval=0.01, max_interval=v
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def counted(payment_cert, payout_cert) -> tuple[AliKassaClient, Counting]:
     transport = Counting()
-    client = AliKassaClient(ACCOUNT, payment_cert, payout_cert, transport=transport,
-                            retry=RetryPolicy.disabled())
+    client = AliKassaClient(
+        ACCOUNT, payment_cert, payout_cert, transport=transport, retry=RetryPolicy.disabled()
+    )
     return client, transport
 
 
-@settings(max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(call=st.sampled_from(sorted(CALLS)), value=_junk)
 async def test_any_non_field_argument_gives_a_typed_error_before_any_io(counted, call, value):
     client, transport = counted
@@ -167,15 +230,21 @@ async def test_any_non_field_argument_gives_a_typed_error_before_any_io(counted,
 
 
 ESCAPES = [
-    ("history_page", 2**64), ("history_page_size", 2**64), ("history_page", 2**63),
-    ("create_payment_application", "Ω"), ("create_payment_application", "a\r\nb"),
-    ("create_payment_application", "a\nX-Evil: 1"), ("payment_status_id", 10**5000),
-    ("wait_timeout", "x"), ("wait_interval", math.nan),
+    ("history_page", 2**64),
+    ("history_page_size", 2**64),
+    ("history_page", 2**63),
+    ("create_payment_application", "Ω"),
+    ("create_payment_application", "a\r\nb"),
+    ("create_payment_application", "a\nX-Evil: 1"),
+    ("payment_status_id", 10**5000),
+    ("wait_timeout", "x"),
+    ("wait_interval", math.nan),
 ]
 
 
-@pytest.mark.parametrize(("call", "value"), ESCAPES,
-                         ids=[f"{call}-{i}" for i, (call, _) in enumerate(ESCAPES)])
+@pytest.mark.parametrize(
+    ("call", "value"), ESCAPES, ids=[f"{call}-{i}" for i, (call, _) in enumerate(ESCAPES)]
+)
 async def test_the_reported_escapes_are_request_validation_errors(counted, call, value):
     client, transport = counted
     before = transport.requests
@@ -188,14 +257,15 @@ async def test_valid_arguments_still_reach_the_gateway(counted):
     client, transport = counted
     before = transport.requests
     with pytest.raises(NotFoundError):
-        await client.payment_history_page(date_from=date(2024, 1, 1),
-                                          date_to=datetime(2024, 2, 1, 12), page=2**62,
-                                          page_size=100)
+        await client.payment_history_page(
+            date_from=date(2024, 1, 1), date_to=datetime(2024, 2, 1, 12), page=2**62, page_size=100
+        )
     with pytest.raises(OutcomeUnknownError):  # a create answered 404: never "failed"
         await client.create_payment(_payment(), application="7d2f4a6e-3b1c-4f5e-9a8b-0c1d2e3f4a5b")
     with pytest.raises(OutcomeUnknownError):
-        await client.create_payout(payouts.card(order_id="P-1", amount="1.00",
-                                                number="4111111111111111"))
+        await client.create_payout(
+            payouts.card(order_id="P-1", amount="1.00", number="4111111111111111")
+        )
     assert transport.requests == before + 3
 
 
@@ -206,14 +276,15 @@ def test_a_context_that_does_not_verify_is_refused(backend, payout_cert):
     no_hostname.check_hostname = False
     for context in (unverified, no_hostname):
         with pytest.raises(ConfigurationError, match=r"CERT_NONE|check_hostname"):
-            AliKassaClient(ACCOUNT, payout_cert=payout_cert, verify=context,
-                           http_backend=backend)
+            AliKassaClient(ACCOUNT, payout_cert=payout_cert, verify=context, http_backend=backend)
 
 
 def test_a_caller_transport_that_does_not_verify_is_refused(payout_cert):
     with pytest.raises(ConfigurationError, match="CERT_NONE"):
-        AliKassaClient(ACCOUNT, payout_cert=payout_cert,
-                       transport=httpx.AsyncHTTPTransport(verify=False))
+        AliKassaClient(
+            ACCOUNT, payout_cert=payout_cert, transport=httpx.AsyncHTTPTransport(verify=False)
+        )
     with pytest.raises(ConfigurationError, match="CERT_NONE"):
-        AliKassaClient(ACCOUNT, payout_cert=payout_cert,
-                       http_client=httpx.AsyncClient(verify=False))
+        AliKassaClient(
+            ACCOUNT, payout_cert=payout_cert, http_client=httpx.AsyncClient(verify=False)
+        )

@@ -44,8 +44,7 @@ from .conftest import ACCOUNT, CARD, FAST_RETRY
 from .sandbox_helpers import eventually
 from .wire import Wire, json_response
 
-QUICK = ReconcilePolicy(lookups=4, settle=0.05, backoff_base=0.005, backoff_max=0.01,
-                        pause=0.01)
+QUICK = ReconcilePolicy(lookups=4, settle=0.05, backoff_base=0.005, backoff_max=0.01, pause=0.01)
 STATUS = "v1/payout/status"
 #: more than the sandbox's balance: a real 400 on `amount` ("Insufficient funds")
 TOO_MUCH = "2000000.00"
@@ -53,8 +52,12 @@ FOREVER = 10**6
 
 
 def payout(i: int | str, amount: str = "10.00") -> PayoutRequest:
-    return PayoutRequest(service="payment_card_rub", order_id=f"P-{i}", amount=Decimal(amount),
-                         fields={"number": CARD})
+    return PayoutRequest(
+        service="payment_card_rub",
+        order_id=f"P-{i}",
+        amount=Decimal(amount),
+        fields={"number": CARD},
+    )
 
 
 @pytest.fixture
@@ -72,15 +75,18 @@ def by_order(results):
     return {r.order_id: r for r in results}
 
 
-async def test_every_item_is_created_once_and_reported_once(client, wire: Wire,
-                                                            sandbox: Sandbox):
+async def test_every_item_is_created_once_and_reported_once(client, wire: Wire, sandbox: Sandbox):
     sandbox.config.unique_order_ids = False  # a second send would be a second payout
     results = await run(client, (payout(i) for i in range(300)), concurrency=16)
     assert sorted(r.index for r in results) == list(range(300))
     assert {r.outcome for r in results} == {Outcome.CREATED}
     assert all(r.ok and r.attempts == 1 and not r.resumed for r in results)
-    assert all(isinstance(r.response, PayoutCreated) and r.payout_id == r.response.id
-               and r.response.order_id == r.order_id for r in results)
+    assert all(
+        isinstance(r.response, PayoutCreated)
+        and r.payout_id == r.response.id
+        and r.response.order_id == r.order_id
+        for r in results
+    )
     created = sandbox.state.payouts_by_order_id
     assert all(r.payout_id == created[r.order_id].id for r in results)
     assert set(sandbox.state.payout_creations) == {f"P-{i}" for i in range(300)}
@@ -89,14 +95,18 @@ async def test_every_item_is_created_once_and_reported_once(client, wire: Wire,
 
 
 async def test_async_iterables_and_mappings_are_items_and_bad_ones_reject_only_themselves(
-        client, wire: Wire):
+    client, wire: Wire
+):
     async def rows():
-        yield {"service": "payment_card_rub", "order_id": "P-1", "amount": "10",
-               "number": CARD}
-        yield {"service": "payment_card_rub", "order_id": "P-2", "amount": "ten",
-               "number": CARD}                                           # bad amount
-        yield {"order_id": "P-3", "amount": "10", "number": CARD}        # no service
-        yield "P-4"                                                       # not a payout
+        yield {"service": "payment_card_rub", "order_id": "P-1", "amount": "10", "number": CARD}
+        yield {
+            "service": "payment_card_rub",
+            "order_id": "P-2",
+            "amount": "ten",
+            "number": CARD,
+        }  # bad amount
+        yield {"order_id": "P-3", "amount": "10", "number": CARD}  # no service
+        yield "P-4"  # not a payout
         yield payout(5)
 
     results = by_order(await run(client, rows()))
@@ -109,8 +119,7 @@ async def test_async_iterables_and_mappings_are_items_and_bad_ones_reject_only_t
     assert set(wire.sends()) == {"P-1", "P-5"}
 
 
-async def test_gateway_refusals_are_rejected_and_never_resent(client, wire: Wire,
-                                                              sandbox: Sandbox):
+async def test_gateway_refusals_are_rejected_and_never_resent(client, wire: Wire, sandbox: Sandbox):
     results = by_order(await run(client, [payout(1, TOO_MUCH), payout(2)]))
     assert results["P-1"].outcome == Outcome.REJECTED
     assert isinstance(results["P-1"].error, InvalidRequestError)
@@ -121,11 +130,13 @@ async def test_gateway_refusals_are_rejected_and_never_resent(client, wire: Wire
 
 
 async def test_a_401_stops_the_batch_and_leaves_the_rest_not_sent(
-        wire: Wire, alikassa_certificates):
+    wire: Wire, alikassa_certificates
+):
     payment, _ = alikassa_certificates
     # payouts signed with the payment key: every row would fail
-    async with AliKassaClient(ACCOUNT, payout_cert=payment, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT, payout_cert=payment, base_url="http://127.0.0.1", transport=wire, retry=FAST_RETRY
+    ) as client:
         results = by_order(await run(client, [payout(i) for i in range(1, 201)]))
     assert wire.calls("v1/payout") == 1  # the first create goes alone
     refused = [r for r in results.values() if r.outcome == Outcome.REJECTED]
@@ -135,13 +146,17 @@ async def test_a_401_stops_the_batch_and_leaves_the_rest_not_sent(
     assert all(isinstance(r.error, AuthenticationError) and r.attempts == 0 for r in not_sent)
 
 
-AFTER_COMMIT = {"503-after": lambda: Fault.status(503, after_commit=True),
-                "drop-after": Fault.drop_after_commit, "garbage-after": Fault.html_200}
+AFTER_COMMIT = {
+    "503-after": lambda: Fault.status(503, after_commit=True),
+    "drop-after": Fault.drop_after_commit,
+    "garbage-after": Fault.html_200,
+}
 
 
 @pytest.mark.parametrize("fault", AFTER_COMMIT)
 async def test_doubt_after_the_gateway_committed_is_settled_by_lookup_not_resend(
-        client, wire: Wire, sandbox: Sandbox, fault):
+    client, wire: Wire, sandbox: Sandbox, fault
+):
     sandbox.config.unique_order_ids = False  # a re-send would be a second payout
     sandbox.faults.add("v1/payout", AFTER_COMMIT[fault](), order_id="P-1")
     [result] = await run(client, [payout(1)])
@@ -152,13 +167,17 @@ async def test_doubt_after_the_gateway_committed_is_settled_by_lookup_not_resend
     assert wire.sends()["P-1"] == 1 and sandbox.state.payout_creations["P-1"] == 1
 
 
-BEFORE_COMMIT = {"503-before": lambda: Fault.status(503), "drop-before": Fault.drop_before_commit,
-                 "429": lambda: Fault.status(429, retry_after=0.05)}
+BEFORE_COMMIT = {
+    "503-before": lambda: Fault.status(503),
+    "drop-before": Fault.drop_before_commit,
+    "429": lambda: Fault.status(429, retry_after=0.05),
+}
 
 
 @pytest.mark.parametrize("fault", BEFORE_COMMIT)
 async def test_doubt_before_commit_is_resent_only_after_a_settled_404(
-        client, wire: Wire, sandbox: Sandbox, fault):
+    client, wire: Wire, sandbox: Sandbox, fault
+):
     sandbox.faults.add("v1/payout", BEFORE_COMMIT[fault](), order_id="P-1")
     [result] = await run(client, [payout(1)])
     assert result.outcome == Outcome.CREATED and result.attempts == 2
@@ -173,16 +192,14 @@ async def test_an_unsettled_404_is_not_proof_of_absence(client, wire: Wire, sand
     # Created, answer lost, and the status endpoint does not see it for a while.
     sandbox.faults.add("v1/payout", Fault.drop_after_commit())
     sandbox.config.status_visible_after = 0.15
-    slow_settle = ReconcilePolicy(lookups=4, settle=0.3, backoff_base=0.005,
-                                  backoff_max=0.01)
+    slow_settle = ReconcilePolicy(lookups=4, settle=0.3, backoff_base=0.005, backoff_max=0.01)
     [result] = await run(client, [payout(1)], reconcile=slow_settle)
     assert result.outcome == Outcome.CREATED and result.reconciled
     assert wire.sends()["P-1"] == 1  # the early 404s were "not yet", not "absent"
     assert wire.calls(STATUS) >= 2
 
 
-async def test_already_taken_after_a_doubt_means_look_it_up(client, wire: Wire,
-                                                            sandbox: Sandbox):
+async def test_already_taken_after_a_doubt_means_look_it_up(client, wire: Wire, sandbox: Sandbox):
     # The lost create landed, but status lookups lag past `settle`: the batch re-sends,
     # the gateway says "order id already taken"; from then on a 404 proves nothing and
     # the batch keeps looking until the payout shows up.
@@ -194,8 +211,7 @@ async def test_already_taken_after_a_doubt_means_look_it_up(client, wire: Wire,
     assert wire.sends()["P-1"] == 2 and sandbox.state.payout_creations["P-1"] == 1
 
 
-async def test_already_taken_but_never_found_stays_unknown(client, wire: Wire,
-                                                           sandbox: Sandbox):
+async def test_already_taken_but_never_found_stays_unknown(client, wire: Wire, sandbox: Sandbox):
     sandbox.faults.add("v1/payout", Fault.drop_after_commit())
     sandbox.config.status_visible_after = 3600
     [result] = await run(client, [payout(1)])
@@ -204,8 +220,7 @@ async def test_already_taken_but_never_found_stays_unknown(client, wire: Wire,
     assert sandbox.state.payout_creations["P-1"] == 1
 
 
-async def test_already_taken_on_a_first_send_is_looked_up_never_rejected(client,
-                                                                         sandbox: Sandbox):
+async def test_already_taken_on_a_first_send_is_looked_up_never_rejected(client, sandbox: Sandbox):
     await client.create_payout(payout(1))  # sent earlier: by a lost journal, another process
     await client.create_payout(payout(2, "99.00"))  # ... or someone else, another amount
     results = by_order(await run(client, [payout(1), payout(2)]))
@@ -216,8 +231,9 @@ async def test_already_taken_on_a_first_send_is_looked_up_never_rejected(client,
     assert sandbox.state.payout_creations == Counter({"P-1": 1, "P-2": 1})
 
 
-async def test_lookups_that_never_answer_leave_it_unknown_and_unsent(client, wire: Wire,
-                                                                     sandbox: Sandbox):
+async def test_lookups_that_never_answer_leave_it_unknown_and_unsent(
+    client, wire: Wire, sandbox: Sandbox
+):
     sandbox.faults.add("v1/payout", Fault.status(503), times=FOREVER)
     sandbox.faults.add(STATUS, Fault.status(500), times=FOREVER)
     [result] = await run(client, [payout(1)])
@@ -228,20 +244,27 @@ async def test_lookups_that_never_answer_leave_it_unknown_and_unsent(client, wir
     assert wire.calls(STATUS) >= QUICK.lookups
 
 
-@pytest.mark.parametrize(("errors", "resent"), [
-    ({"order_id": ["The selected order id is invalid."]}, True),  # Laravel `exists`: no row
-    ({"order_id": ["The order id must be a string."]}, False),
-    ({"order_id": ["The selected order id is invalid."], "id": ["required"]}, False),
-    (None, True),  # the sandbox's own 400 for an unknown order_id (not_found_status=400)
-])
-async def test_which_400s_on_a_lookup_prove_absence(client, wire: Wire, sandbox: Sandbox,
-                                                    errors, resent):
+@pytest.mark.parametrize(
+    ("errors", "resent"),
+    [
+        ({"order_id": ["The selected order id is invalid."]}, True),  # Laravel `exists`: no row
+        ({"order_id": ["The order id must be a string."]}, False),
+        ({"order_id": ["The selected order id is invalid."], "id": ["required"]}, False),
+        (None, True),  # the sandbox's own 400 for an unknown order_id (not_found_status=400)
+    ],
+)
+async def test_which_400s_on_a_lookup_prove_absence(
+    client, wire: Wire, sandbox: Sandbox, errors, resent
+):
     sandbox.faults.add("v1/payout", Fault.status(503))
     if errors is None:
         sandbox.config.not_found_status = 400
     else:  # Laravel's default status and shapes the sandbox does not produce
-        wire.script(STATUS, json_response(
-            422, {"message": "The given data was invalid.", "errors": errors}), times=None)
+        wire.script(
+            STATUS,
+            json_response(422, {"message": "The given data was invalid.", "errors": errors}),
+            times=None,
+        )
     [result] = await run(client, [payout(1)])
     if resent:
         assert result.outcome == Outcome.CREATED and result.attempts == 2
@@ -258,8 +281,7 @@ async def test_found_with_another_amount_is_unknown_for_a_human(client, sandbox:
     assert "99" in str(result.error) and "check by hand" in str(result.error)
 
 
-async def test_an_unreachable_gateway_is_not_sent_not_unknown(client, wire: Wire,
-                                                              sandbox: Sandbox):
+async def test_an_unreachable_gateway_is_not_sent_not_unknown(client, wire: Wire, sandbox: Sandbox):
     wire.script("v1/payout", httpx.ConnectError("connection refused"), times=None)
     [result] = await run(client, [payout(1)])
     assert result.outcome == Outcome.NOT_SENT
@@ -273,10 +295,10 @@ async def test_an_unreachable_gateway_is_not_sent_not_unknown(client, wire: Wire
 
 
 async def test_every_send_lost_before_the_gateway_is_not_sent_after_max_sends(
-        client, wire: Wire, sandbox: Sandbox):
+    client, wire: Wire, sandbox: Sandbox
+):
     sandbox.faults.add("v1/payout", Fault.status(503), times=FOREVER)  # each doubt: absent
-    [result] = await run(client, [payout(1)],
-                         reconcile=attrs.evolve(QUICK, max_sends=3))
+    [result] = await run(client, [payout(1)], reconcile=attrs.evolve(QUICK, max_sends=3))
     assert result.outcome == Outcome.NOT_SENT and result.attempts == 3
     assert isinstance(result.error, OutcomeUnknownError)
     assert wire.sends()["P-1"] == 3 and sandbox.state.payout_creations["P-1"] == 0
@@ -287,17 +309,20 @@ async def test_duplicate_order_ids_in_one_batch_are_refused(client, sandbox: San
     results = await run(client, [payout(1), payout(1, "20.00")], concurrency=4)
     outcomes = sorted(r.outcome for r in results)
     assert outcomes == [Outcome.CREATED, Outcome.REJECTED]
-    assert isinstance(next(r for r in results if r.outcome == "rejected").error,
-                      OrderIdConflictError)
+    assert isinstance(
+        next(r for r in results if r.outcome == "rejected").error, OrderIdConflictError
+    )
     # ... and one after the other, with a journal
-    results = await run(client, [payout(2), payout(3), payout(2)], concurrency=1,
-                        journal=tmp_path / "j.db")
+    results = await run(
+        client, [payout(2), payout(3), payout(2)], concurrency=1, journal=tmp_path / "j.db"
+    )
     assert [r.outcome for r in results] == [Outcome.CREATED, Outcome.CREATED, Outcome.REJECTED]
     assert sandbox.state.payout_creations == {"P-1": 1, "P-2": 1, "P-3": 1}
 
 
 async def test_resume_skips_created_reconciles_doubts_and_refuses_changed_bodies(
-        client, wire: Wire, sandbox: Sandbox, tmp_path):
+    client, wire: Wire, sandbox: Sandbox, tmp_path
+):
     path = tmp_path / "payouts.db"
     items = [payout(i) for i in range(40)]
     # First run: 0-9 lose their answer after the gateway committed, 10-19 before it;
@@ -315,12 +340,12 @@ async def test_resume_skips_created_reconciles_doubts_and_refuses_changed_bodies
     changed = [*items[:39], payout(39, "11.00")]
     second = by_order(await run(client, changed, journal=path))
     assert all(r.resumed for r in second.values())
-    for i in range(10):          # were created (and paid since): found, not re-sent
+    for i in range(10):  # were created (and paid since): found, not re-sent
         r = second[f"P-{i}"]
         assert (r.outcome, r.attempts, r.reconciled, r.status) == ("created", 0, True, "paid")
-    for i in range(10, 20):      # were not: proven absent, sent once
+    for i in range(10, 20):  # were not: proven absent, sent once
         assert (second[f"P-{i}"].outcome, second[f"P-{i}"].attempts) == ("created", 1)
-    for i in range(20, 39):      # created last time: not even looked up
+    for i in range(20, 39):  # created last time: not even looked up
         r = second[f"P-{i}"]
         assert (r.outcome, r.attempts, r.reconciled) == ("created", 0, False)
         assert r.payout_id == sandbox.state.payouts_by_order_id[f"P-{i}"].id
@@ -356,7 +381,8 @@ FINAL_CENTS = {"paid": "10.00", "cancel": "10.91", "fail": "10.92"}
 
 @pytest.mark.parametrize("final", FINAL_CENTS)
 async def test_wait_final_reports_final_statuses_and_frees_send_slots(
-        client, wire: Wire, sandbox: Sandbox, tmp_path, final):
+    client, wire: Wire, sandbox: Sandbox, tmp_path, final
+):
     # Nothing becomes final until all 20 exist: with one send slot, waits that held
     # the slot would never let the rest be sent, and the batch would time out.
     sandbox.config.wait_polls = None
@@ -368,9 +394,16 @@ async def test_wait_final_reports_final_statuses_and_frees_send_slots(
     releaser = asyncio.create_task(release())
     path = tmp_path / "payouts.db"
     items = [payout(i, FINAL_CENTS[final]) for i in range(20)]
-    results = await run(client, items, concurrency=1, wait_final=True,
-                        wait_timeout=10, wait_interval=0.005, wait_max_interval=0.02,
-                        journal=path)
+    results = await run(
+        client,
+        items,
+        concurrency=1,
+        wait_final=True,
+        wait_timeout=10,
+        wait_interval=0.005,
+        wait_max_interval=0.02,
+        journal=path,
+    )
     await releaser
     assert {r.outcome for r in results} == {Outcome(final)}
     assert all(r.response.payment_status == PaymentStatus(final) for r in results)
@@ -386,8 +419,14 @@ async def test_wait_final_reports_final_statuses_and_frees_send_slots(
 
 async def test_wait_final_deadline_keeps_created_with_the_timeout(client, sandbox: Sandbox):
     sandbox.config.wait_polls = None  # never final
-    [result] = await run(client, [payout(1)], wait_final=True, wait_timeout=0.1,
-                         wait_interval=0.005, wait_max_interval=0.01)
+    [result] = await run(
+        client,
+        [payout(1)],
+        wait_final=True,
+        wait_timeout=0.1,
+        wait_interval=0.005,
+        wait_max_interval=0.01,
+    )
     assert result.outcome == Outcome.CREATED
     assert isinstance(result.error, PollingTimeoutError) and not result.ok
     assert result.status == PaymentStatus.WAIT
@@ -449,8 +488,9 @@ async def test_a_batch_keeps_to_its_rate_at_the_gateway(client, wire: Wire, sand
     assert (len(times) - 1) / (times[-1] - times[0]) <= 1.25 * rate
 
 
-async def test_breaking_out_cancels_the_work_in_flight(client, wire: Wire, sandbox: Sandbox,
-                                                      tmp_path):
+async def test_breaking_out_cancels_the_work_in_flight(
+    client, wire: Wire, sandbox: Sandbox, tmp_path
+):
     sandbox.faults.add("v1/payout", Fault.delay(0.05), times=FOREVER)
     before = asyncio.all_tasks()
     pulled = 0
@@ -533,8 +573,9 @@ class _InstantClient:
 
     async def payout_status(self, *, id=None, order_id=None) -> PayoutStatusResponse:
         await asyncio.sleep(0)
-        return PayoutStatusResponse(payment_status=PaymentStatus.WAIT, order_id=order_id,
-                                    amount=Decimal("10.00"))
+        return PayoutStatusResponse(
+            payment_status=PaymentStatus.WAIT, order_id=order_id, amount=Decimal("10.00")
+        )
 
     @property
     def status_slots(self) -> asyncio.Semaphore:
@@ -550,8 +591,12 @@ async def test_100k_items_from_a_generator_are_pulled_lazily_in_bounded_memory()
         for i in range(n):
             pulled += 1
             ahead = max(ahead, pulled - completed)
-            yield PayoutRequest(service="payment_card_rub", order_id=f"P-{i}",
-                                amount=Decimal("10.00"), fields={"number": CARD})
+            yield PayoutRequest(
+                service="payment_card_rub",
+                order_id=f"P-{i}",
+                amount=Decimal("10.00"),
+                fields={"number": CARD},
+            )
 
     async def growth(n: int) -> int:
         """Peak growth of live allocations (pymalloc blocks) while streaming n items."""
@@ -559,8 +604,9 @@ async def test_100k_items_from_a_generator_are_pulled_lazily_in_bounded_memory()
         pulled = completed = ahead = 0
         gc.collect()
         baseline = peak = sys.getallocatedblocks()
-        async for result in payouts_batch(_InstantClient(), items(n), concurrency=concurrency,
-                                          reconcile=QUICK):
+        async for result in payouts_batch(
+            _InstantClient(), items(n), concurrency=concurrency, reconcile=QUICK
+        ):
             completed += 1
             assert result.outcome == Outcome.CREATED
             if completed % 100 == 0:

@@ -16,16 +16,43 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_benchmark_harness_runs_every_client_end_to_end(tmp_path):
     report = tmp_path / "RESULTS.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--n", "60",
-         "--vendor-n", "3", "--clients",
-         "vendor,httpx,aiohttp,builtin-direct,sdk,sdk-httpx,sdk-aiohttp",
-         "--inflight", "4", "--delays", "0", "--memory-n", "200", "--target-inflight", "4",
-         "--output", str(report)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--n",
+            "60",
+            "--vendor-n",
+            "3",
+            "--clients",
+            "vendor,httpx,aiohttp,builtin-direct,sdk,sdk-httpx,sdk-aiohttp",
+            "--inflight",
+            "4",
+            "--delays",
+            "0",
+            "--memory-n",
+            "200",
+            "--target-inflight",
+            "4",
+            "--output",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    for label in ("vendor", "httpx", "aiohttp", "builtin-direct", "sdk", "sdk-httpx",
-                  "sdk-aiohttp"):
+    for label in (
+        "vendor",
+        "httpx",
+        "aiohttp",
+        "builtin-direct",
+        "sdk",
+        "sdk-httpx",
+        "sdk-aiohttp",
+    ):
         assert f"  {label} " in result.stdout
     assert "Ratios vs the baselines" in result.stdout
     assert "'done': 200, 'errors': 0" in result.stdout

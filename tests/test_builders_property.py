@@ -42,8 +42,7 @@ from alikassa_async._models import PAYMENT_FIELD_ORDER, PAYOUT_FIELD_ORDER
 from alikassa_async._validation import EUR_CARD_EXTRA_FIELDS, ISO_COUNTRY_CODES, Rule
 from alikassa_async.services import PAYMENT_RULES, PAYOUT_RULES, SERVICES, ServiceSpec
 
-PROPERTY = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---------------------------------------------------------------------------
 # Valid values, by rule
@@ -54,9 +53,11 @@ UNICODE = st.characters(exclude_categories=("Cs",))  # anything PHP can encode
 def text(max_size: int) -> st.SearchStrategy[str]:
     """Non-blank text up to ``max_size``; long limits are hit exactly, with cheap characters."""
     short = st.text(UNICODE, min_size=1, max_size=min(max_size, 40)).filter(
-        lambda s: s.strip() != "")
-    at_limit = st.text(st.sampled_from('aZ9 é"\\/\x7f\u2028😀'), min_size=max_size,
-                       max_size=max_size).filter(lambda s: s.strip() != "")
+        lambda s: s.strip() != ""
+    )
+    at_limit = st.text(
+        st.sampled_from('aZ9 é"\\/\x7f\u2028😀'), min_size=max_size, max_size=max_size
+    ).filter(lambda s: s.strip() != "")
     return short if max_size <= 40 else st.one_of(short, at_limit)
 
 
@@ -67,8 +68,10 @@ def digits(count: int) -> st.SearchStrategy[str]:
 def _luhn_complete(body: str) -> str:
     for check in "0123456789":
         number = body + check
-        total = sum(int(d) if i % 2 == 0 else (int(d) * 2 - 9 if int(d) > 4 else int(d) * 2)
-                    for i, d in enumerate(reversed(number)))
+        total = sum(
+            int(d) if i % 2 == 0 else (int(d) * 2 - 9 if int(d) > 4 else int(d) * 2)
+            for i, d in enumerate(reversed(number))
+        )
         if total % 10 == 0:
             return number
     raise AssertionError("unreachable")
@@ -77,18 +80,25 @@ def _luhn_complete(body: str) -> str:
 CARD = st.integers(11, 18).flatmap(digits).map(_luhn_complete)
 SBP_ID = st.from_regex(r"1000000[0-9]{5}", fullmatch=True)
 HOST = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z]{2,10}){1,2}", fullmatch=True)
-URL = st.builds(lambda scheme, host, path: f"{scheme}://{host}/{path}",
-                st.sampled_from(["http", "https"]), HOST,
-                st.from_regex(r"[A-Za-z0-9/._~?=&%-]{0,80}", fullmatch=True))
-PAST = st.dates(min_value=datetime.date(1900, 1, 1),
-                max_value=datetime.date.today() - datetime.timedelta(days=1))
-EXTRA_CARD = st.fixed_dictionaries({
-    "card_exp_year": digits(2),
-    "card_exp_month": st.sampled_from([f"{m:02d}" for m in range(1, 13)]),
-    "card_holder": text(100),
-    "card_country": st.sampled_from(sorted(ISO_COUNTRY_CODES)),
-    "card_recipient_birth_date": st.one_of(PAST, PAST.map(datetime.date.isoformat)),
-})
+URL = st.builds(
+    lambda scheme, host, path: f"{scheme}://{host}/{path}",
+    st.sampled_from(["http", "https"]),
+    HOST,
+    st.from_regex(r"[A-Za-z0-9/._~?=&%-]{0,80}", fullmatch=True),
+)
+PAST = st.dates(
+    min_value=datetime.date(1900, 1, 1),
+    max_value=datetime.date.today() - datetime.timedelta(days=1),
+)
+EXTRA_CARD = st.fixed_dictionaries(
+    {
+        "card_exp_year": digits(2),
+        "card_exp_month": st.sampled_from([f"{m:02d}" for m in range(1, 13)]),
+        "card_holder": text(100),
+        "card_country": st.sampled_from(sorted(ISO_COUNTRY_CODES)),
+        "card_recipient_birth_date": st.one_of(PAST, PAST.map(datetime.date.isoformat)),
+    }
+)
 SNAKE = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
 
 
@@ -97,23 +107,28 @@ def strategy_for(rule: Rule) -> st.SearchStrategy[Any]:
     """A strategy of values ``rule`` accepts, chosen by its README description."""
     d = rule.describe
     fixed: dict[str, st.SearchStrategy[Any]] = {
-        "string 1..128, printable, no surrounding whitespace":
-            text(128).map(str.strip).filter(lambda s: s != "" and s.isprintable()),
-        "e-mail ≤ 50": st.from_regex(r"[a-z0-9._+]{1,15}@[a-z0-9]{1,15}\.[a-z]{2,6}",
-                                     fullmatch=True),
+        "string 1..128, printable, no surrounding whitespace": text(128)
+        .map(str.strip)
+        .filter(lambda s: s != "" and s.isprintable()),
+        "e-mail ≤ 50": st.from_regex(
+            r"[a-z0-9._+]{1,15}@[a-z0-9]{1,15}\.[a-z]{2,6}", fullmatch=True
+        ),
         "positive int": st.integers(1, 2**63 - 1),
         "IPv4 or IPv6 address": st.ip_addresses().flatmap(
-            lambda ip: st.sampled_from([ip, str(ip)])),
+            lambda ip: st.sampled_from([ip, str(ip)])
+        ),
         "http(s) URL ≤ 255": URL,
         "int or string ≤ 12": st.one_of(st.integers(0, 10**12 - 1), text(12)),
         "SBP bank id 1000000XXXXX": SBP_ID,
-        "SBP bank id or bank slug": st.one_of(SBP_ID, st.from_regex(r"[a-z][a-z0-9_-]{0,30}",
-                                                                     fullmatch=True)),
+        "SBP bank id or bank slug": st.one_of(
+            SBP_ID, st.from_regex(r"[a-z][a-z0-9_-]{0,30}", fullmatch=True)
+        ),
         "card number, 12..19 digits, Luhn": CARD,
         "phone 7XXXXXXXXXX (leading + dropped)": st.from_regex(r"\+?7[0-9]{10}", fullmatch=True),
         "all five card_* keys": EXTRA_CARD,
         "object; card_* keys checked": st.one_of(
-            EXTRA_CARD, st.dictionaries(SNAKE.map(lambda s: "x_" + s), text(20), max_size=3)),
+            EXTRA_CARD, st.dictionaries(SNAKE.map(lambda s: "x_" + s), text(20), max_size=3)
+        ),
     }
     if d in fixed:
         return fixed[d]
@@ -154,8 +169,9 @@ def normalised(value: object) -> object:
     return value
 
 
-UNKNOWN = {d: ServiceSpec(f"brand_new_{d}", d, None, None, None, "unknown")
-           for d in ("payment", "payout")}
+UNKNOWN = {
+    d: ServiceSpec(f"brand_new_{d}", d, None, None, None, "unknown") for d in ("payment", "payout")
+}
 ORDER = {"payment": PAYMENT_FIELD_ORDER, "payout": PAYOUT_FIELD_ORDER}
 SHARED = {"payment": PAYMENT_RULES, "payout": PAYOUT_RULES}
 
@@ -175,9 +191,13 @@ def valid_requests(draw: st.DrawFn) -> tuple[ServiceSpec, dict[str, object], lis
         if name in spec.required_fields or draw(st.booleans()):
             fields[name] = draw(strategy_for(rule))
     # the shared order_id/amount are always required
-    new = draw(st.dictionaries(SNAKE.map(lambda s: "zz_" + s),
-                               st.one_of(text(30), st.integers(-(2**63), 2**63 - 1)),
-                               max_size=2))
+    new = draw(
+        st.dictionaries(
+            SNAKE.map(lambda s: "zz_" + s),
+            st.one_of(text(30), st.integers(-(2**63), 2**63 - 1)),
+            max_size=2,
+        )
+    )
     fields.update(new)
     wanted = {k: normalised(v) for k, v in fields.items()}
     wanted["amount"] = f"{Decimal(cents).scaleb(-2):.2f}"
@@ -194,7 +214,8 @@ def build(spec: ServiceSpec, fields: Mapping[str, object]) -> PaymentRequest | P
 @PROPERTY
 @given(valid_requests())
 def test_valid_inputs_build_and_round_trip_to_the_wire(
-        case: tuple[ServiceSpec, dict[str, object], list[Any]]) -> None:
+    case: tuple[ServiceSpec, dict[str, object], list[Any]],
+) -> None:
     spec, fields, expected = case
     request = build(spec, fields)
     body = php_json_encode(request.to_wire())
@@ -218,8 +239,9 @@ while (($line = fgets(STDIN)) !== false) {
 def php_reencode() -> Iterator[Callable[[bytes], bytes]]:
     if PHP is None:
         pytest.skip("php-cli not installed (CI installs it)")
-    process = subprocess.Popen([PHP, "-r", PHP_REENCODE], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [PHP, "-r", PHP_REENCODE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
     assert process.stdin is not None and process.stdout is not None
     stdin, stdout = process.stdin, process.stdout
 
@@ -239,8 +261,8 @@ def php_reencode() -> Iterator[Callable[[bytes], bytes]]:
 @settings(PROPERTY, max_examples=100)
 @given(case=valid_requests())
 def test_php_json_encode_produces_the_same_bytes(
-        php_reencode: Callable[[bytes], bytes],
-        case: tuple[ServiceSpec, dict[str, object], list[Any]]) -> None:
+    php_reencode: Callable[[bytes], bytes], case: tuple[ServiceSpec, dict[str, object], list[Any]]
+) -> None:
     spec, fields, _ = case
     body = php_json_encode(build(spec, fields).to_wire())
     assert php_reencode(body) == body
@@ -249,23 +271,71 @@ def test_php_json_encode_produces_the_same_bytes(
 # ---------------------------------------------------------------------------
 # Junk
 
-SURROGATES = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1,
-                     max_size=2)
-PLAUSIBLE = st.sampled_from(["4111111111111111", "+79031112233", "100000000111", "bkash",
-                             "1.2.3.4", "https://x.example/", "041351902", "500.00", "29", "UA",
-                             "1999-12-15", "40817120273018899310", ""])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2**70, 2**70),
-                    st.floats(), st.text(max_size=300), SURROGATES, st.binary(max_size=10),
-                    st.decimals(), st.dates(), st.datetimes(), st.ip_addresses(),
-                    st.just(object()), PLAUSIBLE)
-JUNK = st.one_of(SCALARS, st.lists(SCALARS, max_size=3),
-                 st.dictionaries(st.one_of(st.text(max_size=8), st.integers(),
-                                           st.sampled_from(["card_exp_year", "card_holder"])),
-                                 SCALARS, max_size=4))
+SURROGATES = st.text(
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=2
+)
+PLAUSIBLE = st.sampled_from(
+    [
+        "4111111111111111",
+        "+79031112233",
+        "100000000111",
+        "bkash",
+        "1.2.3.4",
+        "https://x.example/",
+        "041351902",
+        "500.00",
+        "29",
+        "UA",
+        "1999-12-15",
+        "40817120273018899310",
+        "",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=300),
+    SURROGATES,
+    st.binary(max_size=10),
+    st.decimals(),
+    st.dates(),
+    st.datetimes(),
+    st.ip_addresses(),
+    st.just(object()),
+    PLAUSIBLE,
+)
+JUNK = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(
+        st.one_of(
+            st.text(max_size=8), st.integers(), st.sampled_from(["card_exp_year", "card_holder"])
+        ),
+        SCALARS,
+        max_size=4,
+    ),
+)
 FIELD_NAMES = st.one_of(
-    st.sampled_from(sorted({*PAYMENT_RULES, *PAYOUT_RULES, "service", "other_fields", "wallet",
-                            "method", "currency", "card_holder", "card_exp_year"})),
-    st.text(max_size=10))
+    st.sampled_from(
+        sorted(
+            {
+                *PAYMENT_RULES,
+                *PAYOUT_RULES,
+                "service",
+                "other_fields",
+                "wallet",
+                "method",
+                "currency",
+                "card_holder",
+                "card_exp_year",
+            }
+        )
+    ),
+    st.text(max_size=10),
+)
 JUNK_FIELDS = st.dictionaries(FIELD_NAMES, JUNK, max_size=10)
 SERVICE = st.one_of(st.sampled_from(sorted(SERVICES)), st.text(max_size=12), SCALARS)
 
@@ -286,20 +356,26 @@ def only_validation_errors(call: Callable[[], object]) -> None:
 @PROPERTY
 @given(st.sampled_from([build_payment, build_payout]), SERVICE, JUNK_FIELDS)
 def test_junk_to_the_generic_builders_only_raises_validation_errors(
-        builder: Callable[..., Any], service: object, fields: dict[str, object]) -> None:
+    builder: Callable[..., Any], service: object, fields: dict[str, object]
+) -> None:
     only_validation_errors(lambda: builder(service, **fields))
 
 
-NAMED = [getattr(module, name) for module in (payments, payouts) for name in module.__all__
-         if name not in ("Amount", "PaymentOptions", "PayoutOptions")]
+NAMED = [
+    getattr(module, name)
+    for module in (payments, payouts)
+    for name in module.__all__
+    if name not in ("Amount", "PaymentOptions", "PayoutOptions")
+]
 
 
 @st.composite
 def named_calls(draw: st.DrawFn) -> tuple[Callable[..., Any], list[object], dict[str, object]]:
     builder = draw(st.sampled_from(NAMED))
     params = [p for p in inspect.signature(builder).parameters if p != "options"]
-    kwargs = draw(st.dictionaries(st.one_of(st.sampled_from(params), FIELD_NAMES), JUNK,
-                                  max_size=12))
+    kwargs = draw(
+        st.dictionaries(st.one_of(st.sampled_from(params), FIELD_NAMES), JUNK, max_size=12)
+    )
     args = draw(st.lists(SCALARS, max_size=1))
     return builder, args, kwargs
 
@@ -307,7 +383,8 @@ def named_calls(draw: st.DrawFn) -> tuple[Callable[..., Any], list[object], dict
 @PROPERTY
 @given(named_calls())
 def test_junk_to_the_named_builders_only_raises_validation_errors(
-        call: tuple[Callable[..., Any], list[object], dict[str, object]]) -> None:
+    call: tuple[Callable[..., Any], list[object], dict[str, object]],
+) -> None:
     builder, args, kwargs = call
     only_validation_errors(lambda: builder(*args, **kwargs))
 
@@ -319,7 +396,8 @@ def test_every_named_builder_is_exercised_by_the_junk_property() -> None:
 @PROPERTY
 @given(valid_requests(), FIELD_NAMES, JUNK)
 def test_one_junk_field_in_a_valid_request_only_raises_validation_errors(
-        case: tuple[ServiceSpec, dict[str, object], list[Any]], name: str, junk: object) -> None:
+    case: tuple[ServiceSpec, dict[str, object], list[Any]], name: str, junk: object
+) -> None:
     spec, fields, _ = case
     fields = {**fields, name: junk}
     only_validation_errors(lambda: build(spec, fields))

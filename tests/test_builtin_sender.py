@@ -75,8 +75,9 @@ class Script:
 async def script() -> AsyncIterator[Callable[..., Awaitable[tuple[Script, RawServer]]]]:
     servers: list[RawServer] = []
 
-    async def start(answer: Callable[[int, bytes], Awaitable[bytes | None]]
-                    ) -> tuple[Script, RawServer]:
+    async def start(
+        answer: Callable[[int, bytes], Awaitable[bytes | None]],
+    ) -> tuple[Script, RawServer]:
         found = Script(answer)
         server = RawServer(found.serve)
         await server.__aenter__()
@@ -90,8 +91,7 @@ async def script() -> AsyncIterator[Callable[..., Awaitable[tuple[Script, RawSer
 
 def client_for(url: str, cert: Certificate, backend: str, **options: object) -> AliKassaClient:
     options.setdefault("retry", NO_RETRY)
-    return AliKassaClient(ACCOUNT, payout_cert=cert, base_url=url,
-                          http_backend=backend, **options)  # type: ignore[arg-type]
+    return AliKassaClient(ACCOUNT, payout_cert=cert, base_url=url, http_backend=backend, **options)  # type: ignore[arg-type]
 
 
 def card(order_id: str) -> object:
@@ -106,8 +106,11 @@ def test_the_default_is_the_builtin_sender_unless_an_httpx_feature_is_asked_for(
     assert isinstance(AliKassaClient(ACCOUNT, payout_cert=payout_cert)._sender, BuiltinSender)
     lanes = AliKassaClient(ACCOUNT, payout_cert=payout_cert, http_backend="httpx")
     assert not isinstance(lanes._sender, BuiltinSender)
-    own = AliKassaClient(ACCOUNT, payout_cert=payout_cert,
-                         transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    own = AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+    )
     assert not isinstance(own._sender, BuiltinSender)
     from alikassa_async import ConfigurationError
 
@@ -127,7 +130,8 @@ async def test_sequential_calls_reuse_one_keep_alive_connection(backend, script,
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_an_idle_connection_the_server_closed_is_not_reused_so_a_create_is_safe(
-        backend, script, payout_cert):
+    backend, script, payout_cert
+):
     """A server that closes idle keep-alive connections (no ``Connection: close``): the
     next create must go out on a new connection and succeed — not become an unknown
     outcome because it was written into a dead socket."""
@@ -138,8 +142,7 @@ async def test_an_idle_connection_the_server_closed_is_not_reused_so_a_create_is
         await writer.drain()
         await asyncio.sleep(0.05)  # the server's idle timeout, then it hangs up
 
-    async with RawServer(serve) as server, client_for(server.url, payout_cert,
-                                                      backend) as client:
+    async with RawServer(serve) as server, client_for(server.url, payout_cert, backend) as client:
         for n in range(3):
             created = await client.create_payout(card(f"STALE-{n}"))
             assert created.id == 7
@@ -148,8 +151,7 @@ async def test_an_idle_connection_the_server_closed_is_not_reused_so_a_create_is
         assert pool_state(client).busy == 0
 
 
-async def test_a_connection_is_not_kept_past_the_servers_keep_alive_timeout(
-        script, payout_cert):
+async def test_a_connection_is_not_kept_past_the_servers_keep_alive_timeout(script, payout_cert):
     async def announce(n: int, line: bytes) -> bytes:
         return http_response(200, BALANCE, {"Keep-Alive": "timeout=1, max=100"})
 
@@ -172,18 +174,19 @@ async def test_redirects_are_answers_never_followed(backend, script, payout_cert
         assert read.value.status_code == 307
         with pytest.raises(OutcomeUnknownError):
             await client.create_payout(card("R-1"))
-    assert [line.split()[1] for line in found.requests] == [b"/v1/account/balance",
-                                                           b"/v1/payout"]
+    assert [line.split()[1] for line in found.requests] == [b"/v1/account/balance", b"/v1/payout"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_chunked_answers_with_extensions_and_trailers(backend, script, payout_cert):
     async def chunked(n: int, line: bytes) -> bytes:
         half = len(BALANCE) // 2
-        return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n"
-                b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n"
-                % (half, BALANCE[:half], len(BALANCE) - half, BALANCE[half:]))
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n"
+            % (half, BALANCE[:half], len(BALANCE) - half, BALANCE[half:])
+        )
 
     _found, server = await script(chunked)
     async with client_for(server.url, payout_cert, backend) as client:
@@ -205,8 +208,10 @@ async def test_a_header_trickle_is_cut_at_the_total_deadline(backend, payout_cer
             await asyncio.sleep(0.1)
 
     policy = RetryPolicy(max_attempts=1, create_connect_retries=0, total_timeout=1.0)
-    async with RawServer(trickle) as server, client_for(
-            server.url, payout_cert, backend, retry=policy, timeout=0.5) as client:
+    async with (
+        RawServer(trickle) as server,
+        client_for(server.url, payout_cert, backend, retry=policy, timeout=0.5) as client,
+    ):
         for call in (client.balance(), client.create_payout(card("TRICKLE-1"))):
             started = time.monotonic()
             with pytest.raises((TransportError, OutcomeUnknownError)):
@@ -234,7 +239,8 @@ async def test_an_oversized_declared_answer_is_refused_before_its_body(script, p
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_call_cancelled_half_way_through_its_answer_closes_the_connection(
-        backend, payout_cert):
+    backend, payout_cert
+):
     gave_half = asyncio.Event()
     hung_up = asyncio.Event()
 
@@ -280,8 +286,10 @@ async def test_unsolicited_bytes_on_an_idle_connection_retire_it(payout_cert):
         writer.write(http_response(200, BALANCE))
         await writer.drain()
 
-    async with RawServer(chatty) as server, client_for(server.url, payout_cert,
-                                                       "builtin") as client:
+    async with (
+        RawServer(chatty) as server,
+        client_for(server.url, payout_cert, "builtin") as client,
+    ):
         await client.balance()
         await asyncio.sleep(0.05)
         await client.balance()
@@ -295,8 +303,10 @@ async def test_an_answer_read_until_close(script, payout_cert):
         await writer.drain()
         writer.close()
 
-    async with RawServer(unframed) as server, client_for(server.url, payout_cert,
-                                                         "builtin") as client:
+    async with (
+        RawServer(unframed) as server,
+        client_for(server.url, payout_cert, "builtin") as client,
+    ):
         assert (await client.balance()).currency == "RUB"
         assert (await client.balance()).currency == "RUB"
         assert server.connections == 2
@@ -307,8 +317,12 @@ async def test_an_answer_read_until_close(script, payout_cert):
 
 def sender(**options: object) -> BuiltinSender:
     settings: dict[str, object] = {
-        "max_connections": 2, "max_keepalive_connections": None, "keepalive_expiry": 5.0,
-        "timeout": httpx.Timeout(2.0), "ssl_context": True}
+        "max_connections": 2,
+        "max_keepalive_connections": None,
+        "keepalive_expiry": 5.0,
+        "timeout": httpx.Timeout(2.0),
+        "ssl_context": True,
+    }
     settings.update(options)
     return BuiltinSender(**settings)  # type: ignore[arg-type]
 
@@ -329,8 +343,10 @@ async def test_a_header_that_would_inject_lines_is_refused_before_sending(script
 
 async def test_a_streamed_body_over_the_cap_is_cut_while_reading(script):
     async def endless(n: int, line: bytes) -> bytes:
-        return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 8)
+        return (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"400\r\n" + b"x" * 1024 + b"\r\n") * 8
+        )
 
     _found, server = await script(endless)
     http = sender(max_response_bytes=4096)
@@ -367,41 +383,58 @@ async def test_the_ssl_context_must_verify():
         sender(ssl_context=ssl._create_unverified_context())
 
 
-@pytest.mark.parametrize("backend", [
-    "builtin", "httpx",
-    pytest.param("aiohttp", marks=pytest.mark.xfail(
-        strict=True, reason="aiohttp reuses the connection before it sees the FIN and "
-        "fails the write (ClientOSError): an unknown outcome (docs/reliability.md)")),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "builtin",
+        "httpx",
+        pytest.param(
+            "aiohttp",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="aiohttp reuses the connection before it sees the FIN and "
+                "fails the write (ClientOSError): an unknown outcome (docs/reliability.md)",
+            ),
+        ),
+    ],
+)
 async def test_a_server_that_hangs_up_right_after_answering_never_costs_a_create(
-        backend, payout_cert):
+    backend, payout_cert
+):
     """The server answers (keep-alive, no ``Connection: close``) and closes at once: its
     FIN may still sit unread in the kernel when the next call picks the connection. The
     check before reuse must see it, so every create goes out on a live connection."""
 
-    async def answer_and_hang_up(reader: asyncio.StreamReader,
-                                 writer: asyncio.StreamWriter) -> None:
+    async def answer_and_hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await read_request(reader)
         writer.write(http_response(200, CREATED))
         await writer.drain()
         writer.close()
 
-    async with RawServer(answer_and_hang_up) as server, client_for(
-            server.url, payout_cert, backend) as client:
+    async with (
+        RawServer(answer_and_hang_up) as server,
+        client_for(server.url, payout_cert, backend) as client,
+    ):
         for n in range(30):
             assert (await client.create_payout(card(f"HANGUP-{n}"))).id == 7
         assert server.connections == 30
 
 
-async def test_requests_ask_for_identity_and_a_compressed_answer_is_decoded_within_the_cap(
-        script):
+async def test_requests_ask_for_identity_and_a_compressed_answer_is_decoded_within_the_cap(script):
     import gzip
     import zlib
 
     seen: list[dict[str, str]] = []
     bomb = gzip.compress(b"0" * 200_000)
-    answers = {1: ("gzip", gzip.compress(BALANCE)), 2: ("deflate", zlib.compress(BALANCE)),
-               3: ("gzip", bomb), 4: ("br", b"\x00"), 5: ("gzip", gzip.compress(BALANCE)[:-9])}
+    answers = {
+        1: ("gzip", gzip.compress(BALANCE)),
+        2: ("deflate", zlib.compress(BALANCE)),
+        3: ("gzip", bomb),
+        4: ("br", b"\x00"),
+        5: ("gzip", gzip.compress(BALANCE)[:-9]),
+    }
 
     async def compressed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -482,8 +515,9 @@ async def test_closing_while_calls_wait_for_a_connection_opens_nothing_new(scrip
     baseline = open_fds()
     found, server = await script(slow)
     http = sender(max_connections=1)
-    calls = [asyncio.create_task(http.post(server.url + "/", b"{}", {}, None, None))
-             for _ in range(3)]
+    calls = [
+        asyncio.create_task(http.post(server.url + "/", b"{}", {}, None, None)) for _ in range(3)
+    ]
     await asyncio.sleep(0.1)
     await http.aclose()
     results = await asyncio.gather(*calls, return_exceptions=True)

@@ -46,29 +46,65 @@ from .reliability_support import BACKENDS, H2Server, RawServer, http_response, r
 
 #: the API reference's example answer of each endpoint (§6), as parsed JSON
 DEFAULTS: dict[str, Any] = {
-    "v1/payment": {"url": "https://pay-merchant.alikassa.com/u-1", "payment_status": "wait",
-                   "id": 108465371, "uuid": "bd291fe1-0000-4000-8000-000000000001",
-                   "success_redirect_url": None},
-    "v1/payment/status": {"order_id": "A-1", "id": 108465371, "payment_status": "paid",
-                          "amount": "300", "payment_amount": "350", "hold_at": None,
-                          "account_payment_amount": "290", "commission_amount": "10",
-                          "service_code": "payment_card_number_rub_hpp",
-                          "account_old_balance": "93.84000000",
-                          "account_new_balance": "383.84000000"},
+    "v1/payment": {
+        "url": "https://pay-merchant.alikassa.com/u-1",
+        "payment_status": "wait",
+        "id": 108465371,
+        "uuid": "bd291fe1-0000-4000-8000-000000000001",
+        "success_redirect_url": None,
+    },
+    "v1/payment/status": {
+        "order_id": "A-1",
+        "id": 108465371,
+        "payment_status": "paid",
+        "amount": "300",
+        "payment_amount": "350",
+        "hold_at": None,
+        "account_payment_amount": "290",
+        "commission_amount": "10",
+        "service_code": "payment_card_number_rub_hpp",
+        "account_old_balance": "93.84000000",
+        "account_new_balance": "383.84000000",
+    },
     "v1/payment/history": {"data": [], "meta": {"current_page": 1, "last_page": 1}},
     "v1/payout": {"payment_status": "wait", "id": 100001524},
-    "v1/payout/status": {"order_id": "P-1", "id": 100001524, "payment_status": "paid",
-                         "amount": "3000.00", "payment_amount": "3000.00",
-                         "is_partial_payment": False, "RRN": "11111111111",
-                         "commission_amount": "10"},
-    "v1/account/balance": {"currency": "RUB", "balance": "93.84000000", "hold": "0.00000000",
-                           "rolling_reserve": "0.00000000", "pending_payouts": "1234.00000000"},
-    "v1/account/info": {"is_allowed_payment": True, "is_allowed_payout": True,
-                        "payments": [{"method": "payment_card", "currency": "RUB",
-                                      "service_code": "payment_card_rub_hpp",
-                                      "status": "active"}],
-                        "payouts": [{"method": "payment_card", "currency": "RUB",
-                                     "service_code": "payment_card_rub", "status": "active"}]},
+    "v1/payout/status": {
+        "order_id": "P-1",
+        "id": 100001524,
+        "payment_status": "paid",
+        "amount": "3000.00",
+        "payment_amount": "3000.00",
+        "is_partial_payment": False,
+        "RRN": "11111111111",
+        "commission_amount": "10",
+    },
+    "v1/account/balance": {
+        "currency": "RUB",
+        "balance": "93.84000000",
+        "hold": "0.00000000",
+        "rolling_reserve": "0.00000000",
+        "pending_payouts": "1234.00000000",
+    },
+    "v1/account/info": {
+        "is_allowed_payment": True,
+        "is_allowed_payout": True,
+        "payments": [
+            {
+                "method": "payment_card",
+                "currency": "RUB",
+                "service_code": "payment_card_rub_hpp",
+                "status": "active",
+            }
+        ],
+        "payouts": [
+            {
+                "method": "payment_card",
+                "currency": "RUB",
+                "service_code": "payment_card_rub",
+                "status": "active",
+            }
+        ],
+    },
 }
 
 
@@ -87,8 +123,7 @@ PHONE = "79035550199"
 #: the recipient card an H2H payment answer carries (``cardNumber``)
 H2H_CARD = _luhn_complete("220070" + "11223344" + "5")
 
-SCENARIOS = ["ok", "400", "401", "404", "429", "500", "502", "html", "drop", "stall",
-             "refused"]
+SCENARIOS = ["ok", "400", "401", "404", "429", "500", "502", "html", "drop", "stall", "refused"]
 LOGGERS = ("alikassa_async", "httpx", "httpcore", "h11", "hpack", "h2", "asyncio")
 
 # -- the canary key material --------------------------------------------------------------
@@ -100,14 +135,20 @@ class Canaries:
     needles: set[str] = field(default_factory=set)
 
     def add_key(self, key: rsa.RSAPrivateKey) -> None:
-        for fmt, enc in ((serialization.PrivateFormat.TraditionalOpenSSL,
-                          serialization.BestAvailableEncryption(PASSWORD.encode())),
-                         (serialization.PrivateFormat.TraditionalOpenSSL,
-                          serialization.NoEncryption()),
-                         (serialization.PrivateFormat.PKCS8, serialization.NoEncryption())):
+        for fmt, enc in (
+            (
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.BestAvailableEncryption(PASSWORD.encode()),
+            ),
+            (serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()),
+            (serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ):
             pem = key.private_bytes(serialization.Encoding.PEM, fmt, enc).decode()
-            self.needles.update(line for line in pem.splitlines()
-                                if len(line) >= 32 and "-----" not in line and ":" not in line)
+            self.needles.update(
+                line
+                for line in pem.splitlines()
+                if len(line) >= 32 and "-----" not in line and ":" not in line
+            )
         d = key.private_numbers().d
         self.needles.update({str(d)[:40], format(d, "x")[:40], format(d, "X")[:40]})
 
@@ -143,9 +184,13 @@ def answer_for(scenario: str, path: str) -> tuple[int, bytes, dict[str, str]] | 
         return 200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", {}
     status = int(scenario)
     headers = {"Retry-After": "0"} if status == 429 else {}
-    bodies = {400: {"message": "The given data was invalid.",
-                    "errors": {"number": ["The number format is invalid."]}},
-              401: {"message": "Invalid signature"}}
+    bodies = {
+        400: {
+            "message": "The given data was invalid.",
+            "errors": {"number": ["The number format is invalid."]},
+        },
+        401: {"message": "Invalid signature"},
+    }
     return status, json.dumps(bodies.get(status, {"message": "nope"})).encode(), headers
 
 
@@ -186,27 +231,41 @@ class Gateway:
 
 # -- every call the SDK offers, with the canaries in its input --------------------------------
 
-FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.001,
-                         total_timeout=2.0)
-FAST_RECONCILE = ReconcilePolicy(lookups=1, settle=0.0, backoff_base=0.001,
-                                 backoff_max=0.001, pause=0.01)
+FAST_RETRY = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_max=0.001, total_timeout=2.0)
+FAST_RECONCILE = ReconcilePolicy(
+    lookups=1, settle=0.0, backoff_base=0.001, backoff_max=0.001, pause=0.01
+)
 
 
 def payout_requests(tag: str) -> list[Any]:
     return [
         payouts.card(order_id=f"card-{tag}", amount="3000.00", number=CARD),
-        payouts.sbp(order_id=f"sbp-{tag}", amount=1500, number="+" + PHONE,
-                    customer_code="100000000111"),
-        payouts.card_eur(order_id=f"eur-{tag}", amount="25.00", number=CARD,
-                         card_exp_year="29", card_exp_month="01", card_holder="JANE CANARY",
-                         card_country="UA", card_recipient_birth_date="1999-12-15"),
+        payouts.sbp(
+            order_id=f"sbp-{tag}", amount=1500, number="+" + PHONE, customer_code="100000000111"
+        ),
+        payouts.card_eur(
+            order_id=f"eur-{tag}",
+            amount="25.00",
+            number=CARD,
+            card_exp_year="29",
+            card_exp_month="01",
+            card_holder="JANE CANARY",
+            card_country="UA",
+            card_recipient_birth_date="1999-12-15",
+        ),
     ]
 
 
 def payment_request(tag: str) -> Any:
-    return build_payment("payment_card_rub_hpp", order_id=f"pay-{tag}", amount="500",
-                         customer_ip="18.191.80.10", customer_user_id="u-42",
-                         customer_phone="+" + PHONE, customer_browser_user_agent="Mozilla/5.0")
+    return build_payment(
+        "payment_card_rub_hpp",
+        order_id=f"pay-{tag}",
+        amount="500",
+        customer_ip="18.191.80.10",
+        customer_user_id="u-42",
+        customer_phone="+" + PHONE,
+        customer_browser_user_agent="Mozilla/5.0",
+    )
 
 
 async def every_call(client: AliKassaClient, tag: str, seen: list[object]) -> None:
@@ -220,8 +279,9 @@ async def every_call(client: AliKassaClient, tag: str, seen: list[object]) -> No
 
     async def batch() -> list[object]:
         items = payout_requests(f"batch-{tag}")
-        return [r async for r in client.payouts_batch(items, concurrency=3,
-                                                      reconcile=FAST_RECONCILE)]
+        return [
+            r async for r in client.payouts_batch(items, concurrency=3, reconcile=FAST_RECONCILE)
+        ]
 
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: client.create_payment(payment),
@@ -235,8 +295,9 @@ async def every_call(client: AliKassaClient, tag: str, seen: list[object]) -> No
         history,
         lambda: client.balance(),
         lambda: client.account_info(),
-        lambda: client.wait_for_payout(order_id=sbp.order_id, timeout=0.1, interval=0.02,
-                                       max_interval=0.02),
+        lambda: client.wait_for_payout(
+            order_id=sbp.order_id, timeout=0.1, interval=0.02, max_interval=0.02
+        ),
         batch,
     ]
     for call in calls:
@@ -274,8 +335,7 @@ def texts_of(obj: object) -> list[str]:
 
 def record_texts(record: logging.LogRecord) -> list[str]:
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
-    return [formatter.format(record), repr(record.__dict__), str(record.msg),
-            repr(record.args)]
+    return [formatter.format(record), repr(record.__dict__), str(record.msg), repr(record.args)]
 
 
 def assert_no_canary(texts: list[str], needles: set[str]) -> None:
@@ -309,12 +369,21 @@ async def test_no_canary_in_logs_errors_or_reprs(canaries, caplog, gateway_serve
             gateway.scenario = scenario
             base_url = f"http://127.0.0.1:{closed_port}" if scenario == "refused" else server.url
             options: dict[str, Any] = (
-                {"transport": httpx.MockTransport(gateway.handle)} if transport == "mock"
-                else {"timeout": 0.1 if scenario == "stall" else 5.0,
-                      "http_backend": transport.removeprefix("wire-")})
-            async with AliKassaClient(ACCOUNT, canaries.certs["payment"],
-                                      canaries.certs["payout"], base_url=base_url,
-                                      retry=FAST_RETRY, **options) as client:
+                {"transport": httpx.MockTransport(gateway.handle)}
+                if transport == "mock"
+                else {
+                    "timeout": 0.1 if scenario == "stall" else 5.0,
+                    "http_backend": transport.removeprefix("wire-"),
+                }
+            )
+            async with AliKassaClient(
+                ACCOUNT,
+                canaries.certs["payment"],
+                canaries.certs["payout"],
+                base_url=base_url,
+                retry=FAST_RETRY,
+                **options,
+            ) as client:
                 await every_call(client, f"{transport}-{scenario}", seen)
                 seen.append(client)
 
@@ -356,23 +425,30 @@ async def test_no_sign_in_hpack_debug_logs_over_http2(canaries, caplog, tmp_path
     with debug_logging(caplog):
         async with H2Server(respond, tmp_path) as server:
             for scenario[0] in ("ok", "400", "500"):
-                async with AliKassaClient(ACCOUNT, canaries.certs["payment"],
-                                          canaries.certs["payout"], base_url=server.url,
-                                          verify=server.ca, http2=True,
-                                          retry=FAST_RETRY) as client:
+                async with AliKassaClient(
+                    ACCOUNT,
+                    canaries.certs["payment"],
+                    canaries.certs["payout"],
+                    base_url=server.url,
+                    verify=server.ca,
+                    http2=True,
+                    retry=FAST_RETRY,
+                ) as client:
                     await every_call(client, f"h2-{scenario[0]}", seen)
     assert len(signs) > 20
     # The in-process test server's hpack *decoder* logs the request headers it receives;
     # a client only ever decodes response headers, so those records are the server's.
-    client_side = [r for r in caplog.records
-                   if not (r.name == "hpack.hpack" and str(r.msg).startswith("Decod"))]
+    client_side = [
+        r
+        for r in caplog.records
+        if not (r.name == "hpack.hpack" and str(r.msg).startswith("Decod"))
+    ]
     texts = [t for record in client_side for t in record_texts(record)]
     texts += [t for obj in seen for t in texts_of(obj)]
     assert_no_canary(texts, canaries.needles | set(signs))
     hpack = [r for r in caplog.records if r.name.startswith("hpack")]
     # hpack 4.2+: "b'sign'=b'<redacted>'"; 4.0 and 4.1: "(b'sign', b'<redacted>')"
-    assert any("b'sign'" in r.getMessage() and "b'<redacted>'" in r.getMessage()
-               for r in hpack)
+    assert any("b'sign'" in r.getMessage() and "b'<redacted>'" in r.getMessage() for r in hpack)
 
 
 async def test_no_canary_when_key_loading_fails(tmp_path, canaries, caplog):
@@ -380,14 +456,19 @@ async def test_no_canary_when_key_loading_fails(tmp_path, canaries, caplog):
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     local = Canaries(certs={})
     local.add_key(key)
-    pem = key.private_bytes(serialization.Encoding.PEM,
-                            serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.BestAvailableEncryption(PASSWORD.encode()))
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(PASSWORD.encode()),
+    )
     errors: list[object] = []
     with debug_logging(caplog):
-        for broken, password in ((pem, "wrong-" + PASSWORD), (pem[: len(pem) // 2], PASSWORD),
-                                 (pem.replace(b"Proc-Type", b"Proc-Typo"), PASSWORD),
-                                 (pem, "")):
+        for broken, password in (
+            (pem, "wrong-" + PASSWORD),
+            (pem[: len(pem) // 2], PASSWORD),
+            (pem.replace(b"Proc-Type", b"Proc-Typo"), PASSWORD),
+            (pem, ""),
+        ):
             try:
                 Certificate.from_pem(broken, password)
             except AliKassaError as exc:
@@ -416,10 +497,14 @@ def test_canary_values_are_what_the_builders_accept():
 #: What each hpack release logs when it adds a header to its table (from the hpack sources):
 #: the lowest the ``http2`` extra allows (4.0) and 4.1 pass the header as one tuple.
 HPACK_ADD_FORMATS = {
-    "hpack-4.0-4.1": ("Adding %s to the header table, sensitive:%s, huffman:%s",
-                      lambda name, value: ((name, value), False, True)),
-    "hpack-4.2+": ("Adding %s=%s to the header table, sensitive:%s, huffman:%s",
-                   lambda name, value: (name, value, False, True)),
+    "hpack-4.0-4.1": (
+        "Adding %s to the header table, sensitive:%s, huffman:%s",
+        lambda name, value: ((name, value), False, True),
+    ),
+    "hpack-4.2+": (
+        "Adding %s=%s to the header table, sensitive:%s, huffman:%s",
+        lambda name, value: (name, value, False, True),
+    ),
     "eviction": ("Evicting %s: %s from the header table", lambda name, value: (name, value)),
 }
 
@@ -477,9 +562,12 @@ async def test_no_card_or_sign_in_tracebacks_with_captured_locals(failure, payou
             raise make("boom", request=request)
         return make(request)
 
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert,
-                              transport=httpx.MockTransport(gateway),
-                              retry=RetryPolicy.disabled()) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        transport=httpx.MockTransport(gateway),
+        retry=RetryPolicy.disabled(),
+    ) as client:
         try:
             await client.create_payout(_card_payout())  # type: ignore[arg-type]
         except AliKassaError as exc:
@@ -488,8 +576,11 @@ async def test_no_card_or_sign_in_tracebacks_with_captured_locals(failure, payou
             pytest.fail("the failure did not surface")
     assert wire.signs
     shipped = [caught, getattr(caught, "cause", None), getattr(caught, "__cause__", None)]
-    texts = ["".join(traceback.TracebackException.from_exception(
-        e, capture_locals=True).format()) for e in shipped if e is not None]
+    texts = [
+        "".join(traceback.TracebackException.from_exception(e, capture_locals=True).format())
+        for e in shipped
+        if e is not None
+    ]
     texts += [repr(vars(e)) for e in shipped if e is not None]
     for text in texts:
         assert CARD not in text

@@ -36,37 +36,57 @@ class Gateway:
 
     def create(self, kind: str, body: dict[str, object], cert: Certificate) -> int:
         raw = php_json_encode(body)
-        answer = httpx.post(f"{self.url}/v1/{kind}", content=raw, headers={
-            "Content-Type": "application/json", "Account": ACCOUNT, "Sign": cert.sign(raw)})
+        answer = httpx.post(
+            f"{self.url}/v1/{kind}",
+            content=raw,
+            headers={
+                "Content-Type": "application/json",
+                "Account": ACCOUNT,
+                "Sign": cert.sign(raw),
+            },
+        )
         assert answer.status_code == 200, answer.text
         return int(answer.json()["id"])
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALIKASSA_")}
-        env.update({"ALIKASSA_ACCOUNT": ACCOUNT, "ALIKASSA_BASE_URL": self.url,
-                    "ALIKASSA_PAYOUT_CERT_DIR": str(self.certs.payout_dir),
-                    "ALIKASSA_PAYMENT_CERT_DIR": str(self.certs.payment_dir)})
+        env.update(
+            {
+                "ALIKASSA_ACCOUNT": ACCOUNT,
+                "ALIKASSA_BASE_URL": self.url,
+                "ALIKASSA_PAYOUT_CERT_DIR": str(self.certs.payout_dir),
+                "ALIKASSA_PAYMENT_CERT_DIR": str(self.certs.payment_dir),
+            }
+        )
         env.update(extra)
         return env
 
-    def run(self, *args: str, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*PYTHON, *args], capture_output=True, text=True, timeout=60,
-                              env=self.env() if env is None else env)
+    def run(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*PYTHON, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env() if env is None else env,
+        )
 
 
 @pytest.fixture(scope="module")
-def gateway(alikassa_certs: SandboxCerts,
-            alikassa_certificates: tuple[Certificate, Certificate]) -> Iterator[Gateway]:
-    sandbox = Sandbox.from_certs(alikassa_certs, ACCOUNT,
-                                 config=SandboxConfig(wait_seconds=None, wait_polls=0))
+def gateway(
+    alikassa_certs: SandboxCerts, alikassa_certificates: tuple[Certificate, Certificate]
+) -> Iterator[Gateway]:
+    sandbox = Sandbox.from_certs(
+        alikassa_certs, ACCOUNT, config=SandboxConfig(wait_seconds=None, wait_polls=0)
+    )
     with ThreadedSandboxServer(sandbox) as server:
         gw = Gateway(server, alikassa_certs)
         payment, payout = alikassa_certificates
-        gw.ids["P-1"] = gw.create("payout", payout_body(order_id="P-1", amount="1000.00"),
-                                  payout)
-        gw.ids["partial-1"] = gw.create("payment", payment_body(order_id="partial-1",
-                                                                amount="100.00"), payment)
+        gw.ids["P-1"] = gw.create("payout", payout_body(order_id="P-1", amount="1000.00"), payout)
+        gw.ids["partial-1"] = gw.create(
+            "payment", payment_body(order_id="partial-1", amount="100.00"), payment
+        )
         yield gw
 
 
@@ -87,9 +107,19 @@ def test_status_of_a_payout_by_order_id(gateway: Gateway) -> None:
 
 def test_status_of_a_payment_by_id_with_flags_instead_of_variables(gateway: Gateway) -> None:
     bare = {k: v for k, v in gateway.env().items() if not k.startswith("ALIKASSA_")}
-    result = gateway.run("status", "--payment", "--id", str(gateway.ids["partial-1"]),
-                         "--account", ACCOUNT, "--base-url", gateway.url,
-                         "--payment-cert", str(gateway.certs.payment_dir), env=bare)
+    result = gateway.run(
+        "status",
+        "--payment",
+        "--id",
+        str(gateway.ids["partial-1"]),
+        "--account",
+        ACCOUNT,
+        "--base-url",
+        gateway.url,
+        "--payment-cert",
+        str(gateway.certs.payment_dir),
+        env=bare,
+    )
     assert result.returncode == 0, result.stderr
     shown = table(result.stdout)
     assert shown["payment_status"] == "paid" and shown["is_partial_payment"] == "yes"
@@ -121,14 +151,21 @@ def test_an_unknown_order_id_exits_1_with_one_line(gateway: Gateway) -> None:
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
 
 
-@pytest.mark.parametrize(("args", "missing", "says"), [
-    (["balance"], "ALIKASSA_ACCOUNT", "--account"),
-    (["balance"], "ALIKASSA_PAYOUT_CERT_DIR", "--payout-cert DIR or set ALIKASSA_PAYOUT_CERT"),
-    (["status", "--payment", "--id", "1"], "ALIKASSA_PAYMENT_CERT_DIR",
-     "--payment-cert DIR or set ALIKASSA_PAYMENT_CERT_DIR"),
-])
+@pytest.mark.parametrize(
+    ("args", "missing", "says"),
+    [
+        (["balance"], "ALIKASSA_ACCOUNT", "--account"),
+        (["balance"], "ALIKASSA_PAYOUT_CERT_DIR", "--payout-cert DIR or set ALIKASSA_PAYOUT_CERT"),
+        (
+            ["status", "--payment", "--id", "1"],
+            "ALIKASSA_PAYMENT_CERT_DIR",
+            "--payment-cert DIR or set ALIKASSA_PAYMENT_CERT_DIR",
+        ),
+    ],
+)
 def test_missing_configuration_names_the_flag_and_the_variable(
-        gateway: Gateway, args: list[str], missing: str, says: str) -> None:
+    gateway: Gateway, args: list[str], missing: str, says: str
+) -> None:
     env = gateway.env()
     del env[missing]
     result = gateway.run(*args, env=env)
@@ -143,12 +180,15 @@ def test_plain_http_elsewhere_names_the_cli_flag(gateway: Gateway) -> None:
     assert "--allow-plain-http" in result.stderr and "allow_plain_http=True" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ["status", "--payout"],                                      # no --id / --order-id
-    ["status", "--id", "1"],                                     # no --payout / --payment
-    ["status", "--payout", "--id", "1", "--order-id", "P-1"],    # both keys
-    ["status", "--payout", "--id", "0"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--payout"],  # no --id / --order-id
+        ["status", "--id", "1"],  # no --payout / --payment
+        ["status", "--payout", "--id", "1", "--order-id", "P-1"],  # both keys
+        ["status", "--payout", "--id", "0"],
+    ],
+)
 def test_status_usage_errors(gateway: Gateway, args: list[str]) -> None:
     result = gateway.run(*args)
     assert result.returncode == 2 and "usage:" in result.stderr
@@ -160,8 +200,7 @@ def test_v_shows_the_sdks_debug_lines_and_vv_adds_httpx(gateway: Gateway) -> Non
     one = gateway.run("-v", "balance")
     assert one.returncode == 0, one.stderr
     sdk = [line for line in one.stderr.splitlines() if " alikassa_async: " in line]
-    assert any("DEBUG" in line and "v1/account/balance -> 200" in line for line in sdk), (
-        one.stderr)
+    assert any("DEBUG" in line and "v1/account/balance -> 200" in line for line in sdk), one.stderr
     assert "httpcore" not in one.stderr and "httpx" not in one.stderr
     assert " alikassa_async.http: " not in one.stderr  # connection lines are -vv's
     assert one.stdout == quiet.stdout  # logs go to stderr only
@@ -172,11 +211,19 @@ def test_v_shows_the_sdks_debug_lines_and_vv_adds_httpx(gateway: Gateway) -> Non
     assert gateway.certs.payout_certificate().sign(b"[]") not in two.stderr  # Sign stays out
 
 
-@pytest.mark.parametrize(("argv", "count"), [
-    (["balance"], 0), (["-v", "balance"], 1), (["balance", "-vv"], 2), (["-vv", "demo"], 2),
-    (["demo", "-v"], 1), (["-v", "payouts", "run", "x.csv"], 1),
-    (["payouts", "run", "x.csv", "-vv"], 2), (["sandbox", "-v"], 1),
-])
+@pytest.mark.parametrize(
+    ("argv", "count"),
+    [
+        (["balance"], 0),
+        (["-v", "balance"], 1),
+        (["balance", "-vv"], 2),
+        (["-vv", "demo"], 2),
+        (["demo", "-v"], 1),
+        (["-v", "payouts", "run", "x.csv"], 1),
+        (["payouts", "run", "x.csv", "-vv"], 2),
+        (["sandbox", "-v"], 1),
+    ],
+)
 def test_every_command_takes_v_before_or_after_its_name(argv: list[str], count: int) -> None:
     from alikassa_async.cli import build_parser
 

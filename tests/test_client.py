@@ -49,16 +49,27 @@ OTHER_ACCOUNT = "11111111-2222-4333-8444-555555555555"
 
 @pytest.mark.parametrize(("fmt", "signature_hash"), [("pkcs1", "sha1"), ("pkcs8", "sha256")])
 async def test_every_endpoint_is_signed_with_the_right_certificate(
-        tmp_path: Path, rsa_keys, sandbox: Sandbox, wire: Wire, fmt, signature_hash):
-    certs = {role: Certificate.from_dir(write_archive(tmp_path / role, rsa_keys[role], fmt))
-             for role in ("payment", "payout")}
-    sandbox.add_account(ACCOUNT, payment_public_key=certs["payment"].public_key_pem(),
-                        payout_public_key=certs["payout"].public_key_pem())
+    tmp_path: Path, rsa_keys, sandbox: Sandbox, wire: Wire, fmt, signature_hash
+):
+    certs = {
+        role: Certificate.from_dir(write_archive(tmp_path / role, rsa_keys[role], fmt))
+        for role in ("payment", "payout")
+    }
+    sandbox.add_account(
+        ACCOUNT,
+        payment_public_key=certs["payment"].public_key_pem(),
+        payout_public_key=certs["payout"].public_key_pem(),
+    )
     sandbox.config.wait_polls = 0  # the first status request sees the final status
     today = datetime.now(UTC).date()
-    async with AliKassaClient(ACCOUNT, certs["payment"], certs["payout"],
-                              base_url="http://127.0.0.1", signature_hash=signature_hash,
-                              transport=wire) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        certs["payment"],
+        certs["payout"],
+        base_url="http://127.0.0.1",
+        signature_hash=signature_hash,
+        transport=wire,
+    ) as client:
         created = await client.create_payment(payment_request())
         status = await client.payment_status(order_id="A-1")
         rows = [row async for row in client.payment_history(date_from=today - timedelta(1))]
@@ -67,8 +78,15 @@ async def test_every_endpoint_is_signed_with_the_right_certificate(
         balance = await client.balance()
         info = await client.account_info()
 
-    routes = ["v1/payment", "v1/payment/status", "v1/payment/history", "v1/payout",
-              "v1/payout/status", "v1/account/balance", "v1/account/info"]
+    routes = [
+        "v1/payment",
+        "v1/payment/status",
+        "v1/payment/history",
+        "v1/payout",
+        "v1/payout/status",
+        "v1/account/balance",
+        "v1/account/info",
+    ]
     assert [s.path for s in wire.sent] == routes
     verifiers = {role: Verifier.from_pem(cert.public_key_pem()) for role, cert in certs.items()}
     for sent in wire.sent:  # each signed with its route's certificate, with the chosen hash
@@ -100,7 +118,8 @@ async def test_bodies_are_php_json_bytes_in_documented_order(client, wire, sandb
     assert bodies[0] == (
         b'{"amount":"500.00","order_id":"A-1","service":"payment_card_number_rub_hpp",'
         b'"desc":"\\u0417\\u0430\\u043a\\u0430\\u0437 \\/ 1","customer_ip":"18.191.80.10",'
-        b'"customer_user_id":"u-42","success_redirect_url":"https:\\/\\/shop.example\\/ok?o=1"}')
+        b'"customer_user_id":"u-42","success_redirect_url":"https:\\/\\/shop.example\\/ok?o=1"}'
+    )
     assert bodies[1] == php_json_encode(payout_request().to_wire())
     assert bodies[1].startswith(b'{"amount":"3000.00","number":"4111111111111111"')
     assert bodies[2] == bodies[3] == b"[]"
@@ -116,26 +135,55 @@ async def test_history_follows_pages_with_new_signed_requests(client, wire):
         await client.create_payment(payment_request(f"o-{n}", amount="5000"))
     today = datetime.now(UTC).date()
     date_from = (today - timedelta(1)).isoformat()
-    rows = [row async for row in client.payment_history(date_from, today + timedelta(1),
-                                                        page_size=1)]
+    rows = [
+        row async for row in client.payment_history(date_from, today + timedelta(1), page_size=1)
+    ]
     assert [r.order_id for r in rows] == ["o-3", "o-2", "o-1"]  # newest first, each once
     assert rows[0].amount == Decimal("5000")
     history = [s for s in wire.sent if s.path == "v1/payment/history"]
     assert len(history) == 3
-    assert history[2].body == (b'{"date_from":"%s","date_to":"%s","page":3,"paginate":1}'
-                               % (date_from.encode(), (today + timedelta(1)).isoformat().encode()))
+    assert history[2].body == (
+        b'{"date_from":"%s","date_to":"%s","page":3,"paginate":1}'
+        % (date_from.encode(), (today + timedelta(1)).isoformat().encode())
+    )
     assert len({s.headers["sign"] for s in history}) == 3  # each page signed anew
 
 
 async def test_tolerant_parsing_of_odd_but_documented_shapes(client, wire, sandbox):
     # Shapes the sandbox never sends (string ids, camelCase, a status from the future,
     # numbers for money, "0" for false): the wire swaps them in after the sandbox committed.
-    wire.script("v1/payment", after(json_response(200, {
-        "url": None, "payment_status": "wait", "id": "108465371", "cardNumber": PHONE,
-        "cardHolderName": "Имя Отчество Ф.", "bank": "sber", "brand_new_field": {"x": 1}})))
-    wire.script("v1/payout/status", after(json_response(200, {
-        "id": 1, "payment_status": "refunded", "rrn": "22", "amount": 300,
-        "is_partial_payment": "0"})))
+    wire.script(
+        "v1/payment",
+        after(
+            json_response(
+                200,
+                {
+                    "url": None,
+                    "payment_status": "wait",
+                    "id": "108465371",
+                    "cardNumber": PHONE,
+                    "cardHolderName": "Имя Отчество Ф.",
+                    "bank": "sber",
+                    "brand_new_field": {"x": 1},
+                },
+            )
+        ),
+    )
+    wire.script(
+        "v1/payout/status",
+        after(
+            json_response(
+                200,
+                {
+                    "id": 1,
+                    "payment_status": "refunded",
+                    "rrn": "22",
+                    "amount": 300,
+                    "is_partial_payment": "0",
+                },
+            )
+        ),
+    )
     created = await client.create_payment(payment_request())
     assert created.id == 108465371 and created.card_number == PHONE
     assert created.card_holder_name == "Имя Отчество Ф." and created.url is None
@@ -156,8 +204,12 @@ TAKEN = {"order_id": ["The order id has already been taken."]}
 # what the gateway does -> (who asks, the error, its status, its field errors)
 ANSWERS = {
     "not found": ("", NotFoundError, 404, None),
-    "not found, Laravel's exists rule": ("", InvalidRequestError, 400,
-                                         {"order_id": ["The selected order id is invalid."]}),
+    "not found, Laravel's exists rule": (
+        "",
+        InvalidRequestError,
+        400,
+        {"order_id": ["The selected order id is invalid."]},
+    ),
     "Laravel's default 422": ("", InvalidRequestError, 422, TAKEN),
     "signed with the payout key": ("payout key", AuthenticationError, 401, None),
     "unknown account": ("other account", AuthenticationError, 403, None),
@@ -171,14 +223,20 @@ async def test_http_answers_map_to_typed_errors(sandbox, wire, alikassa_certific
     payment, payout = alikassa_certificates
     sandbox.config.not_found_status = 400 if status == 400 else 404
     if status == 422:  # the sandbox answers 400 like the documentation; Laravel's default
-        wire.script("v1/payment/status", json_response(
-            422, {"message": "The given data was invalid.", "errors": TAKEN}))
+        wire.script(
+            "v1/payment/status",
+            json_response(422, {"message": "The given data was invalid.", "errors": TAKEN}),
+        )
     if status == 405:
         sandbox.faults.add("v1/payment/status", Fault.status(405))
-    async with AliKassaClient(OTHER_ACCOUNT if who == "other account" else ACCOUNT,
-                              payout if who == "payout key" else payment, payout,
-                              base_url="http://127.0.0.1", transport=wire,
-                              retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        OTHER_ACCOUNT if who == "other account" else ACCOUNT,
+        payout if who == "payout key" else payment,
+        payout,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+    ) as client:
         with pytest.raises(error) as caught:
             await client.payment_status(order_id="A-404")
     assert type(caught.value) is error
@@ -242,20 +300,19 @@ DOUBTS = {
     "disconnected before commit": lambda s, w, p: s.faults.add(p, Fault.drop_before_commit()),
     "reset after commit": lambda s, w, p: w.script(p, after(httpx.ReadError("reset"))),
     "http-500": lambda s, w, p: s.faults.add(p, Fault.status(500)),
-    "http-502 after commit": lambda s, w, p: s.faults.add(p, Fault.status(502,
-                                                                         after_commit=True)),
+    "http-502 after commit": lambda s, w, p: s.faults.add(p, Fault.status(502, after_commit=True)),
     "http-503": lambda s, w, p: s.faults.add(p, Fault.status(503)),
     "http-429": lambda s, w, p: s.faults.add(p, Fault.status(429, retry_after=1)),
     "html 200": lambda s, w, p: s.faults.add(p, Fault.html_200()),
     "truncated json 200": lambda s, w, p: s.faults.add(p, Fault.truncated_json_200()),
-    "200 without an id": lambda s, w, p: w.script(p, after(json_response(
-        200, {"payment_status": "wait"}))),
+    "200 without an id": lambda s, w, p: w.script(
+        p, after(json_response(200, {"payment_status": "wait"}))
+    ),
 }
 
 
 @pytest.mark.parametrize("doubt", DOUBTS)
-async def test_doubtful_creates_are_never_resent_and_report_unknown(
-        client, wire, sandbox, doubt):
+async def test_doubtful_creates_are_never_resent_and_report_unknown(client, wire, sandbox, doubt):
     DOUBTS[doubt](sandbox, wire, "v1/payout")
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.create_payout(payout_request("P-77"))
@@ -282,11 +339,11 @@ async def test_create_is_retried_only_when_the_connection_never_opened(client, w
 
 
 async def test_total_deadline_bounds_retries(wire, sandbox, alikassa_certificates):
-    policy = RetryPolicy(max_attempts=1000, backoff_base=0.05, backoff_max=0.05,
-                         total_timeout=0.3)
+    policy = RetryPolicy(max_attempts=1000, backoff_base=0.05, backoff_max=0.05, total_timeout=0.3)
     sandbox.faults.add("v1/account/balance", Fault.status(503), times=1000)
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              retry=policy, transport=wire) as client:
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", retry=policy, transport=wire
+    ) as client:
         with pytest.raises(ServerError):
             await client.balance()
     assert 1 < wire.calls("v1/account/balance") < 100
@@ -309,10 +366,15 @@ async def test_a_retry_after_date_is_honoured(client, wire, sandbox):
 
 
 async def test_missing_certificate_fails_before_any_io(wire, alikassa_certificates):
-    async with AliKassaClient(ACCOUNT, payment_cert=alikassa_certificates[0],
-                              base_url="http://127.0.0.1", transport=wire) as client:
-        for call in (client.balance(), client.account_info(), client.payout_status(id=1),
-                     client.create_payout(payout_request())):
+    async with AliKassaClient(
+        ACCOUNT, payment_cert=alikassa_certificates[0], base_url="http://127.0.0.1", transport=wire
+    ) as client:
+        for call in (
+            client.balance(),
+            client.account_info(),
+            client.payout_status(id=1),
+            client.create_payout(payout_request()),
+        ):
             with pytest.raises(ConfigurationError, match="payout certificate"):
                 await call
     assert wire.sent == []
@@ -340,10 +402,12 @@ def test_configuration_errors_are_plain(payment_cert):
 
 
 async def test_closed_client_is_a_clear_error_and_user_http_client_survives(
-        wire, alikassa_certificates):
+    wire, alikassa_certificates
+):
     async with httpx.AsyncClient(transport=wire) as http:
-        client = AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                                http_client=http)
+        client = AliKassaClient(
+            ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", http_client=http
+        )
         async with client:
             await client.balance()
         assert client.is_closed and not http.is_closed
@@ -356,8 +420,9 @@ async def test_closed_client_is_a_clear_error_and_user_http_client_survives(
 # -- logging never carries secrets ------------------------------------------------------
 
 
-async def test_logs_never_contain_sign_password_key_or_card(client, wire, sandbox, caplog,
-                                                             alikassa_certs: SandboxCerts):
+async def test_logs_never_contain_sign_password_key_or_card(
+    client, wire, sandbox, caplog, alikassa_certs: SandboxCerts
+):
     caplog.set_level(logging.DEBUG)
     wire.script("v1/payout", after(httpx.ReadTimeout("boom")))
     sandbox.faults.add("v1/payout/status", Fault.status(503))
@@ -366,11 +431,18 @@ async def test_logs_never_contain_sign_password_key_or_card(client, wire, sandbo
     await client.create_payout(payout_request("P-10", PHONE, service="qiwi_rub"))
     await client.payout_status(order_id="P-9")
     signs = [s.headers["sign"] for s in wire.sent]
-    passwords = [(alikassa_certs.payment_dir / "password.txt").read_text(),
-                 (alikassa_certs.payout_dir / "password.txt").read_text()]
+    passwords = [
+        (alikassa_certs.payment_dir / "password.txt").read_text(),
+        (alikassa_certs.payout_dir / "password.txt").read_text(),
+    ]
     texts = [record.getMessage() for record in caplog.records]
-    texts += [str(unknown.value), repr(unknown.value), repr(client), repr(payout_request()),
-              repr(payout_request("P-10", PHONE, service="qiwi_rub"))]
+    texts += [
+        str(unknown.value),
+        repr(unknown.value),
+        repr(client),
+        repr(payout_request()),
+        repr(payout_request("P-10", PHONE, service="qiwi_rub")),
+    ]
     assert any("v1/payout" in t for t in texts) and any("P-9" in t for t in texts)
     assert sandbox.state.payout_creations == {"P-9": 1, "P-10": 1}
     for text in texts:
@@ -380,8 +452,12 @@ async def test_logs_never_contain_sign_password_key_or_card(client, wire, sandbo
 
 async def test_oversized_error_messages_are_cut_to_a_snippet(client, wire):
     echo = "x" * 400  # 60 fields x 12 messages: ~300 KB, within the history answer cap
-    wire.script("v1/payment/history", json_response(
-        400, {"message": echo * 10, "errors": {f"f{i}": [echo] * 12 for i in range(60)}}))
+    wire.script(
+        "v1/payment/history",
+        json_response(
+            400, {"message": echo * 10, "errors": {f"f{i}": [echo] * 12 for i in range(60)}}
+        ),
+    )
     with pytest.raises(InvalidRequestError) as caught:
         await client.payment_history_page(page=1)
     assert len(caught.value.message) < 300

@@ -33,18 +33,21 @@ PHP_SAYS = [
     ("emoji: surrogate pairs", "😀💳", b'"\\ud83d\\ude00\\ud83d\\udcb3"'),
     ("del stays raw", "a\x7fb", b'"a\x7fb"'),
     ("line separators", "a\u2028b\u2029c", b'"a\\u2028b\\u2029c"'),
-    ("control characters", "\x00\x08\t\n\x0b\x0c\r\x1f",
-     b'"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f"'),
+    ("control characters", "\x00\x08\t\n\x0b\x0c\r\x1f", b'"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f"'),
     ("quote and backslash", 'say "hi" \\', b'"say \\"hi\\" \\\\"'),
     ("int min", -9223372036854775808, b"-9223372036854775808"),
     ("empty array", [], b"[]"),
-    ("object insertion order", {"z": 1, "a": 2, "m": {"y": None, "b": []}},
-     b'{"z":1,"a":2,"m":{"y":null,"b":[]}}'),
+    (
+        "object insertion order",
+        {"z": 1, "a": 2, "m": {"y": None, "b": []}},
+        b'{"z":1,"a":2,"m":{"y":null,"b":[]}}',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("value", "php"), [(v, php) for _, v, php in PHP_SAYS],
-                         ids=[name for name, *_ in PHP_SAYS])
+@pytest.mark.parametrize(
+    ("value", "php"), [(v, php) for _, v, php in PHP_SAYS], ids=[name for name, *_ in PHP_SAYS]
+)
 def test_the_cases_that_break_naive_encoders(value, php):
     assert php_json_encode(value) == php
 
@@ -75,8 +78,9 @@ def test_bool_is_never_an_int():
     assert php_json_encode([True, False, 1, 0]) == b"[true,false,1,0]"
 
 
-@pytest.mark.parametrize("value", [1.0, 0.1, -0.0, math.nan, math.inf, -math.inf,
-                                   {"amount": 500.0}, [1, 2.5]])
+@pytest.mark.parametrize(
+    "value", [1.0, 0.1, -0.0, math.nan, math.inf, -math.inf, {"amount": 500.0}, [1, 2.5]]
+)
 def test_floats_nan_and_infinity_are_refused(value):
     with pytest.raises(EncodingError):
         php_json_encode(value)
@@ -110,8 +114,7 @@ def test_encoding_error_is_a_type_and_value_error():
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="php not installed")
 def test_generator_reproduces_the_committed_vectors():
-    result = subprocess.run(["php", str(GENERATOR)], capture_output=True, check=True,
-                            timeout=60)
+    result = subprocess.run(["php", str(GENERATOR)], capture_output=True, check=True, timeout=60)
     assert result.stdout == VECTORS_FILE.read_bytes(), (
         "php_json_vectors.json drifted from its generator; regenerate with "
         "`php tests/fixtures/gen_php_vectors.php > tests/fixtures/php_json_vectors.json`"

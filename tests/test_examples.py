@@ -28,9 +28,20 @@ from alikassa_async.sandbox import SandboxConfig
 from alikassa_async.sandbox.server import LoopbackServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-FIELDS = ("type", "id", "order_id", "payment_status", "amount", "payment_amount",
-          "commission_amount", "is_partial_payment", "account", "service", "desc")
-DESC = "Заказ №42 / test \"quoted\" \\ 😀"
+FIELDS = (
+    "type",
+    "id",
+    "order_id",
+    "payment_status",
+    "amount",
+    "payment_amount",
+    "commission_amount",
+    "is_partial_payment",
+    "account",
+    "service",
+    "desc",
+)
+DESC = 'Заказ №42 / test "quoted" \\ 😀'
 
 
 def load_example(name: str) -> ModuleType:
@@ -59,8 +70,9 @@ class RunningApp:
 
 
 @pytest.fixture(params=["fastapi_app", "aiohttp_app"])
-async def running_app(request, alikassa_sandbox, alikassa_certs, alikassa_account
-                      ) -> AsyncIterator[RunningApp]:
+async def running_app(
+    request, alikassa_sandbox, alikassa_certs, alikassa_account
+) -> AsyncIterator[RunningApp]:
     example = load_example(request.param)
     settings = example.Settings(
         account=alikassa_account,
@@ -86,11 +98,13 @@ async def running_app(request, alikassa_sandbox, alikassa_certs, alikassa_accoun
         assert app[example.CLIENT].is_closed  # cleanup_ctx owned and closed the client
 
 
-async def pay(http: httpx.AsyncClient, app: RunningApp, sandbox: Any, order_id: str,
-              action: str = "paid") -> Any:
+async def pay(
+    http: httpx.AsyncClient, app: RunningApp, sandbox: Any, order_id: str, action: str = "paid"
+) -> Any:
     """Check out on the app, pay on the sandbox's page, wait for the notification."""
-    response = await http.post(app.url + "/checkout",
-                               data={"order_id": order_id, "amount": "500.00", "desc": DESC})
+    response = await http.post(
+        app.url + "/checkout", data={"order_id": order_id, "amount": "500.00", "desc": DESC}
+    )
     assert response.status_code == 303, response.text
     payment_page = response.headers["location"]
     assert payment_page.startswith(sandbox.url)
@@ -101,9 +115,9 @@ async def pay(http: httpx.AsyncClient, app: RunningApp, sandbox: Any, order_id: 
     return delivery
 
 
-async def test_payment_notification_is_verified_and_processed_once(running_app,
-                                                                    alikassa_sandbox,
-                                                                    alikassa_account):
+async def test_payment_notification_is_verified_and_processed_once(
+    running_app, alikassa_sandbox, alikassa_account
+):
     async with httpx.AsyncClient() as http:
         delivery = await pay(http, running_app, alikassa_sandbox, "shop-1")
         assert delivery.delivered and [a.status_code for a in delivery.attempts] == [200]
@@ -123,8 +137,11 @@ async def test_payment_notification_is_verified_and_processed_once(running_app,
         # AliKassa may deliver the same notification again (GET, or as a form POST).
         again = await http.get(delivery.full_url)
         assert (again.status_code, again.text) == (200, "OK")
-        posted = await http.post(delivery.url, content=urlencode(delivery.params),
-                                 headers={"content-type": "application/x-www-form-urlencoded"})
+        posted = await http.post(
+            delivery.url,
+            content=urlencode(delivery.params),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert (posted.status_code, posted.text) == (200, "OK")
         assert len(running_app.store.processed) == 1
 
@@ -137,7 +154,8 @@ async def test_failed_payment_is_reported_as_failed(running_app, alikassa_sandbo
 
 
 async def test_tampered_or_foreign_notifications_get_400_and_nothing_is_processed(
-        running_app, alikassa_sandbox, rsa_keys):
+    running_app, alikassa_sandbox, rsa_keys
+):
     async with httpx.AsyncClient() as http:
         delivery = await pay(http, running_app, alikassa_sandbox, "shop-3")
         assert len(running_app.store.processed) == 1
@@ -175,10 +193,13 @@ async def test_payer_return_is_verified(running_app, alikassa_certs):
     redirect = {"order_id": "shop-4", "uuid": "b05119d2-206b-3d04-8365-293b3008b8b0"}
     sign = key.sign(php_json_encode(redirect))
     async with httpx.AsyncClient() as http:
-        response = await http.post(running_app.url + "/alikassa/return",
-                                   data={**redirect, "sign": sign})
+        response = await http.post(
+            running_app.url + "/alikassa/return", data={**redirect, "sign": sign}
+        )
         assert response.status_code == 200 and "shop-4" in response.text
-        response = await http.post(running_app.url + "/alikassa/return",
-                                   data={**redirect, "order_id": "shop-5", "sign": sign})
+        response = await http.post(
+            running_app.url + "/alikassa/return",
+            data={**redirect, "order_id": "shop-5", "sign": sign},
+        )
         assert response.status_code == 400
     assert running_app.store.processed == []  # a return alone processes nothing

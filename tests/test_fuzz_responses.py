@@ -51,13 +51,20 @@ from .conftest import ACCOUNT
 
 #: hypothesis examples per property (kept in step with docs/reliability.md)
 EXAMPLES = 250
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 #: two attempts per read, no real waiting, every Retry-After hint above 1 ms ends retries
-RETRY = RetryPolicy(max_attempts=2, backoff_base=0.0001, backoff_max=0.0001,
-                    max_retry_after=0.001, total_timeout=10.0)
+RETRY = RetryPolicy(
+    max_attempts=2,
+    backoff_base=0.0001,
+    backoff_max=0.0001,
+    max_retry_after=0.001,
+    total_timeout=10.0,
+)
 
 # -- JSON with the numbers a hostile server can write -----------------------------------
 
@@ -66,18 +73,35 @@ class RawNumber(str):
     """A JSON number written exactly as given (``1e999999999``, 45 digits, ``-0``)."""
 
 
-HOSTILE_NUMBERS = st.sampled_from([
-    "1e999999999", "-1e999999999", "1e-999999999", "0e999999999", "1E400", "-0", "0.0",
-    "123456789012345678901234567890123456789012345", "1.5", "100000536", "93.84000000",
-]).map(RawNumber)
+HOSTILE_NUMBERS = st.sampled_from(
+    [
+        "1e999999999",
+        "-1e999999999",
+        "1e-999999999",
+        "0e999999999",
+        "1E400",
+        "-0",
+        "0.0",
+        "123456789012345678901234567890123456789012345",
+        "1.5",
+        "100000536",
+        "93.84000000",
+    ]
+).map(RawNumber)
 
-JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-                | st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: RawNumber(d))
-                | HOSTILE_NUMBERS | st.text(max_size=20))
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: RawNumber(d))
+    | HOSTILE_NUMBERS
+    | st.text(max_size=20)
+)
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                   max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -102,13 +126,21 @@ def _dump(value: Any) -> str:
 
 
 def payment_request() -> PaymentRequest:
-    return PaymentRequest(service="payment_card_rub_hpp", order_id="F-1", amount=Decimal("10"),
-                          fields={"customer_ip": "18.191.80.10"})
+    return PaymentRequest(
+        service="payment_card_rub_hpp",
+        order_id="F-1",
+        amount=Decimal("10"),
+        fields={"customer_ip": "18.191.80.10"},
+    )
 
 
 def payout_request() -> PayoutRequest:
-    return PayoutRequest(service="payment_card_rub", order_id="F-2", amount=Decimal("10"),
-                         fields={"number": "4111111111111111"})
+    return PayoutRequest(
+        service="payment_card_rub",
+        order_id="F-2",
+        amount=Decimal("10"),
+        fields={"number": "4111111111111111"},
+    )
 
 
 @dataclass(frozen=True)
@@ -121,8 +153,9 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("v1/payment", lambda c: c.create_payment(payment_request()), PaymentCreated, True),
-    Endpoint("v1/payment/status", lambda c: c.payment_status(order_id="F-1"),
-             PaymentStatusResponse),
+    Endpoint(
+        "v1/payment/status", lambda c: c.payment_status(order_id="F-1"), PaymentStatusResponse
+    ),
     Endpoint("v1/payment/history", lambda c: c.payment_history_page(page=1), HistoryPage),
     Endpoint("v1/payout", lambda c: c.create_payout(payout_request()), PayoutCreated, True),
     Endpoint("v1/payout/status", lambda c: c.payout_status(id=7), PayoutStatusResponse),
@@ -156,11 +189,13 @@ class Harness:
         if isinstance(answer, Exception):
             raise answer
         # A fresh stream each time: a retried read must not get a consumed body.
-        return httpx.Response(answer.status, headers=answer.headers,
-                              stream=httpx.ByteStream(answer.body))
+        return httpx.Response(
+            answer.status, headers=answer.headers, stream=httpx.ByteStream(answer.body)
+        )
 
-    async def run(self, endpoint: Endpoint, answer: Reply | Exception
-                  ) -> tuple[object | None, BaseException | None]:
+    async def run(
+        self, endpoint: Endpoint, answer: Reply | Exception
+    ) -> tuple[object | None, BaseException | None]:
         self.answer, self.sent = answer, []
         try:
             return await endpoint.call(self.client), None
@@ -170,12 +205,12 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(payment_cert: Certificate, payout_cert: Certificate
-                  ) -> AsyncIterator[Harness]:
+async def harness(payment_cert: Certificate, payout_cert: Certificate) -> AsyncIterator[Harness]:
     box: list[Harness] = []
     transport = httpx.MockTransport(lambda request: box[0].handle(request))
-    async with AliKassaClient(ACCOUNT, payment_cert, payout_cert, transport=transport,
-                              retry=RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT, payment_cert, payout_cert, transport=transport, retry=RETRY
+    ) as client:
         box.append(Harness(client))
         yield box[0]
 
@@ -187,11 +222,19 @@ def status_error(status: int) -> type[APIError]:
     if status in (401, 403):
         return AuthenticationError
     return {404: NotFoundError, 429: RateLimitError}.get(
-        status, ServerError if status >= 500 else APIError)
+        status, ServerError if status >= 500 else APIError
+    )
 
 
-def check_outcome(endpoint: Endpoint, status: int, result: object, error: BaseException | None,
-                  sent: list[str], *, decodable: bool = True) -> None:
+def check_outcome(
+    endpoint: Endpoint,
+    status: int,
+    result: object,
+    error: BaseException | None,
+    sent: list[str],
+    *,
+    decodable: bool = True,
+) -> None:
     """The contract of one call, whatever the body was."""
     if endpoint.creates:
         assert sent == [endpoint.path], "a create was re-sent after it may have arrived"
@@ -202,8 +245,10 @@ def check_outcome(endpoint: Endpoint, status: int, result: object, error: BaseEx
         return
     if not decodable:  # the body could not even be decompressed: the exchange broke off
         expected: tuple[type[BaseException], ...] = (
-            (OutcomeUnknownError, InvalidRequestError, AuthenticationError) if endpoint.creates
-            else (TransportError, APIError))
+            (OutcomeUnknownError, InvalidRequestError, AuthenticationError)
+            if endpoint.creates
+            else (TransportError, APIError)
+        )
         assert isinstance(error, expected), repr(error)
         return
     if endpoint.creates:
@@ -223,23 +268,55 @@ def check_outcome(endpoint: Endpoint, status: int, result: object, error: BaseEx
 
 # -- arbitrary bytes ------------------------------------------------------------------
 
-STATUSES = st.sampled_from([200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 405, 418, 422,
-                            429, 500, 502, 503, 504])
+STATUSES = st.sampled_from(
+    [200, 200, 200, 201, 204, 301, 400, 401, 403, 404, 405, 418, 422, 429, 500, 502, 503, 504]
+)
 HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
-RETRY_AFTER = st.sampled_from(["0", "-1", "nan", "inf", "1e999", "0.0005", "30",
-                               "Wed, 21 Oct 2015 07:28:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT",
-                               "Mon, 01 Jan 0001 00:00:00 GMT", "Sun, 06 Nov 1994 08:49:37",
-                               ""]) | HEADER_TEXT
-HEADERS = st.fixed_dictionaries({}, optional={
-    "retry-after": RETRY_AFTER, "retry-after-ms": RETRY_AFTER,
-    "content-type": st.sampled_from(["application/json", "text/html", "application/json; "
-                                     "charset=windows-1251"]) | HEADER_TEXT,
-})
-BODIES = (st.binary(max_size=300)
-          | st.builds(lambda head, tail: head + tail,
-                      st.sampled_from([b"{", b'{"id":', b"[", b'{"payment_status":"wait"',
-                                       b"<html>", b"\xef\xbb\xbf{", b'{"message":']),
-                      st.binary(max_size=60)))
+RETRY_AFTER = (
+    st.sampled_from(
+        [
+            "0",
+            "-1",
+            "nan",
+            "inf",
+            "1e999",
+            "0.0005",
+            "30",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Mon, 01 Jan 0001 00:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37",
+            "",
+        ]
+    )
+    | HEADER_TEXT
+)
+HEADERS = st.fixed_dictionaries(
+    {},
+    optional={
+        "retry-after": RETRY_AFTER,
+        "retry-after-ms": RETRY_AFTER,
+        "content-type": st.sampled_from(
+            ["application/json", "text/html", "application/json; charset=windows-1251"]
+        )
+        | HEADER_TEXT,
+    },
+)
+BODIES = st.binary(max_size=300) | st.builds(
+    lambda head, tail: head + tail,
+    st.sampled_from(
+        [
+            b"{",
+            b'{"id":',
+            b"[",
+            b'{"payment_status":"wait"',
+            b"<html>",
+            b"\xef\xbb\xbf{",
+            b'{"message":',
+        ]
+    ),
+    st.binary(max_size=60),
+)
 
 
 @FUZZ
@@ -250,10 +327,15 @@ async def test_arbitrary_bytes_give_only_typed_errors(harness, endpoint, status,
 
 
 @FUZZ
-@given(endpoint=st.sampled_from(ENDPOINTS), status=STATUSES, body=BODIES,
-       encoding=st.sampled_from(["gzip", "deflate", "br", "zstd", "identity, gzip", "x-bogus"]))
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    status=STATUSES,
+    body=BODIES,
+    encoding=st.sampled_from(["gzip", "deflate", "br", "zstd", "identity, gzip", "x-bogus"]),
+)
 async def test_undecodable_content_encoding_gives_only_typed_errors(
-        harness, endpoint, status, body, encoding):
+    harness, endpoint, status, body, encoding
+):
     answer = Reply(status, body, {"content-encoding": encoding})
     result, error = await harness.run(endpoint, answer)
     check_outcome(endpoint, status, result, error, harness.sent, decodable=False)
@@ -273,9 +355,11 @@ async def test_arbitrary_json_gives_only_typed_errors(harness, endpoint, status,
 # -- documented shapes: valid (with unknown extras), and mutated -----------------------
 
 IDS = st.integers(1, 10**15) | st.integers(1, 10**15).map(str)
-MONEY = (st.decimals(min_value=0, max_value=10**9, places=2)
-         | st.sampled_from(["300", "300.00", "93.84000000", "5000.000000000", "0"])
-         | st.integers(0, 10**9))
+MONEY = (
+    st.decimals(min_value=0, max_value=10**9, places=2)
+    | st.sampled_from(["300", "300.00", "93.84000000", "5000.000000000", "0"])
+    | st.integers(0, 10**9)
+)
 NULLABLE_MONEY = st.none() | MONEY
 STATUS = st.sampled_from(["wait", "paid", "cancel", "fail"]) | st.text(min_size=1, max_size=12)
 TEXT = st.text(max_size=30)
@@ -291,50 +375,126 @@ def money_json(value: object) -> object:
 MONEY_J = MONEY.map(money_json)
 NULLABLE_MONEY_J = NULLABLE_MONEY.map(money_json)
 
-ROW = st.fixed_dictionaries({}, optional={
-    "id": IDS, "order_id": TEXT, "status": STATUS, "amount": MONEY_J,
-    "commission_amount": NULLABLE_MONEY_J, "currency": TEXT, "created_at": TEXT})
-SERVICE = st.fixed_dictionaries({"service_code": TEXT}, optional={
-    "method": OPT_TEXT, "currency": OPT_TEXT, "status": st.sampled_from(["active", "inactive"])})
+ROW = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": IDS,
+        "order_id": TEXT,
+        "status": STATUS,
+        "amount": MONEY_J,
+        "commission_amount": NULLABLE_MONEY_J,
+        "currency": TEXT,
+        "created_at": TEXT,
+    },
+)
+SERVICE = st.fixed_dictionaries(
+    {"service_code": TEXT},
+    optional={
+        "method": OPT_TEXT,
+        "currency": OPT_TEXT,
+        "status": st.sampled_from(["active", "inactive"]),
+    },
+)
 
 SHAPES: dict[type, st.SearchStrategy[dict[str, Any]]] = {
-    PaymentCreated: st.fixed_dictionaries({"id": IDS}, optional={
-        "payment_status": STATUS, "uuid": OPT_TEXT, "url": OPT_TEXT,
-        "success_redirect_url": OPT_TEXT, "cardNumber": OPT_TEXT, "card_number": OPT_TEXT,
-        "cardHolderName": OPT_TEXT, "bank": OPT_TEXT}),
-    PaymentStatusResponse: st.fixed_dictionaries({"payment_status": STATUS}, optional={
-        "id": IDS, "order_id": TEXT, "url": OPT_TEXT, "card_mask": OPT_TEXT,
-        "amount": MONEY_J, "payment_amount": NULLABLE_MONEY_J, "hold_amount": NULLABLE_MONEY_J,
-        "hold_at": OPT_TEXT, "account_payment_amount": NULLABLE_MONEY_J,
-        "commission_amount": NULLABLE_MONEY_J, "service_code": TEXT,
-        "is_partial_payment": FLAG,
-        "account_old_balance": MONEY_J, "account_new_balance": MONEY_J}),
+    PaymentCreated: st.fixed_dictionaries(
+        {"id": IDS},
+        optional={
+            "payment_status": STATUS,
+            "uuid": OPT_TEXT,
+            "url": OPT_TEXT,
+            "success_redirect_url": OPT_TEXT,
+            "cardNumber": OPT_TEXT,
+            "card_number": OPT_TEXT,
+            "cardHolderName": OPT_TEXT,
+            "bank": OPT_TEXT,
+        },
+    ),
+    PaymentStatusResponse: st.fixed_dictionaries(
+        {"payment_status": STATUS},
+        optional={
+            "id": IDS,
+            "order_id": TEXT,
+            "url": OPT_TEXT,
+            "card_mask": OPT_TEXT,
+            "amount": MONEY_J,
+            "payment_amount": NULLABLE_MONEY_J,
+            "hold_amount": NULLABLE_MONEY_J,
+            "hold_at": OPT_TEXT,
+            "account_payment_amount": NULLABLE_MONEY_J,
+            "commission_amount": NULLABLE_MONEY_J,
+            "service_code": TEXT,
+            "is_partial_payment": FLAG,
+            "account_old_balance": MONEY_J,
+            "account_new_balance": MONEY_J,
+        },
+    ),
     PayoutCreated: st.fixed_dictionaries({"id": IDS}, optional={"payment_status": STATUS}),
-    PayoutStatusResponse: st.fixed_dictionaries({"payment_status": STATUS}, optional={
-        "id": IDS, "order_id": TEXT, "card_mask": OPT_TEXT, "amount": MONEY_J,
-        "payment_amount": NULLABLE_MONEY_J, "is_partial_payment": FLAG,
-        "account_payment_amount": NULLABLE_MONEY_J, "commission_amount": NULLABLE_MONEY_J,
-        "service_code": TEXT, "RRN": OPT_TEXT, "rrn": OPT_TEXT,
-        "account_old_balance": MONEY_J, "account_new_balance": MONEY_J}),
-    HistoryPage: st.fixed_dictionaries({"data": st.lists(ROW, max_size=4)}, optional={
-        "links": st.fixed_dictionaries({}, optional={"next": OPT_TEXT, "prev": OPT_TEXT}),
-        "meta": st.fixed_dictionaries({}, optional={
-            "current_page": st.integers(1, 50), "last_page": st.integers(1, 50),
-            "per_page": st.integers(1, 500), "total": st.integers(0, 10**6)})}),
-    Balance: st.fixed_dictionaries({}, optional={
-        "currency": TEXT, "balance": MONEY_J, "hold": MONEY_J, "rolling_reserve": MONEY_J,
-        "pending_payouts": MONEY_J}),
-    AccountInfo: st.fixed_dictionaries({}, optional={
-        "is_allowed_payment": FLAG, "is_allowed_payout": FLAG,
-        "payments": st.lists(SERVICE, max_size=3), "payouts": st.lists(SERVICE, max_size=3)}),
+    PayoutStatusResponse: st.fixed_dictionaries(
+        {"payment_status": STATUS},
+        optional={
+            "id": IDS,
+            "order_id": TEXT,
+            "card_mask": OPT_TEXT,
+            "amount": MONEY_J,
+            "payment_amount": NULLABLE_MONEY_J,
+            "is_partial_payment": FLAG,
+            "account_payment_amount": NULLABLE_MONEY_J,
+            "commission_amount": NULLABLE_MONEY_J,
+            "service_code": TEXT,
+            "RRN": OPT_TEXT,
+            "rrn": OPT_TEXT,
+            "account_old_balance": MONEY_J,
+            "account_new_balance": MONEY_J,
+        },
+    ),
+    HistoryPage: st.fixed_dictionaries(
+        {"data": st.lists(ROW, max_size=4)},
+        optional={
+            "links": st.fixed_dictionaries({}, optional={"next": OPT_TEXT, "prev": OPT_TEXT}),
+            "meta": st.fixed_dictionaries(
+                {},
+                optional={
+                    "current_page": st.integers(1, 50),
+                    "last_page": st.integers(1, 50),
+                    "per_page": st.integers(1, 500),
+                    "total": st.integers(0, 10**6),
+                },
+            ),
+        },
+    ),
+    Balance: st.fixed_dictionaries(
+        {},
+        optional={
+            "currency": TEXT,
+            "balance": MONEY_J,
+            "hold": MONEY_J,
+            "rolling_reserve": MONEY_J,
+            "pending_payouts": MONEY_J,
+        },
+    ),
+    AccountInfo: st.fixed_dictionaries(
+        {},
+        optional={
+            "is_allowed_payment": FLAG,
+            "is_allowed_payout": FLAG,
+            "payments": st.lists(SERVICE, max_size=3),
+            "payouts": st.lists(SERVICE, max_size=3),
+        },
+    ),
 }
 
 #: every key any response model reads (attribute names and the gateway's aliases)
 KNOWN_KEYS = frozenset(
     {a.name for cls in (*SHAPES, HistoryRow, ServiceInfo) for a in cls.__attrs_attrs__}
-    | {"cardNumber", "cardHolderName", "RRN", "data", "meta", "links"})
-EXTRAS = st.dictionaries(st.text(min_size=1, max_size=12).filter(lambda k: k not in KNOWN_KEYS),
-                         JSON_VALUES, min_size=1, max_size=4)
+    | {"cardNumber", "cardHolderName", "RRN", "data", "meta", "links"}
+)
+EXTRAS = st.dictionaries(
+    st.text(min_size=1, max_size=12).filter(lambda k: k not in KNOWN_KEYS),
+    JSON_VALUES,
+    min_size=1,
+    max_size=4,
+)
 
 
 def with_extras(shape: dict[str, Any], draw: st.DrawFn) -> dict[str, Any]:
@@ -380,8 +540,13 @@ def mutated(draw: st.DrawFn, model: type) -> tuple[dict[str, Any], bool]:
     body = with_extras(draw(SHAPES[model]), draw)
     keys = sorted(body)
     required_broken = False
-    required = {"id"} if model in (PaymentCreated, PayoutCreated) else (
-        {"payment_status"} if model in (PaymentStatusResponse, PayoutStatusResponse) else set())
+    required = (
+        {"id"}
+        if model in (PaymentCreated, PayoutCreated)
+        else (
+            {"payment_status"} if model in (PaymentStatusResponse, PayoutStatusResponse) else set()
+        )
+    )
     for key in draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)) if keys else []:
         if draw(st.booleans()):
             del body[key]
@@ -442,10 +607,18 @@ def test_parse_json_returns_a_value_or_a_shape_error(body):
         pass
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000, b'{"a":' * 100_000, b'{"id": 1e999999999}', b'{"id": "1' + b"0" * 60 + b'"}',
-    b'{"id": ' + b"9" * 5000 + b"}", b"\xff\xfe{\x00}\x00", b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 100_000,
+        b'{"id": 1e999999999}',
+        b'{"id": "1' + b"0" * 60 + b'"}',
+        b'{"id": ' + b"9" * 5000 + b"}",
+        b"\xff\xfe{\x00}\x00",
+        b"",
+    ],
+)
 def test_pathological_bodies_are_refused_quickly(body):
     """Deep nesting, giant exponents and numbers, odd encodings: a clear error, at once."""
     try:

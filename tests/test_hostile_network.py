@@ -38,8 +38,13 @@ from .sandbox_helpers import ACCOUNT, CARD
 #: the call's deadline in these tests, and the slack allowed on top (a bound, not a benchmark)
 TOTAL = 1.0
 SLACK = 1.5
-POLICY = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, total_timeout=TOTAL,
-                     create_connect_retries=1)
+POLICY = RetryPolicy(
+    max_attempts=2,
+    backoff_base=0.01,
+    backoff_max=0.02,
+    total_timeout=TOTAL,
+    create_connect_retries=1,
+)
 
 
 def payout(order_id: str) -> Any:
@@ -53,8 +58,9 @@ SETUPS: dict[str, Setup] = {
     "lane_pool": lambda: {"http_backend": "httpx"},
     "aiohttp": lambda: {"http_backend": "aiohttp"},
     "http2": lambda: {"http2": True},
-    "caller_http_client": lambda: {"http_client": httpx.AsyncClient(
-        follow_redirects=True, timeout=1.0)},
+    "caller_http_client": lambda: {
+        "http_client": httpx.AsyncClient(follow_redirects=True, timeout=1.0)
+    },
     "caller_transport": lambda: {"transport": httpx.AsyncHTTPTransport()},
 }
 
@@ -69,7 +75,7 @@ async def trickle_head(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     await read_request(reader)
     head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 10_000
     for byte in range(len(head)):
-        writer.write(head[byte:byte + 1])
+        writer.write(head[byte : byte + 1])
         await writer.drain()
         await asyncio.sleep(0.2)
 
@@ -79,8 +85,14 @@ async def test_a_trickled_response_head_cannot_outlive_total_timeout(setup, payo
     kwargs = SETUPS[setup]()
     try:
         async with RawServer(trickle_head) as server:
-            async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=server.url,
-                                      timeout=1.0, retry=POLICY, **kwargs) as client:
+            async with AliKassaClient(
+                ACCOUNT,
+                payout_cert=payout_cert,
+                base_url=server.url,
+                timeout=1.0,
+                retry=POLICY,
+                **kwargs,
+            ) as client:
                 started = time.monotonic()
                 with pytest.raises(TransportError):
                     await client.balance()
@@ -110,8 +122,9 @@ class _Hang(httpx.AsyncBaseTransport):
 
 async def test_a_caller_transport_that_hangs_is_bounded_and_known_unsent(payout_cert):
     hang = _Hang()
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, transport=hang,
-                              retry=POLICY) as client:
+    async with AliKassaClient(
+        ACCOUNT, payout_cert=payout_cert, transport=hang, retry=POLICY
+    ) as client:
         started = time.monotonic()
         with pytest.raises(TransportError, match="before the request was sent"):
             await client.create_payout(payout("HANG-1"))  # the body was never read: not sent
@@ -121,14 +134,18 @@ async def test_a_caller_transport_that_hangs_is_bounded_and_known_unsent(payout_
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 @pytest.mark.parametrize("setup", SETUPS)
 async def test_a_redirect_is_never_followed_whatever_the_client(
-        setup, code, alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate]):
+    setup,
+    code,
+    alikassa_sandbox: SandboxServer,
+    alikassa_certificates: tuple[Certificate, Certificate],
+):
     kwargs = SETUPS[setup]()
     sandbox = alikassa_sandbox.sandbox
     order_id = f"REDIR-{setup}-{code}"
     try:
-        async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                                  retry=POLICY, **kwargs) as client:
+        async with AliKassaClient(
+            ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url, retry=POLICY, **kwargs
+        ) as client:
             sandbox.faults.add("v1/payout", Fault.redirect(code), times=3)
             with pytest.raises(OutcomeUnknownError) as caught:
                 await client.create_payout(payout(order_id))
@@ -183,14 +200,22 @@ async def _cancel_storm(client: AliKassaClient, rng: random.Random, target: int)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_after_hundreds_of_random_cancellations_every_lane_serves_at_once(
-        backend, alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate],
-        caplog: pytest.LogCaptureFixture):
+    backend,
+    alikassa_sandbox: SandboxServer,
+    alikassa_certificates: tuple[Certificate, Certificate],
+    caplog: pytest.LogCaptureFixture,
+):
     caplog.set_level(logging.ERROR, logger="alikassa_async")
     rng = random.Random(20261201)
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              max_connections=LANES, http_backend=backend, timeout=10.0,
-                              retry=RetryPolicy.disabled()) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url=alikassa_sandbox.url,
+        max_connections=LANES,
+        http_backend=backend,
+        timeout=10.0,
+        retry=RetryPolicy.disabled(),
+    ) as client:
         cancelled = await _cancel_storm(client, rng, target=300)
         assert cancelled >= 300, cancelled  # hundreds, at every stage of the exchange
         # Every lane serves the next request at once (a half-read connection left in the
@@ -205,14 +230,17 @@ async def test_after_hundreds_of_random_cancellations_every_lane_serves_at_once(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_create_cancelled_in_flight_logs_one_outcome_unknown_warning(
-        backend, alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate],
-        caplog: pytest.LogCaptureFixture):
+    backend,
+    alikassa_sandbox: SandboxServer,
+    alikassa_certificates: tuple[Certificate, Certificate],
+    caplog: pytest.LogCaptureFixture,
+):
     sandbox = alikassa_sandbox.sandbox
     sandbox.faults.add("v1/payout", Fault.delay(0.5, after_commit=True))
     caplog.set_level(logging.WARNING, logger="alikassa_async")
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              http_backend=backend) as client:
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url, http_backend=backend
+    ) as client:
         task = asyncio.ensure_future(client.create_payout(payout("CANCEL-1")))
         while sandbox.state.requests["v1/payout"] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.005)  # the request has reached the gateway
@@ -229,14 +257,16 @@ async def test_a_create_cancelled_in_flight_logs_one_outcome_unknown_warning(
 
 
 async def test_a_create_cancelled_before_sending_logs_nothing(
-        alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate],
-        caplog: pytest.LogCaptureFixture):
+    alikassa_sandbox: SandboxServer,
+    alikassa_certificates: tuple[Certificate, Certificate],
+    caplog: pytest.LogCaptureFixture,
+):
     sandbox = alikassa_sandbox.sandbox
     sandbox.faults.add("v1/account/balance", Fault.delay(0.5))
     caplog.set_level(logging.WARNING, logger="alikassa_async")
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              max_connections=1) as client:
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url, max_connections=1
+    ) as client:
         busy = asyncio.ensure_future(client.balance())  # holds the only lane
         while sandbox.state.requests["v1/account/balance"] == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.005)

@@ -25,8 +25,10 @@ from alikassa_async.journal import (
 def _row(path, order_id):
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT state, sends, run_id, body_hash, payout_id FROM payouts "
-                            "WHERE order_id = ?", (order_id,)).fetchone()
+        return conn.execute(
+            "SELECT state, sends, run_id, body_hash, payout_id FROM payouts WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
     finally:
         conn.close()
 
@@ -52,7 +54,11 @@ async def test_known_order_ids_come_back_as_they_were(tmp_path):
         again = await journal.claim("P-1", "h1", "run-b")
         assert again is not None
         assert (again.state, again.payout_id, again.run_id, again.sends) == (
-            JournalState.CREATED, 42, "run-a", 1)
+            JournalState.CREATED,
+            42,
+            "run-a",
+            1,
+        )
         # claimed by run-b now: a second occurrence in run-b is recognisable
         twice = await journal.claim("P-1", "h1", "run-b")
         assert twice is not None and twice.run_id == "run-b"
@@ -69,8 +75,7 @@ async def test_sends_and_outcomes(tmp_path):
         await journal.record_send("P-1")
         record = await journal.get("P-1")
         assert record is not None
-        assert (record.state, record.sends, record.detail) == (JournalState.INTENT, 2,
-                                                               "ReadError")
+        assert (record.state, record.sends, record.detail) == (JournalState.INTENT, 2, "ReadError")
         await journal.record_outcome("P-1", JournalState.CREATED, payout_id=7)
         await journal.record_outcome("P-1", JournalState.PAID)  # keeps the payout id
         record = await journal.get("P-1")
@@ -82,8 +87,7 @@ async def test_sends_and_outcomes(tmp_path):
 
 async def test_concurrent_writes_share_commits_and_all_land():
     async with SQLiteJournal(":memory:") as journal:
-        results = await asyncio.gather(*(journal.claim(f"P-{i}", "h", "r")
-                                         for i in range(2000)))
+        results = await asyncio.gather(*(journal.claim(f"P-{i}", "h", "r") for i in range(2000)))
         assert results == [None] * 2000
         assert await journal.counts() == {JournalState.INTENT: 2000}
 
@@ -125,14 +129,24 @@ async def test_unusable_journals_are_a_clear_error(tmp_path):
 def test_body_hash_is_the_sha256_of_the_bytes_sent():
     import hashlib
 
-    request = PayoutRequest(service="payment_card_rub", order_id="P-1", amount=Decimal("10"),
-                            fields={"number": "4111111111111111"})
+    request = PayoutRequest(
+        service="payment_card_rub",
+        order_id="P-1",
+        amount=Decimal("10"),
+        fields={"number": "4111111111111111"},
+    )
     wire = php_json_encode(request.to_wire())
-    assert wire == (b'{"amount":"10.00","number":"4111111111111111","order_id":"P-1",'
-                    b'"service":"payment_card_rub"}')
+    assert wire == (
+        b'{"amount":"10.00","number":"4111111111111111","order_id":"P-1",'
+        b'"service":"payment_card_rub"}'
+    )
     assert body_hash(request) == hashlib.sha256(wire).hexdigest()
-    changed = PayoutRequest(service="payment_card_rub", order_id="P-1", amount=Decimal("10.01"),
-                            fields={"number": "4111111111111111"})
+    changed = PayoutRequest(
+        service="payment_card_rub",
+        order_id="P-1",
+        amount=Decimal("10.01"),
+        fields={"number": "4111111111111111"},
+    )
     assert body_hash(changed) != body_hash(request)
 
 
@@ -180,7 +194,8 @@ async def test_a_schema_1_journal_is_migrated_taking_every_send_as_gone(tmp_path
         "CREATE TABLE payouts (order_id TEXT PRIMARY KEY, body_hash TEXT NOT NULL, "
         "state TEXT NOT NULL, payout_id INTEGER, sends INTEGER NOT NULL DEFAULT 0, "
         "run_id TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL, "
-        "detail TEXT)")
+        "detail TEXT)"
+    )
     conn.execute("INSERT INTO payouts VALUES ('P-1', 'h', 'intent', NULL, 2, 'r', 1, 1, NULL)")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()

@@ -27,8 +27,9 @@ PHONE = "79031112233"
 # -- PaymentStatus --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "final"), [("wait", False), ("paid", True),
-                                               ("cancel", True), ("fail", True)])
+@pytest.mark.parametrize(
+    ("value", "final"), [("wait", False), ("paid", True), ("cancel", True), ("fail", True)]
+)
 def test_documented_statuses_are_members_and_know_if_they_are_final(value, final):
     status = PaymentStatus(value)
     assert status is PaymentStatus[value.upper()]
@@ -74,20 +75,39 @@ def test_status_responses_are_final_exactly_when_their_status_is():
 
 
 def test_payout_wire_is_in_documented_order_with_a_two_decimal_amount():
-    request = PayoutRequest(service="payment_card_rub", order_id="P-1", amount=Decimal("10.5"),
-                            fields={"customer_email": "a@b.example", "zzz_new": 1,
-                                    "number": CARD})
+    request = PayoutRequest(
+        service="payment_card_rub",
+        order_id="P-1",
+        amount=Decimal("10.5"),
+        fields={"customer_email": "a@b.example", "zzz_new": 1, "number": CARD},
+    )
     wire = request.to_wire()
-    assert list(wire) == ["amount", "number", "order_id", "service", "customer_email",
-                          "zzz_new"]  # undocumented fields go last, in the order given
+    assert list(wire) == [
+        "amount",
+        "number",
+        "order_id",
+        "service",
+        "customer_email",
+        "zzz_new",
+    ]  # undocumented fields go last, in the order given
     assert wire["amount"] == "10.50"
 
 
 def test_payment_wire_order_and_rounding_of_the_amount():
-    request = PaymentRequest(service="s", order_id="A-1", amount=Decimal("1"),
-                             fields={"customer_user_id": "u", "desc": "d", "customer_ip": "ip"})
-    assert list(request.to_wire()) == ["amount", "order_id", "service", "desc", "customer_ip",
-                                       "customer_user_id"]
+    request = PaymentRequest(
+        service="s",
+        order_id="A-1",
+        amount=Decimal("1"),
+        fields={"customer_user_id": "u", "desc": "d", "customer_ip": "ip"},
+    )
+    assert list(request.to_wire()) == [
+        "amount",
+        "order_id",
+        "service",
+        "desc",
+        "customer_ip",
+        "customer_user_id",
+    ]
     assert request.to_wire()["amount"] == "1.00"
 
 
@@ -95,18 +115,24 @@ def test_requests_are_immutable_values():
     request = build_payout("payment_card_rub", order_id="P-1", amount="10", number=CARD)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         request.amount = Decimal("1000")  # type: ignore[misc]
-    assert request == build_payout("payment_card_rub", order_id="P-1", amount="10.00",
-                                   number=CARD)
+    assert request == build_payout("payment_card_rub", order_id="P-1", amount="10.00", number=CARD)
 
 
 # -- reprs never show card or phone numbers --------------------------------------------------
 
 
 def test_a_payout_request_repr_masks_numbers_and_hides_extra_values():
-    request = PayoutRequest(service="payment_card_rub", order_id="P-1", amount=Decimal("10"),
-                            fields={"number": CARD, "customer_phone": PHONE,
-                                    "card_number": "5168740000001234",
-                                    "extra": {"passport": "4510 123456"}})
+    request = PayoutRequest(
+        service="payment_card_rub",
+        order_id="P-1",
+        amount=Decimal("10"),
+        fields={
+            "number": CARD,
+            "customer_phone": PHONE,
+            "card_number": "5168740000001234",
+            "extra": {"passport": "4510 123456"},
+        },
+    )
     text = repr(request)
     for secret in (CARD, PHONE, "5168740000001234", "4510 123456"):
         assert secret not in text
@@ -117,15 +143,24 @@ def test_a_payout_request_repr_masks_numbers_and_hides_extra_values():
 def test_built_requests_mask_too():
     payout = build_payout("qiwi_rub", order_id="P-2", amount="10", number=PHONE)
     assert PHONE not in repr(payout) and PHONE not in str(payout)
-    payment = build_payment("payment_card_number_rub_hpp", order_id="A-1", amount="500",
-                            customer_ip="18.191.80.10", customer_user_id="u-42",
-                            customer_phone=PHONE)
+    payment = build_payment(
+        "payment_card_number_rub_hpp",
+        order_id="A-1",
+        amount="500",
+        customer_ip="18.191.80.10",
+        customer_user_id="u-42",
+        customer_phone=PHONE,
+    )
     assert PHONE not in repr(payment)
 
 
 def test_h2h_requisites_are_not_in_the_repr_of_a_created_payment():
-    created = PaymentCreated(id=1, card_number=CARD, card_holder_name="Иван Иванович И.",
-                             raw={"cardNumber": CARD, "cardHolderName": "Иван Иванович И."})
+    created = PaymentCreated(
+        id=1,
+        card_number=CARD,
+        card_holder_name="Иван Иванович И.",
+        raw={"cardNumber": CARD, "cardHolderName": "Иван Иванович И."},
+    )
     text = repr(created)
     assert CARD not in text and "Иван" not in text and "raw" not in text
     assert created.card_number == CARD  # still there for the code that shows it to the payer
@@ -133,9 +168,11 @@ def test_h2h_requisites_are_not_in_the_repr_of_a_created_payment():
 
 def test_raw_bodies_are_out_of_reprs_and_equality():
     raw = {"number": CARD, "customer_phone": PHONE}
-    for model in (PayoutCreated(id=1, raw=raw),
-                  PayoutStatusResponse(payment_status=PaymentStatus.PAID, raw=raw),
-                  PaymentStatusResponse(payment_status=PaymentStatus.PAID, raw=raw)):
+    for model in (
+        PayoutCreated(id=1, raw=raw),
+        PayoutStatusResponse(payment_status=PaymentStatus.PAID, raw=raw),
+        PaymentStatusResponse(payment_status=PaymentStatus.PAID, raw=raw),
+    ):
         assert CARD not in repr(model) and PHONE not in repr(model)
         assert model == attrs.evolve(model, raw={})
 
@@ -149,8 +186,10 @@ def test_service_info_is_active_unless_the_gateway_says_otherwise():
 
 
 def test_supports_searches_both_lists_or_the_direction_asked():
-    info = AccountInfo(payments=[ServiceInfo("pay_code")],
-                       payouts=[ServiceInfo("out_code"), ServiceInfo("off", status="off")])
+    info = AccountInfo(
+        payments=[ServiceInfo("pay_code")],
+        payouts=[ServiceInfo("out_code"), ServiceInfo("off", status="off")],
+    )
     assert info.supports("pay_code") and info.supports("out_code")
     assert info.supports("pay_code", "payment") and not info.supports("pay_code", "payout")
     assert not info.supports("off") and not info.supports("nope")

@@ -61,8 +61,12 @@ def spans(otel):
 
 
 def payout(order_id: str, amount: str = "10.00") -> PayoutRequest:
-    return PayoutRequest(service="payment_card_rub", order_id=order_id, amount=Decimal(amount),
-                         fields={"number": CARD})
+    return PayoutRequest(
+        service="payment_card_rub",
+        order_id=order_id,
+        amount=Decimal(amount),
+        fields={"number": CARD},
+    )
 
 
 def _metric_points(reader) -> dict[str, list]:
@@ -83,7 +87,10 @@ async def test_each_call_is_one_span_with_a_child_per_http_attempt(client, wire,
     finished = spans.get_finished_spans()
     operations = [s for s in finished if s.name.startswith("alikassa.")]
     assert [s.name for s in operations] == [
-        "alikassa.payout.create", "alikassa.payout.status", "alikassa.account.balance"]
+        "alikassa.payout.create",
+        "alikassa.payout.status",
+        "alikassa.account.balance",
+    ]
     create, status, _ = operations
     assert create.attributes["alikassa.order_id"] == "OT-1"
     assert create.attributes["alikassa.outcome"] == "created"
@@ -106,18 +113,26 @@ async def test_each_call_is_one_span_with_a_child_per_http_attempt(client, wire,
 
 
 async def test_an_unknown_outcome_is_on_the_span_the_error_and_the_hook(
-        wire, alikassa_certificates, spans, caplog):
+    wire, alikassa_certificates, spans, caplog
+):
     seen: list[object] = []
 
     async def on_unknown(event: OutcomeUnknownEvent) -> None:
         seen.append(event)
 
     wire.script("v1/payout", httpx.Response(502), times=1)
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY,
-                              hooks=Hooks(on_outcome_unknown=on_unknown)) as client:
-        with caplog.at_level(logging.DEBUG, logger="alikassa_async"), \
-                pytest.raises(OutcomeUnknownError) as caught:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+        hooks=Hooks(on_outcome_unknown=on_unknown),
+    ) as client:
+        with (
+            caplog.at_level(logging.DEBUG, logger="alikassa_async"),
+            pytest.raises(OutcomeUnknownError) as caught,
+        ):
             await client.create_payout(payout("OT-2"))
     error = caught.value
     assert error.request_id and error.request_id.startswith("ak_")
@@ -133,9 +148,14 @@ async def test_an_unknown_outcome_is_on_the_span_the_error_and_the_hook(
 
 async def test_no_secret_reaches_a_span_or_a_metric(client, wire, spans, otel):
     _, reader = otel
-    await client.create_payout(PayoutRequest(
-        service="payment_card_sbp_rub", order_id="OT-3", amount=Decimal("10.00"),
-        fields={"number": PHONE, "customer_code": "100000000111"}))
+    await client.create_payout(
+        PayoutRequest(
+            service="payment_card_sbp_rub",
+            order_id="OT-3",
+            amount=Decimal("10.00"),
+            fields={"number": PHONE, "customer_code": "100000000111"},
+        )
+    )
     await client.create_payout(payout("OT-4"))
     dumped = "".join(span.to_json() for span in spans.get_finished_spans())
     dumped += json.dumps(reader.get_metrics_data().to_json())
@@ -146,12 +166,18 @@ async def test_no_secret_reaches_a_span_or_a_metric(client, wire, spans, otel):
 
 
 async def test_metrics_cover_durations_retries_outcomes_in_flight_and_journal_commits(
-        client, wire, otel, tmp_path):
+    client, wire, otel, tmp_path
+):
     _, reader = otel
     wire.script("v1/payout/status", httpx.Response(503), times=1)
-    results = [r async for r in client.payouts_batch(
-        [payout(f"OM-{i}") for i in range(5)], journal=tmp_path / "j.db",
-        reconcile=ReconcilePolicy(settle=0.0))]
+    results = [
+        r
+        async for r in client.payouts_batch(
+            [payout(f"OM-{i}") for i in range(5)],
+            journal=tmp_path / "j.db",
+            reconcile=ReconcilePolicy(settle=0.0),
+        )
+    ]
     assert {r.outcome for r in results} == {Outcome.CREATED}
     with pytest.raises(NotFoundError):  # a 503 then a 404: retried once, then refused
         await client.payout_status(order_id="never-made")
@@ -160,8 +186,9 @@ async def test_metrics_cover_durations_retries_outcomes_in_flight_and_journal_co
     assert sum(p.count for p in durations) >= 7
     assert any(p.attributes.get("http.response.status_code") == 503 for p in durations)
     assert sum(p.value for p in points["alikassa.client.retries"]) >= 1
-    created = [p for p in points["alikassa.payouts"]
-               if p.attributes["alikassa.outcome"] == "created"]
+    created = [
+        p for p in points["alikassa.payouts"] if p.attributes["alikassa.outcome"] == "created"
+    ]
     assert sum(p.value for p in created) >= 5
     assert [p.value for p in points["alikassa.batch.in_flight"]] == [0]  # back to zero
     assert sum(p.count for p in points["alikassa.journal.commit.duration"]) >= 10
@@ -169,9 +196,13 @@ async def test_metrics_cover_durations_retries_outcomes_in_flight_and_journal_co
 
 async def test_a_batch_is_one_span_and_each_item_a_child_with_its_outcome(client, wire, spans):
     wire.script("v1/payout", httpx.Response(503), times=1)  # the first: in doubt, found
-    results = {r.order_id: r async for r in client.payouts_batch(
-        [payout(f"OB-{i}") for i in range(3)],
-        reconcile=ReconcilePolicy(settle=0.05, backoff_base=0.01, backoff_max=0.02))}
+    results = {
+        r.order_id: r
+        async for r in client.payouts_batch(
+            [payout(f"OB-{i}") for i in range(3)],
+            reconcile=ReconcilePolicy(settle=0.05, backoff_base=0.01, backoff_max=0.02),
+        )
+    }
     finished = spans.get_finished_spans()
     [batch] = [s for s in finished if s.name == "alikassa.payouts.batch"]
     items = [s for s in finished if s.name == "alikassa.payout.batch_item"]
@@ -188,7 +219,8 @@ async def test_a_batch_is_one_span_and_each_item_a_child_with_its_outcome(client
 
 
 async def test_hooks_get_typed_events_and_a_raising_hook_is_ignored(
-        wire, alikassa_certificates, caplog):
+    wire, alikassa_certificates, caplog
+):
     events: list[object] = []
 
     def broken(event: RequestEvent) -> None:
@@ -200,14 +232,19 @@ async def test_hooks_get_typed_events_and_a_raising_hook_is_ignored(
 
     wire.script("v1/account/balance", httpx.Response(503), times=1)
     hooks = Hooks(on_request=broken, on_response=response, on_retry=events.append)
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY, hooks=hooks) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+        hooks=hooks,
+    ) as client:
         with caplog.at_level(logging.ERROR, logger="alikassa_async"):
             balance = await client.balance()
     assert balance is not None
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["RequestEvent", "ResponseEvent", "RetryEvent", "RequestEvent",
-                     "ResponseEvent"]
+    assert kinds == ["RequestEvent", "ResponseEvent", "RetryEvent", "RequestEvent", "ResponseEvent"]
     assert len({e.request_id for e in events}) == 1  # one logical call
     retry = events[2]
     assert isinstance(retry, RetryEvent) and retry.error_type == "ServerError"
@@ -216,25 +253,44 @@ async def test_hooks_get_typed_events_and_a_raising_hook_is_ignored(
 
 
 async def test_the_request_id_is_sent_only_when_asked_and_the_gateways_is_kept(
-        wire, alikassa_certificates, caplog):
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY) as quiet:
+    wire, alikassa_certificates, caplog
+):
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+    ) as quiet:
         await quiet.balance()
     assert "x-request-id" not in wire.sent[-1].headers
-    wire.script("v1/payout/status", httpx.Response(
-        422, json={"message": "bad", "errors": {"order_id": ["bad"]}},
-        headers={"X-Request-Id": "gw-12345"}))
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1",
-                              transport=wire, retry=FAST_RETRY,
-                              send_request_id=True) as client:
-        with caplog.at_level(logging.DEBUG, logger="alikassa_async"), \
-                pytest.raises(InvalidRequestError) as caught:
+    wire.script(
+        "v1/payout/status",
+        httpx.Response(
+            422,
+            json={"message": "bad", "errors": {"order_id": ["bad"]}},
+            headers={"X-Request-Id": "gw-12345"},
+        ),
+    )
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=FAST_RETRY,
+        send_request_id=True,
+    ) as client:
+        with (
+            caplog.at_level(logging.DEBUG, logger="alikassa_async"),
+            pytest.raises(InvalidRequestError) as caught,
+        ):
             await client.payout_status(order_id="OR-9")
     sent = wire.sent[-1]
     assert sent.headers["x-request-id"] == caught.value.request_id
     assert caught.value.gateway_request_id == "gw-12345"
-    [record] = [r for r in caplog.records if r.levelno == logging.DEBUG
-                and r.alikassa.get("status") == 422]
+    [record] = [
+        r for r in caplog.records if r.levelno == logging.DEBUG and r.alikassa.get("status") == 422
+    ]
     facts = record.alikassa
     assert facts["endpoint"] == "v1/payout/status" and facts["order_id"] == "OR-9"
     assert facts["request_id"] == caught.value.request_id and facts["attempt"] == 1
@@ -260,7 +316,8 @@ async def main():
         print((await client.balance()).balance is not None)
 asyncio.run(main())
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"

@@ -42,8 +42,12 @@ def alikassa_sandbox_config() -> SandboxConfig:
 
 
 def payout(order_id: str, amount: str = "10.00") -> PayoutRequest:
-    return PayoutRequest(service="payment_card_rub", order_id=order_id, amount=Decimal(amount),
-                         fields={"number": CARD})
+    return PayoutRequest(
+        service="payment_card_rub",
+        order_id=order_id,
+        amount=Decimal(amount),
+        fields={"number": CARD},
+    )
 
 
 def created_twice(server) -> list[str]:
@@ -52,19 +56,28 @@ def created_twice(server) -> list[str]:
 
 def child(server, account, certs, journal: Path, ids: list[str], **spec) -> list[str]:
     """The command line of a batch run in its own process (tests/batch_child.py)."""
-    spec = {"base_url": server.url, "account": account, "cert_dir": str(certs.payout_dir),
-            "journal": str(journal), "ids": ids, **spec}
+    spec = {
+        "base_url": server.url,
+        "account": account,
+        "cert_dir": str(certs.payout_dir),
+        "journal": str(journal),
+        "ids": ids,
+        **spec,
+    }
     return [sys.executable, "-m", "tests.batch_child", json.dumps(spec)]
 
 
 async def spawn(command: list[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        *command,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
-async def finish(proc: asyncio.subprocess.Process,
-                 timeout: float = 60) -> tuple[int, str, str]:  # noqa: ASYNC109
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> tuple[int, str, str]:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
         out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -81,14 +94,18 @@ async def until(condition, timeout: float = 30.0) -> None:  # noqa: ASYNC109
 
 
 async def test_a_gateway_that_commits_after_the_client_gave_up_is_not_paid_twice(
-        alikassa_sandbox, alikassa_account, alikassa_certificates):
+    alikassa_sandbox, alikassa_account, alikassa_certificates
+):
     # The gateway commits each create 4 s after it arrived; the client gives up after
     # 0.5 s. A 404 seen 2 s later is "not yet", not "absent".
     alikassa_sandbox.sandbox.config.commit_delay = 4.0
     _payment_cert, payout_cert = alikassa_certificates
-    async with AliKassaClient(alikassa_account, payout_cert=payout_cert,
-                              base_url=alikassa_sandbox.url,
-                              timeout=httpx.Timeout(0.5, connect=2.0)) as client:
+    async with AliKassaClient(
+        alikassa_account,
+        payout_cert=payout_cert,
+        base_url=alikassa_sandbox.url,
+        timeout=httpx.Timeout(0.5, connect=2.0),
+    ) as client:
         results = [r async for r in client.payouts_batch([payout("LATE-1"), payout("LATE-2")])]
     assert {r.outcome for r in results} == {Outcome.CREATED}
     assert all(r.reconciled and r.attempts == 1 for r in results)
@@ -97,7 +114,8 @@ async def test_a_gateway_that_commits_after_the_client_gave_up_is_not_paid_twice
 
 
 async def test_resume_settles_from_the_start_of_the_run_not_from_the_intent(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     # 40 in flight over 2 connections: intents are journaled long before their send
     # leaves. The gateway needs 0.8 s per create; the run is SIGKILLed mid-way and
     # resumed at once. The two creates the gateway was still working on must be found,
@@ -106,12 +124,22 @@ async def test_resume_settles_from_the_start_of_the_run_not_from_the_intent(
     server.sandbox.config.commit_delay = 0.8
     ids = [f"Q-{i:02d}" for i in range(40)]
     journal = tmp_path / "q.db"
-    command = child(server, alikassa_account, alikassa_certs, journal, ids, concurrency=40,
-                    max_connections=2, timeout=10.0, settle=2.0)
+    command = child(
+        server,
+        alikassa_account,
+        alikassa_certs,
+        journal,
+        ids,
+        concurrency=40,
+        max_connections=2,
+        timeout=10.0,
+        settle=2.0,
+    )
     first = await spawn(command)
     await until(lambda: sum(server.state.payout_creations.values()) >= 6)
-    await until(lambda: server.state.requests["v1/payout"]
-                > sum(server.state.payout_creations.values()))  # two are being committed
+    await until(
+        lambda: server.state.requests["v1/payout"] > sum(server.state.payout_creations.values())
+    )  # two are being committed
     first.send_signal(signal.SIGKILL)
     await first.wait()
     second = await spawn(command)
@@ -135,13 +163,29 @@ def _csv(path: Path, ids: list[str]) -> Path:
 
 
 def _cli(server, account, certs, csv_path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "alikassa_async.cli", "payouts", "run", str(csv_path),
-            "--no-progress", "--account", account, "--payout-cert", str(certs.payout_dir),
-            "--base-url", server.url, "--settle", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "alikassa_async.cli",
+        "payouts",
+        "run",
+        str(csv_path),
+        "--no-progress",
+        "--account",
+        account,
+        "--payout-cert",
+        str(certs.payout_dir),
+        "--base-url",
+        server.url,
+        "--settle",
+        "1",
+        *extra,
+    ]
 
 
 async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_holder(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     server = alikassa_sandbox
     ids = [f"O-{i:03d}" for i in range(60)]
     payroll = _csv(tmp_path / "payroll.csv", ids)
@@ -169,15 +213,17 @@ async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_
 
 
 async def test_the_same_csv_under_another_name_reports_what_exists_as_created(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     # A new file name means a new default journal: every row is sent again, the gateway
     # (uniqueness on, as the real one) answers "already taken", and the run must look
     # each one up instead of reporting it rejected.
     server = alikassa_sandbox
     server.sandbox.config.unique_order_ids = True
     ids = [f"T-{i:03d}" for i in range(30)]
-    first = await spawn(_cli(server, alikassa_account, alikassa_certs,
-                             _csv(tmp_path / "june.csv", ids)))
+    first = await spawn(
+        _cli(server, alikassa_account, alikassa_certs, _csv(tmp_path / "june.csv", ids))
+    )
     assert (await finish(first))[0] == 0
     copy = tmp_path / "june-copy.csv"
     shutil.copy(tmp_path / "june.csv", copy)
@@ -196,7 +242,8 @@ async def test_the_same_csv_under_another_name_reports_what_exists_as_created(
 
 
 async def test_a_cancelled_batch_journals_what_was_in_flight_and_the_next_run_settles_it(
-        alikassa_sandbox, alikassa_account, alikassa_certificates, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certificates, tmp_path
+):
     server = alikassa_sandbox
     for i in range(8, 12):  # these four are still at the gateway when the batch is cancelled
         server.faults.add("v1/payout", Fault.delay(1.5), order_id=f"C-{i}")
@@ -205,15 +252,23 @@ async def test_a_cancelled_batch_journals_what_was_in_flight_and_the_next_run_se
     _, payout_cert = alikassa_certificates
 
     async def batch(policy: ReconcilePolicy) -> list:
-        async with AliKassaClient(alikassa_account, payout_cert=payout_cert,
-                                  base_url=server.url) as client:
-            return [r async for r in client.payouts_batch(
-                [payout(o) for o in ids], concurrency=12, journal=journal_path,
-                reconcile=policy)]
+        async with AliKassaClient(
+            alikassa_account, payout_cert=payout_cert, base_url=server.url
+        ) as client:
+            return [
+                r
+                async for r in client.payouts_batch(
+                    [payout(o) for o in ids], concurrency=12, journal=journal_path, reconcile=policy
+                )
+            ]
 
     task = asyncio.create_task(batch(ReconcilePolicy()))
-    await until(lambda: sum(server.state.payout_creations.values()) == 8
-                and server.state.requests["v1/payout"] == 12)
+    await until(
+        lambda: (
+            sum(server.state.payout_creations.values()) == 8
+            and server.state.requests["v1/payout"] == 12
+        )
+    )
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -243,14 +298,19 @@ class _Exploding:
 
 
 async def test_bad_items_are_rejected_one_by_one_and_the_batch_goes_on(
-        alikassa_client, alikassa_sandbox):
+    alikassa_client, alikassa_sandbox
+):
     items = [
         payout("G-1"),
         {"service": "payment_card_rub", 7: "x", "order_id": "G-2", "amount": "1"},
-        {"service": "payment_card_rub", "order_id": "G-3", "amount": _Exploding(),
-         "number": CARD},
-        {"service": "payment_card_rub", "order_id": "G-4", "amount": "10", "number": CARD,
-         "customer_code": object()},
+        {"service": "payment_card_rub", "order_id": "G-3", "amount": _Exploding(), "number": CARD},
+        {
+            "service": "payment_card_rub",
+            "order_id": "G-4",
+            "amount": "10",
+            "number": CARD,
+            "customer_code": object(),
+        },
         42,
         {"service": "payment_card_rub", "order_id": "G-5", "amount": "10", "number": CARD},
     ]
@@ -269,7 +329,8 @@ async def test_bad_items_are_rejected_one_by_one_and_the_batch_goes_on(
 
 
 async def test_a_wrong_certificate_sends_one_create_not_the_whole_batch(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     server = alikassa_sandbox
     payroll = _csv(tmp_path / "wrong.csv", [f"W-{i:03d}" for i in range(200)])
     command = _cli(server, alikassa_account, alikassa_certs, payroll)
@@ -289,12 +350,17 @@ async def test_a_403_for_one_service_stops_only_that_service(alikassa_client, al
     # 401 means the signature or account is wrong for every row: the batch stops. A 403
     # may concern one service the account may not use: only that service stops.
     alikassa_sandbox.faults.add("v1/payout", Fault.status(403), order_id="U-0")
-    items = [PayoutRequest(service=service, order_id=f"{prefix}-{i}", amount=Decimal("10.00"),
-                           fields={"number": CARD})
-             for prefix, service in (("U", "payment_card_uah"), ("S", "payment_card_rub"))
-             for i in range(5)]
-    results = {r.order_id: r async for r in alikassa_client.payouts_batch(items,
-                                                                          concurrency=1)}
+    items = [
+        PayoutRequest(
+            service=service,
+            order_id=f"{prefix}-{i}",
+            amount=Decimal("10.00"),
+            fields={"number": CARD},
+        )
+        for prefix, service in (("U", "payment_card_uah"), ("S", "payment_card_rub"))
+        for i in range(5)
+    ]
+    results = {r.order_id: r async for r in alikassa_client.payouts_batch(items, concurrency=1)}
     assert results["U-0"].outcome == Outcome.REJECTED
     assert results["U-0"].error.status_code == 403
     assert {results[f"U-{i}"].outcome for i in range(1, 5)} == {Outcome.NOT_SENT}
@@ -309,14 +375,15 @@ _CAMPAIGN_FAULTS = (
     lambda: Fault.status(503, after_commit=True),
     Fault.drop_before_commit,
     Fault.drop_after_commit,
-    lambda: Fault.delay(0.7),                     # the client gives up at 0.35 s; committed
+    lambda: Fault.delay(0.7),  # the client gives up at 0.35 s; committed
     lambda: Fault.delay(0.7, after_commit=True),
 )
 
 
 @pytest.mark.slow
 async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     server = alikassa_sandbox
     rng = random.Random(int(os.environ.get("ALIKASSA_CAMPAIGN_SEED", "20261201")))
     trials = int(os.environ.get("ALIKASSA_CAMPAIGN_TRIALS", "3"))
@@ -325,14 +392,28 @@ async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
     for trial in range(trials):
         ids = [f"R{trial}-{i:04d}" for i in range(per_trial)]
         journal = tmp_path / f"trial-{trial}.db"
-        server.faults.set_random(0.08, seed=rng.randrange(2**32), choices=_CAMPAIGN_FAULTS,
-                                 endpoints=["v1/payout", "v1/payout/status"])
+        server.faults.set_random(
+            0.08,
+            seed=rng.randrange(2**32),
+            choices=_CAMPAIGN_FAULTS,
+            endpoints=["v1/payout", "v1/payout/status"],
+        )
         # Sends queue for 4 connections, and the gateway takes 0.2 s per create (0.9 s
         # at most with a delay fault): well inside `settle`, as the rule requires.
         server.sandbox.config.commit_delay = 0.2
-        command = child(server, alikassa_account, alikassa_certs, journal, ids,
-                        concurrency=16, max_connections=4, timeout=0.35, total_timeout=5.0,
-                        settle=1.5, rate=200)
+        command = child(
+            server,
+            alikassa_account,
+            alikassa_certs,
+            journal,
+            ids,
+            concurrency=16,
+            max_connections=4,
+            timeout=0.35,
+            total_timeout=5.0,
+            settle=1.5,
+            rate=200,
+        )
         for _ in range(rng.randint(1, 4)):
             proc = await spawn(command)
             await asyncio.sleep(rng.uniform(0.2, 1.0))
@@ -345,7 +426,7 @@ async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
         code, out, err = await finish(await spawn(command), timeout=120)
         assert code == 0, err
         final = {r["order_id"]: r["outcome"] for r in map(json.loads, out.splitlines())}
-        assert set(final) == set(ids)                                    # none missing
+        assert set(final) == set(ids)  # none missing
         existing = {o for o in ids if server.state.payout_creations[o]}
         wrongly_reported = [o for o in existing if final[o] in ("rejected", "not_sent")]
         assert wrongly_reported == []
@@ -353,5 +434,7 @@ async def test_campaign_random_faults_and_sigkills_never_pay_twice_or_misreport(
         payouts += len(ids)
     assert created_twice(server) == []
     assert kills >= trials
-    print(f"campaign: {trials} trials, {kills} SIGKILLs, {payouts} payouts, 0 twice, "
-          "0 wrongly reported")
+    print(
+        f"campaign: {trials} trials, {kills} SIGKILLs, {payouts} payouts, 0 twice, "
+        "0 wrongly reported"
+    )

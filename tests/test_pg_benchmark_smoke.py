@@ -15,9 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_postgresql_benchmark_runs_end_to_end():
     require_binaries()
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "pg_workers.py"), "--n", "40",
-         "--n-delay", "60", "--rounds", "1", "--workers", "1,2", "--output", ""],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "pg_workers.py"),
+            "--n",
+            "40",
+            "--n-delay",
+            "60",
+            "--rounds",
+            "1",
+            "--workers",
+            "1,2",
+            "--output",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "| `payouts work` (1 worker, PostgreSQL) |" in result.stdout
     assert "as an `order_id` already used: 0." in result.stdout

@@ -34,13 +34,18 @@ def alikassa_sandbox_config() -> SandboxConfig:
 
 
 def _faults(server, rate: float, seed: int) -> None:
-    server.faults.set_random(rate, seed, endpoints=["v1/payout"], choices=[
-        Fault.drop_after_commit,
-        lambda: Fault.delay(1.5, after_commit=True),  # past the 1 s budget: outcome unknown
-        lambda: Fault.status(503),
-        lambda: Fault.status(503, after_commit=True),
-        lambda: Fault.status(502),
-    ])
+    server.faults.set_random(
+        rate,
+        seed,
+        endpoints=["v1/payout"],
+        choices=[
+            Fault.drop_after_commit,
+            lambda: Fault.delay(1.5, after_commit=True),  # past the 1 s budget: outcome unknown
+            lambda: Fault.status(503),
+            lambda: Fault.status(503, after_commit=True),
+            lambda: Fault.status(502),
+        ],
+    )
 
 
 def _write_csv(path: Path, n: int) -> set[str]:
@@ -48,20 +53,35 @@ def _write_csv(path: Path, n: int) -> set[str]:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["service", "order_id", "amount", "number"])
-        writer.writerows(["payment_card_rub", oid, f"{10 + i % 90}.00", CARDS[i % len(CARDS)]]
-                         for i, oid in enumerate(ids))
+        writer.writerows(
+            ["payment_card_rub", oid, f"{10 + i % 90}.00", CARDS[i % len(CARDS)]]
+            for i, oid in enumerate(ids)
+        )
     return set(ids)
 
 
 class Campaign:
-    def __init__(self, dsn: str, server, account: str, cert_dir: Path, batch: str,
-                 broken: bool = False, concurrency: int = 32) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        server,
+        account: str,
+        cert_dir: Path,
+        batch: str,
+        broken: bool = False,
+        concurrency: int = 32,
+    ) -> None:
         self.dsn = dsn
         self.batch = batch
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
-                    "ALIKASSA_TEST_BROKEN_TAKEOVER": "1" if broken else "0",
-                    "ALIKASSA_ACCOUNT": account, "ALIKASSA_PAYOUT_CERT_DIR": str(cert_dir),
-                    "ALIKASSA_BASE_URL": server.url, "ALIKASSA_DSN": dsn}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "ALIKASSA_TEST_BROKEN_TAKEOVER": "1" if broken else "0",
+            "ALIKASSA_ACCOUNT": account,
+            "ALIKASSA_PAYOUT_CERT_DIR": str(cert_dir),
+            "ALIKASSA_BASE_URL": server.url,
+            "ALIKASSA_DSN": dsn,
+        }
         self.concurrency = concurrency
         self.server = server
         self.created_at_crash = 0
@@ -72,8 +92,16 @@ class Campaign:
 
     async def cli(self, *args: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, CHILD, "payouts", *args, "--batch", self.batch,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env)
+            sys.executable,
+            CHILD,
+            "payouts",
+            *args,
+            "--batch",
+            self.batch,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+        )
         out, err = await proc.communicate()
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
@@ -81,17 +109,42 @@ class Campaign:
     async def start_worker(self) -> asyncio.subprocess.Process:
         self.starts += 1
         return await asyncio.create_subprocess_exec(
-            sys.executable, CHILD, "payouts", "work", "--batch", self.batch,
-            "--concurrency", str(self.concurrency), "--timeout", "1", "--lease", "3",
-            "--heartbeat", "0.25", "--settle", "0.5", "--retry-unknown", "0.3",
-            "--no-progress", stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, env=self.env)
+            sys.executable,
+            CHILD,
+            "payouts",
+            "work",
+            "--batch",
+            self.batch,
+            "--concurrency",
+            str(self.concurrency),
+            "--timeout",
+            "1",
+            "--lease",
+            "3",
+            "--heartbeat",
+            "0.25",
+            "--settle",
+            "0.5",
+            "--retry-unknown",
+            "0.3",
+            "--no-progress",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self.env,
+        )
 
     def created(self) -> int:
         return sum(self.server.state.payout_creations.values())
 
-    async def run(self, workers: int, *, total: int, kill_every: tuple[float, float],
-                  cluster: Cluster | None, limit: float) -> list[int]:
+    async def run(
+        self,
+        workers: int,
+        *,
+        total: int,
+        kill_every: tuple[float, float],
+        cluster: Cluster | None,
+        limit: float,
+    ) -> list[int]:
         """SIGKILL a random worker every ``kill_every`` seconds (and start a new one) until
         95 % of ``total`` exist; crash the database once, a third of the way in."""
         rng = random.Random(SEED)
@@ -124,19 +177,20 @@ class Campaign:
 
 
 async def test_four_workers_killed_at_random_and_a_database_crash_pay_each_once(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path
+):
     server, n = alikassa_sandbox, 3000
     _faults(server, 0.08, SEED)
     ids = _write_csv(tmp_path / "payroll.csv", n)
     cluster = own_cluster()
     try:
-        campaign = Campaign(cluster.dsn, server, alikassa_account, alikassa_certs.payout_dir,
-                            "payroll-2026-12")
+        campaign = Campaign(
+            cluster.dsn, server, alikassa_account, alikassa_certs.payout_dir, "payroll-2026-12"
+        )
         code, out, err = await campaign.cli("load", str(tmp_path / "payroll.csv"))
         assert code == 0, err
         assert "3,000 new" in out
-        exits = await campaign.run(4, total=n, kill_every=(0.1, 0.35), cluster=cluster,
-                                   limit=100)
+        exits = await campaign.run(4, total=n, kill_every=(0.1, 0.35), cluster=cluster, limit=100)
         code, out, err = await campaign.cli("status")
         assert code == 0, err
         code, out, err = await campaign.cli("results", "--out", str(tmp_path / "results.csv"))
@@ -147,17 +201,19 @@ async def test_four_workers_killed_at_random_and_a_database_crash_pay_each_once(
         cluster.destroy()
     creations = server.state.payout_creations
     fired = len(server.faults.fired)
-    print(f"\ncampaign: 4 workers, {campaign.kills} SIGKILLs, {campaign.starts} worker starts, "
-          f"{campaign.db_restarts} database crash, {n} payouts, {fired} faults, "
-          f"{sum(creations.values())} created, "
-          f"duplicates {sum(c - 1 for c in creations.values())}, failed exits {exits}, "
-          f"created at the crash {campaign.created_at_crash}, at the last kill "
-          f"{campaign.created_at_last_kill}")
+    print(
+        f"\ncampaign: 4 workers, {campaign.kills} SIGKILLs, {campaign.starts} worker starts, "
+        f"{campaign.db_restarts} database crash, {n} payouts, {fired} faults, "
+        f"{sum(creations.values())} created, "
+        f"duplicates {sum(c - 1 for c in creations.values())}, failed exits {exits}, "
+        f"created at the crash {campaign.created_at_crash}, at the last kill "
+        f"{campaign.created_at_last_kill}"
+    )
     assert campaign.kills >= 8 and campaign.db_restarts == 1
     assert n / 3 < campaign.created_at_crash < n  # the database died mid-batch
     assert n / 2 < campaign.created_at_last_kill < n  # workers died all along the batch
-    assert set(creations) == ids                       # none missing
-    assert set(creations.values()) == {1}              # none paid twice
+    assert set(creations) == ids  # none missing
+    assert set(creations.values()) == {1}  # none paid twice
     assert len(rows) == n and {r["order_id"] for r in rows} == ids
     assert {r["outcome"] for r in rows} <= {"created", "paid"}  # nothing left in intent
     by_id = {r.order_id: r.id for r in server.state.payouts.values()}
@@ -167,16 +223,23 @@ async def test_four_workers_killed_at_random_and_a_database_crash_pay_each_once(
 
 
 async def test_negative_control_a_takeover_that_ignores_the_lease_pays_twice(
-        alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path, pg_dsn):
+    alikassa_sandbox, alikassa_account, alikassa_certs, tmp_path, pg_dsn
+):
     server, n = alikassa_sandbox, 400
     _faults(server, 0.08, SEED)
     _write_csv(tmp_path / "payroll.csv", n)
-    campaign = Campaign(pg_dsn, server, alikassa_account, alikassa_certs.payout_dir, "neg",
-                        broken=True, concurrency=16)
+    campaign = Campaign(
+        pg_dsn,
+        server,
+        alikassa_account,
+        alikassa_certs.payout_dir,
+        "neg",
+        broken=True,
+        concurrency=16,
+    )
     code, _out, err = await campaign.cli("load", str(tmp_path / "payroll.csv"))
     assert code == 0, err
     await campaign.run(2, total=n, kill_every=(0.5, 1.0), cluster=None, limit=60)
     duplicates = sum(c - 1 for c in server.state.payout_creations.values())
     print(f"\nnegative control: {duplicates} payouts created twice or more")
     assert duplicates > 0
-

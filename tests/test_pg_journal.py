@@ -38,10 +38,24 @@ PHONE = "79031112233"
 
 
 def payouts(n: int = 20, prefix: str = "P", amount: str = "100.00") -> list:
-    items = [build_payout("payment_card_rub", order_id=f"{prefix}-{i}", amount=amount,
-                          number=CARDS[i % len(CARDS)]) for i in range(n)]
-    items.append(build_payout("payment_card_sbp_rub", order_id=f"{prefix}-sbp", amount="50",
-                              number="+" + PHONE, customer_code="100000000111"))
+    items = [
+        build_payout(
+            "payment_card_rub",
+            order_id=f"{prefix}-{i}",
+            amount=amount,
+            number=CARDS[i % len(CARDS)],
+        )
+        for i in range(n)
+    ]
+    items.append(
+        build_payout(
+            "payment_card_sbp_rub",
+            order_id=f"{prefix}-sbp",
+            amount="50",
+            number="+" + PHONE,
+            customer_code="100000000111",
+        )
+    )
     return items
 
 
@@ -82,8 +96,11 @@ async def test_concurrent_first_opens_migrate_once(pg_dsn, payout_cert):
 async def test_an_older_sdk_refuses_a_newer_schema(pg_dsn, payout_cert):
     async with PostgresJournal(pg_dsn, payout_cert=payout_cert) as journal:
         await journal.load("b1", payouts(2))
-    _sql(pg_dsn, "INSERT INTO alikassa.schema_version (version, sdk) VALUES (%s, 'future')",
-         SCHEMA_VERSION + 1)
+    _sql(
+        pg_dsn,
+        "INSERT INTO alikassa.schema_version (version, sdk) VALUES (%s, 'future')",
+        SCHEMA_VERSION + 1,
+    )
     journal = PostgresJournal(pg_dsn, payout_cert=payout_cert)
     with pytest.raises(JournalError, match=rf"version {SCHEMA_VERSION + 1}.*upgrade") as info:
         await journal.open()
@@ -94,8 +111,9 @@ async def test_an_older_sdk_refuses_a_newer_schema(pg_dsn, payout_cert):
 
 
 async def test_unreachable_database_is_a_clear_error(payout_cert):
-    journal = PostgresJournal("postgresql://u:hunter2@127.0.0.1:1/x", payout_cert=payout_cert,
-                              connect_timeout=1)
+    journal = PostgresJournal(
+        "postgresql://u:hunter2@127.0.0.1:1/x", payout_cert=payout_cert, connect_timeout=1
+    )
     with pytest.raises(JournalUnavailableError) as info:
         await journal.open()
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(journal)
@@ -106,12 +124,12 @@ async def test_unreachable_database_is_a_clear_error(payout_cert):
 
 
 async def test_rejected_rows_are_all_reported_and_nothing_is_loaded(journal, pg_dsn):
-    items = [*payouts(3),
-             {"service": "payment_card_rub", "order_id": "BAD-1", "amount": "-5",
-              "number": CARDS[0]},
-             {"service": "payment_card_rub", "order_id": "P-0", "amount": "1",
-              "number": CARDS[1]},
-             {"order_id": "BAD-3", "amount": "1"}]
+    items = [
+        *payouts(3),
+        {"service": "payment_card_rub", "order_id": "BAD-1", "amount": "-5", "number": CARDS[0]},
+        {"service": "payment_card_rub", "order_id": "P-0", "amount": "1", "number": CARDS[1]},
+        {"order_id": "BAD-3", "amount": "1"},
+    ]
     with pytest.raises(RequestValidationError) as info:
         await journal.load("b1", items)
     problems = info.value.errors
@@ -130,8 +148,7 @@ async def test_reload_is_a_no_op_and_a_changed_body_is_refused(journal, pg_dsn):
     more = await journal.load("b1", payouts(12))  # two new rows appended
     assert (more.added, more.unchanged) == (2, 11)
     changed = payouts(13)
-    changed[4] = build_payout("payment_card_rub", order_id="P-4", amount="100.01",
-                              number=CARDS[4])
+    changed[4] = build_payout("payment_card_rub", order_id="P-4", amount="100.01", number=CARDS[4])
     with pytest.raises(OrderIdConflictError, match="'P-4' was loaded before with a different"):
         await journal.load("b1", changed)
     # all or nothing: P-12 (new in that load) was not added
@@ -170,13 +187,18 @@ async def test_database_holds_no_card_or_phone_in_clear(journal, pg_dsn, pg_serv
     for item in items:
         assert hashlib.sha256(php_json_encode(item.to_wire())).hexdigest().encode() not in dump
     # final items lose even the ciphertext
-    written = await journal.write_outcomes("w1", [
-        Outcome(c.order_id, c.token, "created", payout_id=1) for c in claims[:3]])
+    written = await journal.write_outcomes(
+        "w1", [Outcome(c.order_id, c.token, "created", payout_id=1) for c in claims[:3]]
+    )
     assert len(written) == 3
-    rows = _sql(pg_dsn, "SELECT order_id, sealed IS NULL FROM alikassa.payouts "
-                        "WHERE order_id = ANY(%s)", [c.order_id for c in claims])
+    rows = _sql(
+        pg_dsn,
+        "SELECT order_id, sealed IS NULL FROM alikassa.payouts WHERE order_id = ANY(%s)",
+        [c.order_id for c in claims],
+    )
     assert {oid: erased for oid, erased in rows} == {
-        c.order_id: i < 3 for i, c in enumerate(claims)}
+        c.order_id: i < 3 for i, c in enumerate(claims)
+    }
 
 
 def _dump(dsn: str, tmp_path: Path) -> bytes:
@@ -185,18 +207,23 @@ def _dump(dsn: str, tmp_path: Path) -> bytes:
         rows = _sql(dsn, "SELECT p::text FROM alikassa.payouts p")
         return "\n".join(r[0] for r in rows).encode()
     out = tmp_path / "dump.sql"
-    subprocess.run([str(bindir / "pg_dump"), "--dbname", dsn, "--file", str(out)], check=True,
-                   timeout=60)
+    subprocess.run(
+        [str(bindir / "pg_dump"), "--dbname", dsn, "--file", str(out)], check=True, timeout=60
+    )
     return out.read_bytes()
 
 
 async def test_a_sealed_row_moved_or_altered_does_not_open(journal, pg_dsn, rsa_keys):
     await journal.load("b1", payouts(3))
     # swap the ciphertexts of two rows: each is bound to its own order_id
-    _sql(pg_dsn, "UPDATE alikassa.payouts SET sealed = (SELECT sealed FROM alikassa.payouts "
-                 "WHERE order_id = 'P-1') WHERE order_id = 'P-0'")
-    claims = {c.order_id: c for c in
-              await journal.claim_items("b1", "w1", 10, lease=30, max_rounds=3)}
+    _sql(
+        pg_dsn,
+        "UPDATE alikassa.payouts SET sealed = (SELECT sealed FROM alikassa.payouts "
+        "WHERE order_id = 'P-1') WHERE order_id = 'P-0'",
+    )
+    claims = {
+        c.order_id: c for c in await journal.claim_items("b1", "w1", 10, lease=30, max_rounds=3)
+    }
     with pytest.raises(SealError, match="'P-0'"):
         journal.open_claim("b1", claims["P-0"])
     journal.open_claim("b1", claims["P-1"])
@@ -220,9 +247,12 @@ async def test_concurrent_claims_never_share_an_item(journal, pg_dsn, payout_cer
     await journal.load("b1", payouts(60))
     others = [PostgresJournal(pg_dsn, payout_cert=payout_cert) for _ in range(3)]
     try:
-        results = await asyncio.gather(*(
-            j.claim_items("b1", f"w{i}", 7, lease=30, max_rounds=3)
-            for i, j in enumerate([journal, *others] * 3)))
+        results = await asyncio.gather(
+            *(
+                j.claim_items("b1", f"w{i}", 7, lease=30, max_rounds=3)
+                for i, j in enumerate([journal, *others] * 3)
+            )
+        )
     finally:
         for j in others:
             await j.aclose()
@@ -232,8 +262,11 @@ async def test_concurrent_claims_never_share_an_item(journal, pg_dsn, payout_cer
     assert len(set(tokens)) == len(tokens)
     assert all(not c.in_doubt and c.sent_ago is None for batch in results for c in batch)
     # each claim is a committed intent with an owner and a lease on the database clock
-    rows = _sql(pg_dsn, "SELECT count(*) FROM alikassa.payouts WHERE state = 'intent' AND "
-                        "owner IS NOT NULL AND lease_until > now() + interval '20 seconds'")
+    rows = _sql(
+        pg_dsn,
+        "SELECT count(*) FROM alikassa.payouts WHERE state = 'intent' AND "
+        "owner IS NOT NULL AND lease_until > now() + interval '20 seconds'",
+    )
     assert rows == [(61,)]
 
 
@@ -245,16 +278,15 @@ async def test_a_live_lease_is_never_taken_over(journal):
     assert await journal.pending_later("b1", max_rounds=3) == pytest.approx(30, abs=2)
 
 
-async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(
-        journal, pg_dsn):
+async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(journal, pg_dsn):
     await journal.load("b1", payouts(2))
-    old = {c.order_id: c for c in await journal.claim_items("b1", "w1", 10, lease=0.3,
-                                                            max_rounds=3)}
+    old = {
+        c.order_id: c for c in await journal.claim_items("b1", "w1", 10, lease=0.3, max_rounds=3)
+    }
     marked, _ = await journal.mark_sent("w1", [("P-0", old["P-0"].token)], lease=0.3)  # P-0 left
     assert marked == {old["P-0"].token}
     await asyncio.sleep(0.8)
-    new = {c.order_id: c for c in await journal.claim_items("b1", "w2", 10, lease=30,
-                                                            max_rounds=3)}
+    new = {c.order_id: c for c in await journal.claim_items("b1", "w2", 10, lease=30, max_rounds=3)}
     assert set(new) == set(old)
     claim = new["P-0"]
     assert claim.in_doubt and claim.previous == "intent"
@@ -272,9 +304,11 @@ async def test_expired_lease_is_taken_over_in_doubt_and_the_old_owner_is_fenced(
     # ... and a stale token stays fenced even when the same worker id owns it again
     assert await journal.write_outcomes("w2", [Outcome("P-0", stale.token, "rejected")]) == set()
     assert _sql(pg_dsn, "SELECT state, owner FROM alikassa.payouts WHERE order_id = 'P-0'") == [
-        ("intent", "w2")]
-    assert await journal.write_outcomes("w2", [Outcome("P-0", claim.token, "created",
-                                                       payout_id=7)]) == {"P-0"}
+        ("intent", "w2")
+    ]
+    assert await journal.write_outcomes(
+        "w2", [Outcome("P-0", claim.token, "created", payout_id=7)]
+    ) == {"P-0"}
     record = await journal.get("P-0")
     assert record is not None and (record.state, record.payout_id) == (JournalState.CREATED, 7)
 
@@ -284,8 +318,9 @@ async def test_renewal_keeps_a_long_running_item(journal):
     claims = await journal.claim_items("b1", "w1", 10, lease=0.6, max_rounds=3)
     for _ in range(4):
         await asyncio.sleep(0.3)
-        renewed, _deadline = await journal.renew("w1", [(c.order_id, c.token) for c in claims],
-                                                  lease=0.6)
+        renewed, _deadline = await journal.renew(
+            "w1", [(c.order_id, c.token) for c in claims], lease=0.6
+        )
         assert renewed == {c.token for c in claims}
     assert await journal.claim_items("b1", "w2", 10, lease=30, max_rounds=3) == []
 
@@ -300,8 +335,9 @@ async def test_unknown_items_come_back_for_reconcile_a_bounded_number_of_times(j
         rounds += 1
         (claim,) = claims
         assert claim.in_doubt == (rounds > 1)
-        written = await journal.write_outcomes("w1", [
-            Outcome(claim.order_id, claim.token, "unknown", detail="x", retry_in=0.0)])
+        written = await journal.write_outcomes(
+            "w1", [Outcome(claim.order_id, claim.token, "unknown", detail="x", retry_in=0.0)]
+        )
         assert written == {claim.order_id}
     assert rounds == 3  # the first claim, then two reconcile rounds
     assert await journal.pending_later("b1", max_rounds=2) is None
@@ -333,8 +369,9 @@ async def test_claims_survive_an_immediate_server_stop(payout_cert):
                     await asyncio.sleep(0.2)
             assert status.counts == {"intent": 3, "pending": 3}
             assert status.in_flight == 3
-            renewed, _ = await journal.renew("w1", [(c.order_id, c.token) for c in claims],
-                                             lease=60)
+            renewed, _ = await journal.renew(
+                "w1", [(c.order_id, c.token) for c in claims], lease=60
+            )
             assert renewed == {c.token for c in claims}
     finally:
         cluster.destroy()
@@ -348,7 +385,10 @@ async def test_protocol_claim_and_outcome_like_sqlite(journal):
     await journal.record_outcome("J-1", JournalState.CREATED, payout_id=42)
     again = await journal.claim("J-1", "h1", "run-b")
     assert again is not None and (again.state, again.payout_id, again.run_id) == (
-        JournalState.CREATED, 42, "run-a")
+        JournalState.CREATED,
+        42,
+        "run-a",
+    )
     other = await journal.claim("J-1", "h2", "run-c")
     assert other is not None and other.body_hash == "h1"
     assert await journal.counts() == {JournalState.CREATED: 1}

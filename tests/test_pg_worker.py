@@ -22,8 +22,7 @@ from tests.test_pg_journal import CARDS
 
 #: everything scaled down: a 1 s send budget, 3 s leases, 0.5 s settle
 POLICY = WorkerPolicy(lease=3.0, heartbeat=0.25, retry_unknown=0.3, idle_poll=0.1)
-RECONCILE = ReconcilePolicy(settle=0.5, lookups=4, backoff_base=0.05, backoff_max=0.2,
-                            pause=0.1)
+RECONCILE = ReconcilePolicy(settle=0.5, lookups=4, backoff_base=0.05, backoff_max=0.2, pause=0.1)
 
 
 @pytest.fixture
@@ -32,14 +31,25 @@ def alikassa_sandbox_config() -> SandboxConfig:
 
 
 def client_for(server, account, certs) -> AliKassaClient:
-    return AliKassaClient(account, payout_cert=certs.payout_certificate(), base_url=server.url,
-                          timeout=1.0, retry=RetryPolicy(total_timeout=1.0, backoff_base=0.05))
+    return AliKassaClient(
+        account,
+        payout_cert=certs.payout_certificate(),
+        base_url=server.url,
+        timeout=1.0,
+        retry=RetryPolicy(total_timeout=1.0, backoff_base=0.05),
+    )
 
 
 def items(n: int, prefix: str = "W") -> list:
-    return [build_payout("payment_card_rub", order_id=f"{prefix}-{i:05d}",
-                         amount=f"{10 + i % 50}.00", number=CARDS[i % len(CARDS)])
-            for i in range(n)]
+    return [
+        build_payout(
+            "payment_card_rub",
+            order_id=f"{prefix}-{i:05d}",
+            amount=f"{10 + i % 50}.00",
+            number=CARDS[i % len(CARDS)],
+        )
+        for i in range(n)
+    ]
 
 
 async def work(client, journal, batch="b1", **options):
@@ -49,7 +59,8 @@ async def work(client, journal, batch="b1", **options):
 
 
 async def test_two_workers_share_a_batch_with_faults_and_pay_each_once(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     server = alikassa_sandbox
     n = 300
     for i in range(0, n, 7):
@@ -57,17 +68,19 @@ async def test_two_workers_share_a_batch_with_faults_and_pay_each_once(
     for i in range(3, n, 11):
         server.faults.add("v1/payout", Fault.status(503), order_id=f"W-{i:05d}")
     for i in range(5, n, 13):
-        server.faults.add("v1/payout", Fault.delay(1.5, after_commit=True),
-                          order_id=f"W-{i:05d}")
+        server.faults.add("v1/payout", Fault.delay(1.5, after_commit=True), order_id=f"W-{i:05d}")
     cert = alikassa_certs.payout_certificate()
     async with PostgresJournal(pg_dsn, payout_cert=cert) as loader:
         await loader.load("b1", items(n))
-    async with (client_for(server, alikassa_account, alikassa_certs) as c1,
-                client_for(server, alikassa_account, alikassa_certs) as c2,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j1,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j2):
-        first, second = await asyncio.gather(work(c1, j1, concurrency=16),
-                                              work(c2, j2, concurrency=16))
+    async with (
+        client_for(server, alikassa_account, alikassa_certs) as c1,
+        client_for(server, alikassa_account, alikassa_certs) as c2,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j1,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j2,
+    ):
+        first, second = await asyncio.gather(
+            work(c1, j1, concurrency=16), work(c2, j2, concurrency=16)
+        )
         status = await j1.status("b1")
         rows = [r async for r in j1.results("b1")]
     assert first and second  # both took part
@@ -86,18 +99,20 @@ async def test_two_workers_share_a_batch_with_faults_and_pay_each_once(
 
 
 async def test_takeover_reconciles_and_resends_only_after_settle(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     """A worker died owning 10 items whose sends had left; 5 reached the gateway."""
     server = alikassa_sandbox
     cert = alikassa_certs.payout_certificate()
     lease = 1.0
-    async with (PostgresJournal(pg_dsn, payout_cert=cert) as journal,
-                client_for(server, alikassa_account, alikassa_certs) as client):
+    async with (
+        PostgresJournal(pg_dsn, payout_cert=cert) as journal,
+        client_for(server, alikassa_account, alikassa_certs) as client,
+    ):
         await journal.load("b1", items(10))
         before = time.monotonic()
         dead = await journal.claim_items("b1", "dead-worker", 10, lease=lease, max_rounds=3)
-        await journal.mark_sent("dead-worker", [(c.order_id, c.token) for c in dead],
-                                lease=lease)
+        await journal.mark_sent("dead-worker", [(c.order_id, c.token) for c in dead], lease=lease)
         expires = before + lease  # no later than this, on this machine's clock
         for claim in dead[:5]:
             await client.create_payout(journal.open_claim("b1", claim))
@@ -108,15 +123,17 @@ async def test_takeover_reconciles_and_resends_only_after_settle(
     assert all(server.state.payout_create_requests[oid] == 1 for oid in created_by_dead)
     reconciled = {r.order_id for r in results if r.reconciled}
     assert reconciled == created_by_dead
-    resent = [r for oid, r in server.state.payouts_by_order_id.items()
-              if oid not in created_by_dead]
+    resent = [
+        r for oid, r in server.state.payouts_by_order_id.items() if oid not in created_by_dead
+    ]
     assert len(resent) == 5
     # the absence rule: a re-send only `settle` after the dead owner's lease ended
     assert min(r.created_monotonic for r in resent) >= expires + RECONCILE.settle
 
 
 async def test_losing_the_database_stops_sending_and_resumes(
-        alikassa_sandbox, alikassa_account, alikassa_certs):
+    alikassa_sandbox, alikassa_account, alikassa_certs
+):
     server = alikassa_sandbox
     server.faults.add("v1/payout", Fault.delay(0.05), times=10_000)  # a realistic round trip
     cluster = own_cluster()
@@ -125,8 +142,10 @@ async def test_losing_the_database_stops_sending_and_resumes(
     try:
         async with PostgresJournal(cluster.dsn, payout_cert=cert) as loader:
             await loader.load("b1", items(n))
-        async with (PostgresJournal(cluster.dsn, payout_cert=cert) as journal,
-                    client_for(server, alikassa_account, alikassa_certs) as client):
+        async with (
+            PostgresJournal(cluster.dsn, payout_cert=cert) as journal,
+            client_for(server, alikassa_account, alikassa_certs) as client,
+        ):
             task = asyncio.create_task(work(client, journal, concurrency=8))
             while sum(server.state.payout_create_requests.values()) < n // 4:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
@@ -151,18 +170,22 @@ async def test_losing_the_database_stops_sending_and_resumes(
 
 
 async def test_rate_is_shared_by_the_live_workers(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     server = alikassa_sandbox
     cert = alikassa_certs.payout_certificate()
     rate, n = 20.0, 60
     async with PostgresJournal(pg_dsn, payout_cert=cert) as loader:
         await loader.load("b1", items(n))
-    async with (client_for(server, alikassa_account, alikassa_certs) as c1,
-                client_for(server, alikassa_account, alikassa_certs) as c2,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j1,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j2):
-        first, second = await asyncio.gather(work(c1, j1, rate=rate, concurrency=8),
-                                             work(c2, j2, rate=rate, concurrency=8))
+    async with (
+        client_for(server, alikassa_account, alikassa_certs) as c1,
+        client_for(server, alikassa_account, alikassa_certs) as c2,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j1,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j2,
+    ):
+        first, second = await asyncio.gather(
+            work(c1, j1, rate=rate, concurrency=8), work(c2, j2, rate=rate, concurrency=8)
+        )
     assert len(first) + len(second) == n and first and second
     times = sorted(r.created_monotonic for r in server.state.payouts.values())
     # in any one-second window, at most the batch rate (plus one request of slack each)
@@ -172,14 +195,17 @@ async def test_rate_is_shared_by_the_live_workers(
 
 
 async def test_a_worker_with_another_certificate_claims_nothing(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs, rsa_keys):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs, rsa_keys
+):
     from alikassa_async import Certificate
     from alikassa_async._sealing import SealError
 
     async with PostgresJournal(pg_dsn, payout_cert=alikassa_certs.payout_certificate()) as j:
         await j.load("b1", items(3))
-    async with (PostgresJournal(pg_dsn, payout_cert=Certificate(rsa_keys["other"])) as journal,
-                client_for(alikassa_sandbox, alikassa_account, alikassa_certs) as client):
+    async with (
+        PostgresJournal(pg_dsn, payout_cert=Certificate(rsa_keys["other"])) as journal,
+        client_for(alikassa_sandbox, alikassa_account, alikassa_certs) as client,
+    ):
         with pytest.raises(SealError, match="another payout certificate"):
             await work(client, journal)
         assert (await journal.status("b1")).counts == {"pending": 3}
@@ -187,14 +213,19 @@ async def test_a_worker_with_another_certificate_claims_nothing(
 
 
 async def test_payouts_batch_takes_a_postgresql_dsn_and_one_owner(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     server = alikassa_sandbox
     async with client_for(server, alikassa_account, alikassa_certs) as client:
-        results = [r async for r in client.payouts_batch(items(20, "S"), journal=pg_dsn,
-                                                         reconcile=RECONCILE)]
+        results = [
+            r
+            async for r in client.payouts_batch(items(20, "S"), journal=pg_dsn, reconcile=RECONCILE)
+        ]
         assert {r.outcome for r in results} == {Outcome.CREATED}
-        again = [r async for r in client.payouts_batch(items(20, "S"), journal=pg_dsn,
-                                                       reconcile=RECONCILE)]
+        again = [
+            r
+            async for r in client.payouts_batch(items(20, "S"), journal=pg_dsn, reconcile=RECONCILE)
+        ]
         assert all(r.resumed and r.attempts == 0 for r in again)
         async with PostgresJournal(pg_dsn) as holder:
             await holder.acquire("run-1")
@@ -206,23 +237,32 @@ async def test_payouts_batch_takes_a_postgresql_dsn_and_one_owner(
 
 
 async def test_a_worker_that_stops_releases_what_it_owned(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     from contextlib import aclosing
 
     server = alikassa_sandbox
     server.faults.add("v1/payout", Fault.delay(0.3), times=10_000)
     cert = alikassa_certs.payout_certificate()
-    async with (PostgresJournal(pg_dsn, payout_cert=cert) as journal,
-                client_for(server, alikassa_account, alikassa_certs) as client):
+    async with (
+        PostgresJournal(pg_dsn, payout_cert=cert) as journal,
+        client_for(server, alikassa_account, alikassa_certs) as client,
+    ):
         await journal.load("b1", items(100))
-        async with aclosing(client.payouts_worker(journal, batch="b1", concurrency=8,
-                                                  policy=POLICY, reconcile=RECONCILE)) as run:
+        async with aclosing(
+            client.payouts_worker(
+                journal, batch="b1", concurrency=8, policy=POLICY, reconcile=RECONCILE
+            )
+        ) as run:
             async for _ in run:
                 break  # the consumer leaves: the worker stops with items owned
         import psycopg
+
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
-            cur = await conn.execute("SELECT count(*), bool_and(lease_until <= now()) FROM "
-                                     "alikassa.payouts WHERE state = 'intent'")
+            cur = await conn.execute(
+                "SELECT count(*), bool_and(lease_until <= now()) FROM "
+                "alikassa.payouts WHERE state = 'intent'"
+            )
             owned, released = await cur.fetchone()
         assert owned > 0 and released  # taken over at once, not after the 3 s lease
         rest = await work(client, journal)
@@ -232,7 +272,8 @@ async def test_a_worker_that_stops_releases_what_it_owned(
 
 
 async def test_a_doubt_longer_than_the_lease_keeps_its_owner(
-        pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs):
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     """A doubt (3.6 s until the payout is visible) outlasts the lease (3 s): renewals keep
     the item with its owner, so the second worker never takes it over; sent once."""
     server = alikassa_sandbox
@@ -243,10 +284,12 @@ async def test_a_doubt_longer_than_the_lease_keeps_its_owner(
     async with PostgresJournal(pg_dsn, payout_cert=cert) as loader:
         await loader.load("b1", items(4))
     slow = ReconcilePolicy(settle=5.0, lookups=8, backoff_base=0.1, backoff_max=0.3)
-    async with (client_for(server, alikassa_account, alikassa_certs) as c1,
-                client_for(server, alikassa_account, alikassa_certs) as c2,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j1,
-                PostgresJournal(pg_dsn, payout_cert=cert) as j2):
+    async with (
+        client_for(server, alikassa_account, alikassa_certs) as c1,
+        client_for(server, alikassa_account, alikassa_certs) as c2,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j1,
+        PostgresJournal(pg_dsn, payout_cert=cert) as j2,
+    ):
         first = asyncio.create_task(work(c1, j1, reconcile=slow))
         while not server.state.payout_creations:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -258,18 +301,23 @@ async def test_a_doubt_longer_than_the_lease_keeps_its_owner(
     assert set(server.state.payout_create_requests.values()) == {1}
 
 
-async def test_a_lease_too_short_for_a_send_is_refused(pg_dsn, alikassa_sandbox,
-                                                      alikassa_account, alikassa_certs):
+async def test_a_lease_too_short_for_a_send_is_refused(
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
+):
     from alikassa_async import ConfigurationError
 
-    async with (PostgresJournal(pg_dsn, payout_cert=alikassa_certs.payout_certificate()) as j,
-                client_for(alikassa_sandbox, alikassa_account, alikassa_certs) as client):
+    async with (
+        PostgresJournal(pg_dsn, payout_cert=alikassa_certs.payout_certificate()) as j,
+        client_for(alikassa_sandbox, alikassa_account, alikassa_certs) as client,
+    ):
         with pytest.raises(ConfigurationError, match=r"lease 1\.5s is too short"):
             await work(client, j, policy=WorkerPolicy(lease=1.5, heartbeat=0.25))
-        no_deadline = AliKassaClient(alikassa_account,
-                                     payout_cert=alikassa_certs.payout_certificate(),
-                                     base_url=alikassa_sandbox.url,
-                                     retry=RetryPolicy(total_timeout=None))
+        no_deadline = AliKassaClient(
+            alikassa_account,
+            payout_cert=alikassa_certs.payout_certificate(),
+            base_url=alikassa_sandbox.url,
+            retry=RetryPolicy(total_timeout=None),
+        )
         async with no_deadline:
             with pytest.raises(ConfigurationError, match="total_timeout"):
                 await work(no_deadline, j)

@@ -26,8 +26,9 @@ async def create(client, order_id: str = "P-1", amount: str = "100.00") -> int:
 
 
 @pytest.mark.parametrize("final", ["paid", "cancel", "fail"])
-async def test_wait_for_payout_returns_each_final_status(client, wire: Wire, sandbox: Sandbox,
-                                                         final):
+async def test_wait_for_payout_returns_each_final_status(
+    client, wire: Wire, sandbox: Sandbox, final
+):
     order_id = f"{final}-P-1"  # the sandbox's outcome rule: the prefix names the final status
     await create(client, order_id)
     sandbox.config.wait_polls = 3
@@ -39,15 +40,21 @@ async def test_wait_for_payout_returns_each_final_status(client, wire: Wire, san
 
 
 async def test_trouble_while_polling_never_ends_the_wait_or_reads_as_failure(
-        client, wire: Wire, sandbox: Sandbox):
+    client, wire: Wire, sandbox: Sandbox
+):
     await create(client)
     sandbox.config.wait_polls = 0  # final at the first status request that gets through
     # 503, 429 with Retry-After, 404, an HTML 200, 401, another 500: the runs of retryable
     # trouble are as long as the client's own read retries, so each one exhausts them.
     n = FAST_RETRY.max_attempts
-    for fault, times in ((Fault.status(503), n), (Fault.status(429, retry_after=0.01), n),
-                         (Fault.status(404), 1), (Fault.html_200(after_commit=False), n),
-                         (Fault.status(401), 1), (Fault.status(500), n)):
+    for fault, times in (
+        (Fault.status(503), n),
+        (Fault.status(429, retry_after=0.01), n),
+        (Fault.status(404), 1),
+        (Fault.html_200(after_commit=False), n),
+        (Fault.status(401), 1),
+        (Fault.status(500), n),
+    ):
         sandbox.faults.add(STATUS, fault, times=times)
     status = await client.wait_for_payout(order_id="P-1", timeout=10, **QUICK)
     assert status.payment_status == PaymentStatus.PAID
@@ -55,13 +62,13 @@ async def test_trouble_while_polling_never_ends_the_wait_or_reads_as_failure(
     assert sandbox.faults.pending() == 0
 
 
-async def test_wait_for_payment_polls_through_errors_to_final(client, wire: Wire,
-                                                              sandbox: Sandbox):
+async def test_wait_for_payment_polls_through_errors_to_final(client, wire: Wire, sandbox: Sandbox):
     created = await client.create_payment(payment_request())
     sandbox.config.wait_polls = 2
     sandbox.faults.add("v1/payment/status", Fault.status(503), times=2)
-    wire.script("v1/payment/status", PASS, PASS, httpx.ReadTimeout("slow"),
-                httpx.ReadTimeout("slow"))
+    wire.script(
+        "v1/payment/status", PASS, PASS, httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow")
+    )
     # 503, 503, timeout, timeout, wait, wait, paid
     status = await client.wait_for_payment(id=created.id, timeout=10, **QUICK)
     assert status.payment_status == PaymentStatus.PAID
@@ -83,10 +90,17 @@ async def test_watch_yields_each_change_once_final_last(client, wire: Wire, sand
         sandbox.finalise("payment", order_id="review-A-1", status="cancel")
         return PASS
 
-    wire.script("v1/payment/status", PASS, PASS, bad_gateway, bad_gateway,
-                after(relabel("wait")), after(relabel("wait")), cancel)
-    seen = [s.payment_status
-            async for s in client.watch_payment(order_id="review-A-1", **QUICK)]
+    wire.script(
+        "v1/payment/status",
+        PASS,
+        PASS,
+        bad_gateway,
+        bad_gateway,
+        after(relabel("wait")),
+        after(relabel("wait")),
+        cancel,
+    )
+    seen = [s.payment_status async for s in client.watch_payment(order_id="review-A-1", **QUICK)]
     assert [str(s) for s in seen] == ["processing", "wait", "cancel"]
     assert not seen[0].is_known and not seen[0].is_final  # a future status: keep waiting
     assert wire.calls("v1/payment/status") == 7
@@ -121,13 +135,13 @@ async def test_deadline_cuts_a_request_that_hangs(client, wire: Wire, sandbox: S
     assert wire.in_flight == 0  # the hanging request was cut, not left behind
 
 
-async def test_cancelling_the_wait_leaves_nothing_running(client, wire: Wire,
-                                                          sandbox: Sandbox):
+async def test_cancelling_the_wait_leaves_nothing_running(client, wire: Wire, sandbox: Sandbox):
     await create(client)
     sandbox.config.wait_polls = None
     before = asyncio.all_tasks()
     waiter = asyncio.create_task(
-        client.wait_for_payout(order_id="P-1", timeout=None, interval=0.005, max_interval=0.005))
+        client.wait_for_payout(order_id="P-1", timeout=None, interval=0.005, max_interval=0.005)
+    )
     await eventually(lambda: wire.calls(STATUS) >= 3)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -150,13 +164,15 @@ async def test_leaving_a_watch_early_stops_polling(client, wire: Wire, sandbox: 
 
 
 async def test_thousands_of_waits_keep_a_bounded_number_of_requests_in_flight(
-        client, wire: Wire, sandbox: Sandbox):
+    client, wire: Wire, sandbox: Sandbox
+):
     client.max_status_in_flight = 8
     for i in range(1000):
         await create(client, f"P-{i}", "1.00")
     sandbox.faults.add(STATUS, Fault.delay(0.001), times=10**6)  # answers take a while
-    results = await asyncio.gather(*(
-        client.wait_for_payout(order_id=f"P-{i}", timeout=60, **QUICK) for i in range(1000)))
+    results = await asyncio.gather(
+        *(client.wait_for_payout(order_id=f"P-{i}", timeout=60, **QUICK) for i in range(1000))
+    )
     assert {r.payment_status for r in results} == {PaymentStatus.PAID}
     assert wire.peak_in_flight == 8  # reached, never exceeded
     assert wire.calls(STATUS) == 2000  # wait_polls=1: one `wait`, then `paid`
@@ -192,8 +208,9 @@ async def test_poll_until_final_backs_off_exponentially_with_a_cap(monkeypatch):
         return Answer(next(answers))
 
     monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    changes = [a async for a in poll_until_final(fetch, timeout=None, interval=1.0,
-                                                  max_interval=8.0)]
+    changes = [
+        a async for a in poll_until_final(fetch, timeout=None, interval=1.0, max_interval=8.0)
+    ]
     assert [str(a.payment_status) for a in changes] == ["wait", "paid"]
     assert len(pauses) == 12
     ceilings = [min(8.0, 1.5**i) for i in range(12)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-USER_TESTS = textwrap.dedent('''
+USER_TESTS = textwrap.dedent("""
     import pytest
     import pytest_asyncio
     from alikassa_async import build_payment
@@ -67,34 +67,49 @@ USER_TESTS = textwrap.dedent('''
     def test_sync_fixtures(alikassa_certs, alikassa_account):
         assert (alikassa_certs.root / "payout" / "private.pem").exists()
         assert alikassa_account == "93d5df06-996c-48c3-9847-348d6b580b80"
-''')
+""")
 
 
-def run_user_project(tmp_path: Path, ini: str | None, *args: str
-                     ) -> subprocess.CompletedProcess[str]:
+def run_user_project(
+    tmp_path: Path, ini: str | None, *args: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_shop.py").write_text(USER_TESTS)
     if ini is not None:
         (tmp_path / "pytest.ini").write_text("[pytest]\n" + ini)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", *args],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("ini", [None, "asyncio_mode = strict\n", "asyncio_mode = auto\n"],
-                         ids=["default-config", "strict", "auto"])
-def test_the_fixtures_work_from_unmarked_async_tests_in_every_mode(tmp_path: Path,
-                                                                    ini: str | None) -> None:
+@pytest.mark.parametrize(
+    "ini",
+    [None, "asyncio_mode = strict\n", "asyncio_mode = auto\n"],
+    ids=["default-config", "strict", "auto"],
+)
+def test_the_fixtures_work_from_unmarked_async_tests_in_every_mode(
+    tmp_path: Path, ini: str | None
+) -> None:
     result = run_user_project(tmp_path, ini)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
-    for name in ("test_unmarked_checkout", "test_marked",
-                 "test_unmarked_through_a_fixture_of_its_own", "test_sync_fixtures",
-                 "test_unmarked_and_parametrized[paid-1]",
-                 "test_unmarked_and_parametrized[cancel-1]",
-                 "TestInAClass::test_unmarked_method"):
+    for name in (
+        "test_unmarked_checkout",
+        "test_marked",
+        "test_unmarked_through_a_fixture_of_its_own",
+        "test_sync_fixtures",
+        "test_unmarked_and_parametrized[paid-1]",
+        "test_unmarked_and_parametrized[cancel-1]",
+        "TestInAClass::test_unmarked_method",
+    ):
         assert f"PASSED test_shop.py::{name}" in report, report
     assert "7 passed" in report, report
+
 
 def test_without_pytest_asyncio_the_failure_says_what_to_install(tmp_path: Path) -> None:
     result = run_user_project(tmp_path, None, "-p", "no:asyncio")
@@ -109,8 +124,11 @@ def test_the_pytest_extra_brings_the_runner_and_the_sandbox() -> None:
     from importlib.metadata import requires
 
     extra = re.compile(r"""extra\s*==\s*['"]pytest['"]""")
-    wanted = {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]
-              for r in requires("alikassa-async") or [] if extra.search(r)}
+    wanted = {
+        re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0]
+        for r in requires("alikassa-async") or []
+        if extra.search(r)
+    }
     # the runner, and the sandbox (itself, or its packages flattened in by the build backend)
     assert {"pytest", "pytest-asyncio"} <= wanted, wanted
     assert "alikassa-async" in wanted or {"starlette", "uvicorn"} <= wanted, wanted

@@ -62,12 +62,14 @@ def refused(pem: bytes | str, password: bytes | str | None = PASSWORD) -> Config
 @pytest.mark.parametrize("layout", ["legacy-encrypted", "pkcs8-encrypted", "pkcs1-plain"])
 @pytest.mark.parametrize("keep", [0.05, 0.3, 0.6, 0.95, -1])
 def test_truncated_pem_is_refused(small_rsa, layout, keep):
-    fmt, encryption = {"legacy-encrypted": (PKCS1, Enc(PASSWORD)),
-                       "pkcs8-encrypted": (PKCS8, Enc(PASSWORD)),
-                       "pkcs1-plain": (PKCS1, PLAIN)}[layout]
+    fmt, encryption = {
+        "legacy-encrypted": (PKCS1, Enc(PASSWORD)),
+        "pkcs8-encrypted": (PKCS8, Enc(PASSWORD)),
+        "pkcs1-plain": (PKCS1, PLAIN),
+    }[layout]
     pem = small_rsa.private_bytes(serialization.Encoding.PEM, fmt, encryption)
     # keep=-1: every line but the END line (an editor that lost the last line)
-    cut = b"\n".join(pem.splitlines()[:-1]) if keep == -1 else pem[:int(len(pem) * keep)]
+    cut = b"\n".join(pem.splitlines()[:-1]) if keep == -1 else pem[: int(len(pem) * keep)]
     error = refused(cut)
     assert "damaged" in str(error) or "not a PEM private key" in str(error)
 
@@ -77,16 +79,27 @@ def test_truncated_pem_is_refused(small_rsa, layout, keep):
 
 @pytest.mark.parametrize("fmt", [PKCS1, PKCS8], ids=["legacy", "pkcs8"])
 # (A UTF-8 byte-order mark before the right password is accepted: tests/test_signing.py.)
-@pytest.mark.parametrize("password", [b"wrong", PASSWORD + b"x", PASSWORD.upper(),
-                                      b"\xef\xbb\xbf" + b"wrong", " " + PASSWORD.decode()],
-                         ids=["other", "suffix", "case", "utf8-bom-wrong", "leading-space"])
+@pytest.mark.parametrize(
+    "password",
+    [
+        b"wrong",
+        PASSWORD + b"x",
+        PASSWORD.upper(),
+        b"\xef\xbb\xbf" + b"wrong",
+        " " + PASSWORD.decode(),
+    ],
+    ids=["other", "suffix", "case", "utf8-bom-wrong", "leading-space"],
+)
 def test_wrong_password_is_refused_clearly(small_rsa, fmt, password):
     pem = small_rsa.private_bytes(serialization.Encoding.PEM, fmt, Enc(PASSWORD))
     assert "wrong password" in str(refused(pem, password))
 
 
-@pytest.mark.parametrize("content", [b"", b" ", b"\t\r\n", b"\n\n"],
-                         ids=["zero-bytes", "space", "whitespace", "newlines"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b" ", b"\t\r\n", b"\n\n"],
+    ids=["zero-bytes", "space", "whitespace", "newlines"],
+)
 def test_empty_password_file_is_refused(tmp_path, small_rsa, content):
     folder = write_archive(tmp_path / "payout", small_rsa, password=PASSWORD)
     (folder / "password.txt").write_bytes(content)
@@ -118,8 +131,9 @@ BOGUS_DEK = [
 def test_bogus_dek_info_is_refused(legacy_pem, dek):
     lines = legacy_pem.splitlines()
     assert lines[2].startswith(b"DEK-Info:")
-    assert "wrong password or damaged PEM" in str(refused(b"\n".join([*lines[:2], dek,
-                                                                       *lines[3:]])))
+    assert "wrong password or damaged PEM" in str(
+        refused(b"\n".join([*lines[:2], dek, *lines[3:]]))
+    )
 
 
 def test_missing_proc_type_or_dek_info_is_refused(legacy_pem):
@@ -133,19 +147,32 @@ def test_missing_proc_type_or_dek_info_is_refused(legacy_pem):
 
 @pytest.fixture(scope="module")
 def other_keys() -> dict[str, object]:
-    return {"dsa": dsa.generate_private_key(key_size=1024),
-            "ec": ec.generate_private_key(ec.SECP256R1()),
-            "ed25519": ed25519.Ed25519PrivateKey.generate()}
+    return {
+        "dsa": dsa.generate_private_key(key_size=1024),
+        "ec": ec.generate_private_key(ec.SECP256R1()),
+        "ed25519": ed25519.Ed25519PrivateKey.generate(),
+    }
 
 
-@pytest.mark.parametrize(("kind", "fmt"), [
-    ("dsa", PKCS1), ("dsa", PKCS8), ("ec", PKCS1), ("ec", PKCS8), ("ed25519", PKCS8),
-], ids=["dsa-traditional", "dsa-pkcs8", "ec-traditional", "ec-pkcs8", "ed25519-pkcs8"])
+@pytest.mark.parametrize(
+    ("kind", "fmt"),
+    [
+        ("dsa", PKCS1),
+        ("dsa", PKCS8),
+        ("ec", PKCS1),
+        ("ec", PKCS8),
+        ("ed25519", PKCS8),
+    ],
+    ids=["dsa-traditional", "dsa-pkcs8", "ec-traditional", "ec-pkcs8", "ed25519-pkcs8"],
+)
 @pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
 def test_non_rsa_keys_are_refused_in_every_wrapping(other_keys, kind, fmt, encrypted):
     key: object = other_keys[kind]
-    pem = key.private_bytes(serialization.Encoding.PEM, fmt,  # type: ignore[attr-defined]
-                            Enc(PASSWORD) if encrypted else PLAIN)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        fmt,  # type: ignore[attr-defined]
+        Enc(PASSWORD) if encrypted else PLAIN,
+    )
     assert "must be RSA" in str(refused(pem))
 
 
@@ -156,8 +183,9 @@ def test_public_keys_and_certificates_where_a_private_key_belongs(small_rsa, tmp
         assert "public key" in str(refused(pem, None))
     certificate = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
     assert "public key/certificate" in str(refused(certificate, None))
-    openssh = public.public_bytes(serialization.Encoding.OpenSSH,
-                                  serialization.PublicFormat.OpenSSH)
+    openssh = public.public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     assert "not a PEM private key" in str(refused(openssh, None))
     # The archive's public.pem copied over private.pem, loaded the usual way:
     folder = write_archive(tmp_path / "payment", small_rsa, password=PASSWORD)
@@ -169,12 +197,18 @@ def test_public_keys_and_certificates_where_a_private_key_belongs(small_rsa, tmp
 # -- junk -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("junk", [
-    b"", b"\x00" * 64, b"\xff\xfe" + "-----BEGIN RSA PRIVATE KEY-----".encode("utf-16-le"),
-    b"-----BEGIN RSA PRIVATE KEY-----\n\x00\xff garbage\n-----END RSA PRIVATE KEY-----\n",
-    b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 2_000_000 + b"\n-----END PRIVATE KEY-----\n",
-    b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n!!!!\n-----END ENCRYPTED PRIVATE KEY-----\n",
-], ids=["empty", "zeros", "utf16", "binary-inside", "2MB-base64", "bad-base64"])
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"\x00" * 64,
+        b"\xff\xfe" + "-----BEGIN RSA PRIVATE KEY-----".encode("utf-16-le"),
+        b"-----BEGIN RSA PRIVATE KEY-----\n\x00\xff garbage\n-----END RSA PRIVATE KEY-----\n",
+        b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 2_000_000 + b"\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\n!!!!\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    ],
+    ids=["empty", "zeros", "utf16", "binary-inside", "2MB-base64", "bad-base64"],
+)
 def test_junk_is_refused(junk):
     refused(junk)
 
@@ -201,9 +235,11 @@ def test_any_bytes_give_a_certificate_or_a_configuration_error(junk, password):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(inside=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
-       label=st.sampled_from([b"RSA PRIVATE KEY", b"PRIVATE KEY", b"ENCRYPTED PRIVATE KEY"]),
-       password=st.none() | st.just(PASSWORD))
+@given(
+    inside=st.binary(max_size=300) | st.text(max_size=300).map(str.encode),
+    label=st.sampled_from([b"RSA PRIVATE KEY", b"PRIVATE KEY", b"ENCRYPTED PRIVATE KEY"]),
+    password=st.none() | st.just(PASSWORD),
+)
 def test_any_armoured_junk_is_a_configuration_error(inside, label, password):
     pem = b"-----BEGIN " + label + b"-----\n" + inside + b"\n-----END " + label + b"-----\n"
     refused(pem, password)

@@ -62,8 +62,14 @@ ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 TIMEOUT = 0.4
 #: a server-side delay that outlasts TIMEOUT
 DELAY = 1.0
-POLICY = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
-                     max_retry_after=1.0, total_timeout=4.0, create_connect_retries=2)
+POLICY = RetryPolicy(
+    max_attempts=2,
+    backoff_base=0.01,
+    backoff_max=0.02,
+    max_retry_after=1.0,
+    total_timeout=4.0,
+    create_connect_retries=2,
+)
 #: the deadline bound is total_timeout + SLACK: generous, never a performance assertion
 SLACK = 2.0
 
@@ -96,44 +102,89 @@ class FaultRow:
 
 def _429(retry_after: float | None = None, *, http_date: bool = False) -> Callable[[], Fault]:
     # Fault.status(429) defaults Retry-After to 1 s; built directly for "no header".
-    return lambda: Fault("status", "before", status_code=429, retry_after=retry_after,
-                         http_date=http_date)
+    return lambda: Fault(
+        "status", "before", status_code=429, retry_after=retry_after, http_date=http_date
+    )
 
 
 U = OutcomeUnknownError
 FAULTS: list[FaultRow] = [
-    FaultRow("refused", "refused", TransportError, True, TransportError, None,
-             variants=("persistent",)),
-    FaultRow("connect_timeout", "connect_timeout", TransportError, True, TransportError, None,
-             variants=("persistent",)),
-    FaultRow("read_timeout_before_commit", lambda: Fault.delay(DELAY), TransportError, True,
-             U, 1, commits_late=True),
-    FaultRow("read_timeout_after_commit", lambda: Fault.delay(DELAY, after_commit=True),
-             TransportError, True, U, 1),
+    FaultRow(
+        "refused", "refused", TransportError, True, TransportError, None, variants=("persistent",)
+    ),
+    FaultRow(
+        "connect_timeout",
+        "connect_timeout",
+        TransportError,
+        True,
+        TransportError,
+        None,
+        variants=("persistent",),
+    ),
+    FaultRow(
+        "read_timeout_before_commit",
+        lambda: Fault.delay(DELAY),
+        TransportError,
+        True,
+        U,
+        1,
+        commits_late=True,
+    ),
+    FaultRow(
+        "read_timeout_after_commit",
+        lambda: Fault.delay(DELAY, after_commit=True),
+        TransportError,
+        True,
+        U,
+        1,
+    ),
     FaultRow("drop_before_commit", Fault.drop_before_commit, TransportError, True, U, 0),
     FaultRow("drop_after_commit", Fault.drop_after_commit, TransportError, True, U, 1),
     FaultRow("http_500", lambda: Fault.status(500), ServerError, True, U, 0),
     FaultRow("http_502", lambda: Fault.status(502), ServerError, True, U, 0),
     FaultRow("http_503", lambda: Fault.status(503), ServerError, True, U, 0),
     FaultRow("http_504", lambda: Fault.status(504), ServerError, True, U, 0),
-    FaultRow("http_503_after_commit", lambda: Fault.status(503, after_commit=True),
-             ServerError, True, U, 1),
+    FaultRow(
+        "http_503_after_commit",
+        lambda: Fault.status(503, after_commit=True),
+        ServerError,
+        True,
+        U,
+        1,
+    ),
     FaultRow("http_429", _429(), RateLimitError, True, U, 0),
-    FaultRow("http_429_retry_after_seconds", _429(0.05), RateLimitError, True, U, 0,
-             retry_after=0.05),
-    FaultRow("http_429_retry_after_too_long", _429(3600), RateLimitError, False, U, 0,
-             retry_after=3600),
-    FaultRow("http_429_retry_after_date", _429(0, http_date=True), RateLimitError, True, U, 0,
-             retry_after=0.0),
-    FaultRow("http_429_retry_after_date_too_long", _429(3600, http_date=True), RateLimitError,
-             False, U, 0, retry_after=3600),
+    FaultRow(
+        "http_429_retry_after_seconds", _429(0.05), RateLimitError, True, U, 0, retry_after=0.05
+    ),
+    FaultRow(
+        "http_429_retry_after_too_long", _429(3600), RateLimitError, False, U, 0, retry_after=3600
+    ),
+    FaultRow(
+        "http_429_retry_after_date",
+        _429(0, http_date=True),
+        RateLimitError,
+        True,
+        U,
+        0,
+        retry_after=0.0,
+    ),
+    FaultRow(
+        "http_429_retry_after_date_too_long",
+        _429(3600, http_date=True),
+        RateLimitError,
+        False,
+        U,
+        0,
+        retry_after=3600,
+    ),
     FaultRow("html_200", Fault.html_200, APIError, True, U, 1),
     FaultRow("truncated_json_200", Fault.truncated_json_200, APIError, True, U, 1),
     FaultRow("json_array_200", Fault.json_array_200, APIError, True, U, 1),
     FaultRow("huge_body_200", Fault.huge_body_200, TransportError, True, U, 1),
     # 8 MiB: under the transport's absolute cap, over every endpoint's own cap.
-    FaultRow("answer_8mib", lambda: Fault.huge_body_200(8 * 1024 * 1024), TransportError, True,
-             U, 1),
+    FaultRow(
+        "answer_8mib", lambda: Fault.huge_body_200(8 * 1024 * 1024), TransportError, True, U, 1
+    ),
     # 3xx: never followed (that would re-send the signed body), not retried; a create's
     # outcome is unknown and reconciles to "not created".
     FaultRow("redirect_307", lambda: Fault.redirect(307), APIError, False, U, 0),
@@ -142,16 +193,30 @@ FAULTS: list[FaultRow] = [
     FaultRow("slow_headers", lambda: Fault.slow_headers(0.3), None, True, None, 1),
     FaultRow("slow_body_200", lambda: Fault.slow_body_200(0.5), None, True, None, 1),
     # A body trickling in under every per-read timeout, for longer than the call's deadline.
-    FaultRow("slow_body_past_deadline", lambda: Fault.slow_body_200(5.0), TransportError,
-             False, U, 1, variants=("once",), timeout=1.0,
-             policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
-                                total_timeout=1.0)),
+    FaultRow(
+        "slow_body_past_deadline",
+        lambda: Fault.slow_body_200(5.0),
+        TransportError,
+        False,
+        U,
+        1,
+        variants=("once",),
+        timeout=1.0,
+        policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, total_timeout=1.0),
+    ),
     # The status line and headers trickling in, a byte per ~50 ms: no per-read timeout fires;
     # only the call's deadline (total_timeout) can end it.
-    FaultRow("slow_headers_past_deadline", lambda: Fault.slow_headers(5.0), TransportError,
-             False, U, 1, variants=("once",), timeout=1.0,
-             policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02,
-                                total_timeout=1.0)),
+    FaultRow(
+        "slow_headers_past_deadline",
+        lambda: Fault.slow_headers(5.0),
+        TransportError,
+        False,
+        U,
+        1,
+        variants=("once",),
+        timeout=1.0,
+        policy=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02, total_timeout=1.0),
+    ),
 ]
 
 
@@ -165,17 +230,28 @@ class Endpoint:
 
 
 def _payment(tag: str) -> Any:
-    return build_payment("payment_card_rub_hpp", order_id=tag, amount="100.00",
-                         customer_ip="18.191.80.10", customer_user_id="u-1",
-                         customer_browser_user_agent="Mozilla/5.0")
+    return build_payment(
+        "payment_card_rub_hpp",
+        order_id=tag,
+        amount="100.00",
+        customer_ip="18.191.80.10",
+        customer_user_id="u-1",
+        customer_browser_user_agent="Mozilla/5.0",
+    )
 
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("v1/payment", True, lambda c, tag: c.create_payment(_payment(tag)), "payment"),
     Endpoint("v1/payment/status", False, lambda c, tag: c.payment_status(order_id="M-pay")),
     Endpoint("v1/payment/history", False, lambda c, tag: c.payment_history_page(page=1)),
-    Endpoint("v1/payout", True, lambda c, tag: c.create_payout(
-        payouts.card(order_id=tag, amount="10.00", number="4111111111111111")), "payout"),
+    Endpoint(
+        "v1/payout",
+        True,
+        lambda c, tag: c.create_payout(
+            payouts.card(order_id=tag, amount="10.00", number="4111111111111111")
+        ),
+        "payout",
+    ),
     Endpoint("v1/payout/status", False, lambda c, tag: c.payout_status(order_id="M-out")),
     Endpoint("v1/account/balance", False, lambda c, tag: c.balance()),
     Endpoint("v1/account/info", False, lambda c, tag: c.account_info()),
@@ -242,12 +318,23 @@ class Cell:
         return f"{self.endpoint.path} × {row.name} ({variant})"
 
 
-async def run_cell(cell: Cell, row: FaultRow, base_url: str,
-                   certs: tuple[Certificate, Certificate], sandbox: Sandbox,
-                   backend: Backend) -> None:
-    client = AliKassaClient(ACCOUNT, *certs, base_url=base_url, retry=row.policy,
-                            timeout=httpx.Timeout(row.timeout), verify=TLS,
-                            http_backend=backend)
+async def run_cell(
+    cell: Cell,
+    row: FaultRow,
+    base_url: str,
+    certs: tuple[Certificate, Certificate],
+    sandbox: Sandbox,
+    backend: Backend,
+) -> None:
+    client = AliKassaClient(
+        ACCOUNT,
+        *certs,
+        base_url=base_url,
+        retry=row.policy,
+        timeout=httpx.Timeout(row.timeout),
+        verify=TLS,
+        http_backend=backend,
+    )
     try:
         started = time.monotonic()
         try:
@@ -259,7 +346,8 @@ async def run_cell(cell: Cell, row: FaultRow, base_url: str,
             cell.created_then = creations_of(sandbox, cell.endpoint.kind)[cell.tag]
         state = pool_state(client)
         assert state.busy == state.requests == state.orphans == 0, (
-            f"{cell.endpoint.path}: pool after the call: {state}")
+            f"{cell.endpoint.path}: pool after the call: {state}"
+        )
     finally:
         await client.aclose()
     assert pool_state(client).connections == 0, f"{cell.endpoint.path}: pool after aclose"
@@ -311,12 +399,10 @@ def check_create(cell: Cell, row: FaultRow, variant: str, sandbox: Sandbox) -> N
 
 
 def creations_of(sandbox: Sandbox, kind: str) -> Any:
-    return (sandbox.state.payment_creations if kind == "payment"
-            else sandbox.state.payout_creations)
+    return sandbox.state.payment_creations if kind == "payment" else sandbox.state.payout_creations
 
 
-async def reconcile(cell: Cell, row: FaultRow, client: AliKassaClient,
-                    sandbox: Sandbox) -> None:
+async def reconcile(cell: Cell, row: FaultRow, client: AliKassaClient, sandbox: Sandbox) -> None:
     """An unknown outcome resolves, by order_id, to exactly the state the sandbox holds."""
     creations = creations_of(sandbox, cell.endpoint.kind)
     if row.commits_late:
@@ -324,12 +410,14 @@ async def reconcile(cell: Cell, row: FaultRow, client: AliKassaClient,
         while creations[cell.tag] == 0 and time.monotonic() < give_up:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # the sandbox commits when its delay ends
     assert creations[cell.tag] == row.created, cell.where(row, "reconcile")
-    lookup = (client.payment_status if cell.endpoint.kind == "payment"
-              else client.payout_status)
+    lookup = client.payment_status if cell.endpoint.kind == "payment" else client.payout_status
     if row.created:
         found = await lookup(order_id=cell.tag)
-        table = (sandbox.state.payments_by_order_id if cell.endpoint.kind == "payment"
-                 else sandbox.state.payouts_by_order_id)
+        table = (
+            sandbox.state.payments_by_order_id
+            if cell.endpoint.kind == "payment"
+            else sandbox.state.payouts_by_order_id
+        )
         assert found.id == table[cell.tag].id and found.order_id == cell.tag
     else:
         with pytest.raises(NotFoundError):
@@ -343,49 +431,62 @@ TLS = ssl.create_default_context()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(alikassa_certs: Any, alikassa_certificates: tuple[Certificate, Certificate]
-                 ) -> AsyncIterator[SandboxServer]:
+async def server(
+    alikassa_certs: Any, alikassa_certificates: tuple[Certificate, Certificate]
+) -> AsyncIterator[SandboxServer]:
     """One sandbox for the module, holding a payment and a payout the status reads find."""
     sandbox = Sandbox.from_certs(alikassa_certs, account=ACCOUNT)
     sandbox.config.wait_seconds = None  # statuses stay put while the matrix runs
     async with SandboxServer(sandbox) as running:
-        async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=running.url,
-                                  verify=TLS) as setup:
+        async with AliKassaClient(
+            ACCOUNT, *alikassa_certificates, base_url=running.url, verify=TLS
+        ) as setup:
             await setup.create_payment(_payment("M-pay"))
-            await setup.create_payout(payouts.card(order_id="M-out", amount="10.00",
-                                                   number="4111111111111111"))
+            await setup.create_payout(
+                payouts.card(order_id="M-out", amount="10.00", number="4111111111111111")
+            )
         yield running
 
 
 @pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize(("row", "variant"), MATRIX,
-                         ids=[f"{row.name}-{variant}" for row, variant in MATRIX])
-async def test_fault_matrix(row: FaultRow, variant: str, server: SandboxServer,
-                            alikassa_certificates: tuple[Certificate, Certificate],
-                            backend: Backend) -> None:
+@pytest.mark.parametrize(
+    ("row", "variant"), MATRIX, ids=[f"{row.name}-{variant}" for row, variant in MATRIX]
+)
+async def test_fault_matrix(
+    row: FaultRow,
+    variant: str,
+    server: SandboxServer,
+    alikassa_certificates: tuple[Certificate, Certificate],
+    backend: Backend,
+) -> None:
     sandbox = server.sandbox
     baseline = open_fds()
     before = dict(sandbox.state.requests)
     cells = [Cell(e, f"{row.name}-{variant}-{backend}-{e.kind}") for e in ENDPOINTS]
     try:
         with _fault_target(row, variant, server) as base_url:
-            await asyncio.gather(*(run_cell(c, row, base_url, alikassa_certificates, sandbox,
-                                            backend) for c in cells))
+            await asyncio.gather(
+                *(
+                    run_cell(c, row, base_url, alikassa_certificates, sandbox, backend)
+                    for c in cells
+                )
+            )
     finally:
         sandbox.faults.clear()
     for cell in cells:
-        cell.sent = sandbox.state.requests[cell.endpoint.path] - before.get(
-            cell.endpoint.path, 0)
+        cell.sent = sandbox.state.requests[cell.endpoint.path] - before.get(cell.endpoint.path, 0)
         bound = (row.policy.total_timeout or 0) + SLACK
         assert cell.elapsed <= bound, (
-            f"{cell.where(row, variant)} took {cell.elapsed:.2f} s > {bound} s")
+            f"{cell.where(row, variant)} took {cell.elapsed:.2f} s > {bound} s"
+        )
         if cell.endpoint.creates:
             check_create(cell, row, variant, sandbox)
         else:
             check_read(cell, row, variant)
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=server.url,
-                              verify=TLS) as lookups:
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url=server.url, verify=TLS
+    ) as lookups:
         for cell in cells:
             if isinstance(cell.error, OutcomeUnknownError):
                 await reconcile(cell, row, lookups, sandbox)
@@ -418,5 +519,6 @@ def test_the_matrix_covers_every_endpoint_and_fault_kind():
     assert kinds == set(FAULT_KINDS)
     assert {e.path for e in ENDPOINTS} == set(SANDBOX_ENDPOINTS)
     assert {e.path for e in ENDPOINTS if e.creates} == {
-        p for p, creates in SANDBOX_ENDPOINTS.items() if creates}
+        p for p, creates in SANDBOX_ENDPOINTS.items() if creates
+    }
     assert CELLS >= 7 * 40

@@ -62,8 +62,9 @@ TIMEOUT = 1.0
 POOL_TIMEOUT = 10.0
 #: a server-side delay past TIMEOUT: the client gives up, the sandbox still answers/commits
 LONG_DELAY = 1.5
-POLICY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05,
-                     max_retry_after=0.2, total_timeout=6.0)
+POLICY = RetryPolicy(
+    max_attempts=3, backoff_base=0.01, backoff_max=0.05, max_retry_after=0.2, total_timeout=6.0
+)
 #: an operation must end within its RetryPolicy.total_timeout plus this (generous) slack
 SLACK = 6.0
 #: an operation still running this long has hung; the run cancels it (well past the bound
@@ -72,25 +73,43 @@ HANG = 4 * POLICY.total_timeout  # type: ignore[operator]
 
 #: (weight, fault): what a faulted operation gets
 LOAD_FAULTS: list[tuple[int, Callable[[], Fault]]] = [
-    (3, lambda: Fault.status(500)), (2, lambda: Fault.status(502)),
-    (3, lambda: Fault.status(503)), (2, lambda: Fault.status(504)),
+    (3, lambda: Fault.status(500)),
+    (2, lambda: Fault.status(502)),
+    (3, lambda: Fault.status(503)),
+    (2, lambda: Fault.status(504)),
     (2, lambda: Fault.status(429, retry_after=0.05)),
     (1, lambda: Fault("status", "before", status_code=429)),
     (1, lambda: Fault.status(429, retry_after=0, http_date=True)),
-    (3, Fault.drop_before_commit), (3, Fault.drop_after_commit),
+    (3, Fault.drop_before_commit),
+    (3, Fault.drop_after_commit),
     (2, lambda: Fault.status(503, after_commit=True)),
-    (2, Fault.html_200), (2, Fault.truncated_json_200), (1, Fault.json_array_200),
-    (1, lambda: Fault.delay(0.05)), (1, lambda: Fault.delay(LONG_DELAY)),
+    (2, Fault.html_200),
+    (2, Fault.truncated_json_200),
+    (1, Fault.json_array_200),
+    (1, lambda: Fault.delay(0.05)),
+    (1, lambda: Fault.delay(LONG_DELAY)),
     (1, lambda: Fault.delay(LONG_DELAY, after_commit=True)),
     (1, lambda: Fault.slow_body_200(0.2)),
 ]
 #: (weight, operation kind)
-MIX = [(30, "create_payout"), (15, "create_payment"), (20, "payout_status"),
-       (10, "payment_status"), (10, "balance"), (8, "account_info"), (7, "history")]
-PATHS = {"create_payout": "v1/payout", "create_payment": "v1/payment",
-         "payout_status": "v1/payout/status", "payment_status": "v1/payment/status",
-         "balance": "v1/account/balance", "account_info": "v1/account/info",
-         "history": "v1/payment/history"}
+MIX = [
+    (30, "create_payout"),
+    (15, "create_payment"),
+    (20, "payout_status"),
+    (10, "payment_status"),
+    (10, "balance"),
+    (8, "account_info"),
+    (7, "history"),
+]
+PATHS = {
+    "create_payout": "v1/payout",
+    "create_payment": "v1/payment",
+    "payout_status": "v1/payout/status",
+    "payment_status": "v1/payment/status",
+    "balance": "v1/account/balance",
+    "account_info": "v1/account/info",
+    "history": "v1/payment/history",
+}
 
 
 @dataclass(frozen=True)
@@ -139,14 +158,24 @@ class Run:
 
 async def perform(client: AliKassaClient, op: Op) -> Any:
     if op.kind == "create_payout":
-        return await client.create_payout(payouts.card(
-            order_id=op.order_id, amount=f"{1 + op.index % 50}.{op.index % 90:02d}",
-            number="4111111111111111"))
+        return await client.create_payout(
+            payouts.card(
+                order_id=op.order_id,
+                amount=f"{1 + op.index % 50}.{op.index % 90:02d}",
+                number="4111111111111111",
+            )
+        )
     if op.kind == "create_payment":
-        return await client.create_payment(build_payment(
-            "payment_card_rub_hpp", order_id=op.order_id, amount="100.00",
-            customer_ip="18.191.80.10", customer_user_id="u-1",
-            customer_browser_user_agent="Mozilla/5.0"))
+        return await client.create_payment(
+            build_payment(
+                "payment_card_rub_hpp",
+                order_id=op.order_id,
+                amount="100.00",
+                customer_ip="18.191.80.10",
+                customer_user_id="u-1",
+                customer_browser_user_agent="Mozilla/5.0",
+            )
+        )
     if op.kind == "payout_status":
         return await client.payout_status(order_id=op.order_id)
     if op.kind == "payment_status":
@@ -158,8 +187,9 @@ async def perform(client: AliKassaClient, op: Op) -> Any:
     return await client.payment_history_page(page=1, page_size=5)
 
 
-async def worker(client: AliKassaClient, queue: asyncio.Queue[Op], sandbox: Sandbox,
-                 run: Run) -> None:
+async def worker(
+    client: AliKassaClient, queue: asyncio.Queue[Op], sandbox: Sandbox, run: Run
+) -> None:
     while True:
         try:
             op = queue.get_nowait()
@@ -205,8 +235,9 @@ async def worker(client: AliKassaClient, queue: asyncio.Queue[Op], sandbox: Sand
 
 @pytest.mark.slow
 @pytest.mark.timeout(60 + OPERATIONS * 0.03)  # the full 10,000 needs minutes on 2 shared cores
-async def test_invariants_under_load(alikassa_certs: Any,
-                                     alikassa_certificates: tuple[Certificate, Certificate]):
+async def test_invariants_under_load(
+    alikassa_certs: Any, alikassa_certificates: tuple[Certificate, Certificate]
+):
     ops = plan(OPERATIONS, SEED)
     assert ops == plan(OPERATIONS, SEED)  # the plan is reproducible
     baseline = open_fds()
@@ -223,9 +254,13 @@ async def test_invariants_under_load(alikassa_certs: Any,
     run = Run()
     started = time.monotonic()
     async with SandboxServer(sandbox) as server:
-        async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=server.url,
-                                  retry=POLICY,
-                                  timeout=httpx.Timeout(TIMEOUT, pool=POOL_TIMEOUT)) as client:
+        async with AliKassaClient(
+            ACCOUNT,
+            *alikassa_certificates,
+            base_url=server.url,
+            retry=POLICY,
+            timeout=httpx.Timeout(TIMEOUT, pool=POOL_TIMEOUT),
+        ) as client:
             queue: asyncio.Queue[Op] = asyncio.Queue()
             for op in ops:
                 queue.put_nowait(op)
@@ -244,10 +279,14 @@ async def test_invariants_under_load(alikassa_certs: Any,
             # Let delayed handlers finish (the sandbox may still commit), then settle.
             sandbox.faults.clear()
             await asyncio.sleep(LONG_DELAY + 0.3)
-            records = {"payment": sandbox.state.payments_by_order_id,
-                       "payout": sandbox.state.payouts_by_order_id}
-            creations = {"payment": sandbox.state.payment_creations,
-                         "payout": sandbox.state.payout_creations}
+            records = {
+                "payment": sandbox.state.payments_by_order_id,
+                "payout": sandbox.state.payouts_by_order_id,
+            }
+            creations = {
+                "payment": sandbox.state.payment_creations,
+                "payout": sandbox.state.payout_creations,
+            }
             paths = {"payment": "v1/payment", "payout": "v1/payout"}
 
             for kind in ("payment", "payout"):
@@ -274,6 +313,8 @@ async def test_invariants_under_load(alikassa_certs: Any,
     assert await settled_fds(baseline, wait=5.0) == baseline, "file descriptors leaked"
     faulted = sum(1 for op in ops if op.fault is not None)
     times = sorted(run.elapsed.values())
-    print(f"\nload: {OPERATIONS} ops, {TASKS} tasks, {faulted} faulted, {elapsed:.1f} s, "
-          f"slowest op {times[-1]:.2f} s, p99 {times[int(len(times) * 0.99)]:.2f} s, "
-          f"outcomes {dict(run.outcomes)}, {len(run.unknown)} unknown reconciled")
+    print(
+        f"\nload: {OPERATIONS} ops, {TASKS} tasks, {faulted} faulted, {elapsed:.1f} s, "
+        f"slowest op {times[-1]:.2f} s, p99 {times[int(len(times) * 0.99)]:.2f} s, "
+        f"outcomes {dict(run.outcomes)}, {len(run.unknown)} unknown reconciled"
+    )

@@ -63,10 +63,16 @@ def test_delay_without_retry_after_is_the_backoff():
     assert len({policy.delay(3, None) for _ in range(50)}) > 1  # jittered
 
 
-@pytest.mark.parametrize(("retry_after", "expected"), [
-    (0.0, 0.0), (0.5, 0.5), (12.0, 12.0), (30.0, 30.0),  # up to max_retry_after: exactly it
-    (-3.0, 0.0),  # a negative hint is "now", never a negative sleep
-])
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        (0.0, 0.0),
+        (0.5, 0.5),
+        (12.0, 12.0),
+        (30.0, 30.0),  # up to max_retry_after: exactly it
+        (-3.0, 0.0),  # a negative hint is "now", never a negative sleep
+    ],
+)
 def test_delay_honours_retry_after_exactly(retry_after, expected):
     policy = RetryPolicy(backoff_base=5.0, backoff_max=5.0, max_retry_after=30.0)
     assert policy.delay(1, retry_after) == expected
@@ -91,7 +97,10 @@ def test_max_retry_after_is_the_callers_choice():
 def test_defaults_and_disabled():
     default = RetryPolicy()
     assert (default.max_attempts, default.total_timeout, default.create_connect_retries) == (
-        4, 60.0, 2)
+        4,
+        60.0,
+        2,
+    )
     disabled = RetryPolicy.disabled()
     assert disabled.max_attempts == 1 and disabled.create_connect_retries == 0
 
@@ -106,17 +115,26 @@ def test_a_policy_is_an_immutable_value():
     policy = RetryPolicy(max_attempts=3)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         policy.max_attempts = 9  # type: ignore[misc]
-    assert policy == RetryPolicy(max_attempts=3) and hash(policy) == hash(RetryPolicy(
-        max_attempts=3))
+    assert policy == RetryPolicy(max_attempts=3) and hash(policy) == hash(
+        RetryPolicy(max_attempts=3)
+    )
     assert attrs.evolve(policy, total_timeout=None).total_timeout is None
 
 
 # -- parse_retry_after ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "seconds"), [
-    ("0", 0.0), ("1", 1.0), ("120", 120.0), (" 7 ", 7.0), ("0.05", 0.05), ("1.5", 1.5),
-])
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("0", 0.0),
+        ("1", 1.0),
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0.05", 0.05),
+        ("1.5", 1.5),
+    ],
+)
 def test_retry_after_in_seconds(value, seconds):
     assert parse_retry_after({"retry-after": value}) == seconds
 
@@ -141,7 +159,8 @@ def test_retry_after_dates_in_the_other_legal_formats():
     # RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms (UTC)
     for date in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"):
         assert parse_retry_after({"retry-after": date}, now=784111777.0 - 10) == (
-            pytest.approx(10.0)), date
+            pytest.approx(10.0)
+        ), date
 
 
 def test_retry_after_ms_wins_and_is_milliseconds():
@@ -152,10 +171,24 @@ def test_retry_after_ms_wins_and_is_milliseconds():
     assert parse_retry_after({"retry-after-ms": "nan", "retry-after": "2"}) == 2.0
 
 
-@pytest.mark.parametrize("value", [
-    "", "soon", "1s", "Tomorrow", "Thu, 99 Foo 2027 25:61:61 GMT", "nan", "NaN", "inf",
-    "-inf", "Infinity", "0x10", "\x00", "1" * 500,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "soon",
+        "1s",
+        "Tomorrow",
+        "Thu, 99 Foo 2027 25:61:61 GMT",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "Infinity",
+        "0x10",
+        "\x00",
+        "1" * 500,
+    ],
+)
 def test_garbage_nan_and_infinite_retry_after_are_ignored(value):
     # ignored means None: the client falls back to its own backoff
     assert parse_retry_after({"retry-after": value}, now=NOW) is None

@@ -33,8 +33,9 @@ PYTHON = [sys.executable, "-m", "alikassa_async"]
 # keygen
 
 
-def test_keygen_writes_archives_like_the_vendors(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_writes_archives_like_the_vendors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["keygen", str(tmp_path / "certs")]) == 0
     assert "payment/" in capsys.readouterr().out
     root = tmp_path / "certs"
@@ -52,11 +53,14 @@ def test_keygen_writes_archives_like_the_vendors(tmp_path: Path,
         assert cert.public_key_pem() == (root / role / "public.pem").read_bytes()
         assert cert.key_size == 2048
     assert sorted(p.name for p in (root / "notification").iterdir()) == [
-        "private.pem", "public.pem"]
+        "private.pem",
+        "public.pem",
+    ]
 
 
-def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_refuses_to_replace_keys_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     generate_certs(tmp_path)
     before = (tmp_path / "payout" / "private.pem").read_bytes()
     assert main(["keygen", str(tmp_path)]) == 2
@@ -67,7 +71,8 @@ def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path: Path,
 
 
 def test_the_parser_has_every_command_and_checks_its_arguments(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     help_text = build_parser().format_help()
     for command in ("demo", "keygen", "sandbox", "payouts", "status", "balance"):
         assert command in help_text
@@ -96,8 +101,14 @@ def test_the_console_script_is_the_same_command() -> None:
 async def start_sandbox(*args: str, with_banner: bool = False) -> Any:
     """Start ``alikassa sandbox --port 0 ARGS``; ``(proc, base_url[, banner lines])``."""
     proc = await asyncio.create_subprocess_exec(
-        *PYTHON, "sandbox", "--port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *PYTHON,
+        "sandbox",
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert proc.stdout is not None
     url = ""
     banner: list[str] = []
@@ -119,30 +130,45 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 
 
 async def test_the_sandbox_command_serves_until_interrupted(
-        tmp_path: Path, alikassa_certificates: tuple[Certificate, Certificate],
-        alikassa_certs: SandboxCerts) -> None:
+    tmp_path: Path,
+    alikassa_certificates: tuple[Certificate, Certificate],
+    alikassa_certs: SandboxCerts,
+) -> None:
     shutil.copytree(alikassa_certs.root, tmp_path / "certs")
-    proc, url = await start_sandbox("--certs", str(tmp_path / "certs"), "--account", ACCOUNT,
-                                    "--wait-seconds", "0", "--wait-polls", "0")
+    proc, url = await start_sandbox(
+        "--certs",
+        str(tmp_path / "certs"),
+        "--account",
+        ACCOUNT,
+        "--wait-seconds",
+        "0",
+        "--wait-polls",
+        "0",
+    )
     try:
         assert url.startswith("http://127.0.0.1:")
         body = php_json_encode(payout_body())
-        headers = {"Content-Type": "application/json", "Account": ACCOUNT,
-                   "Sign": alikassa_certificates[1].sign(body)}
+        headers = {
+            "Content-Type": "application/json",
+            "Account": ACCOUNT,
+            "Sign": alikassa_certificates[1].sign(body),
+        }
         async with httpx.AsyncClient(base_url=url) as http:
             created = await http.post("/v1/payout", content=body, headers=headers)
             assert created.status_code == 200
             lookup = php_json_encode({"order_id": "P-1"})
-            status = await http.post("/v1/payout/status", content=lookup, headers={
-                **headers, "Sign": alikassa_certificates[1].sign(lookup)})
+            status = await http.post(
+                "/v1/payout/status",
+                content=lookup,
+                headers={**headers, "Sign": alikassa_certificates[1].sign(lookup)},
+            )
             assert status.json()["payment_status"] == "paid"
     finally:
         code = await stop(proc)
     assert code == 0
 
 
-async def test_the_sandbox_command_creates_missing_certs_and_injects_faults(
-        tmp_path: Path) -> None:
+async def test_the_sandbox_command_creates_missing_certs_and_injects_faults(tmp_path: Path) -> None:
     certs = tmp_path / "fresh"
     proc, url = await start_sandbox("--certs", str(certs), "--fault-rate", "0.5", "--seed", "3")
     try:
@@ -152,10 +178,15 @@ async def test_the_sandbox_command_creates_missing_certs_and_injects_faults(
         async with httpx.AsyncClient(base_url=url) as http:
             for _ in range(24):
                 try:
-                    response = await http.post("/v1/account/balance", content=b"[]", headers={
-                        "Content-Type": "application/json",
-                        "Account": "93d5df06-996c-48c3-9847-348d6b580b80",
-                        "Sign": payout.sign(b"[]")})
+                    response = await http.post(
+                        "/v1/account/balance",
+                        content=b"[]",
+                        headers={
+                            "Content-Type": "application/json",
+                            "Account": "93d5df06-996c-48c3-9847-348d6b580b80",
+                            "Sign": payout.sign(b"[]"),
+                        },
+                    )
                     statuses.append(response.status_code)
                 except httpx.HTTPError:
                     statuses.append(0)  # a dropped connection
@@ -170,7 +201,8 @@ async def test_the_sandbox_command_creates_missing_certs_and_injects_faults(
 
 async def test_the_demo_runs_end_to_end_and_exits_0() -> None:
     proc = await asyncio.create_subprocess_exec(
-        *PYTHON, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *PYTHON, "demo", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     text = out.decode()
     assert proc.returncode == 0, text + err.decode()
@@ -183,7 +215,8 @@ async def test_the_demo_runs_end_to_end_and_exits_0() -> None:
 
 async def test_demo_v_shows_the_sdks_lines_and_not_every_librarys() -> None:
     proc = await asyncio.create_subprocess_exec(
-        *PYTHON, "demo", "-v", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *PYTHON, "demo", "-v", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, out.decode() + err.decode()[-2000:]
     lines = err.decode().splitlines()
@@ -197,14 +230,20 @@ async def test_demo_v_shows_the_sdks_lines_and_not_every_librarys() -> None:
 
 
 def test_threaded_server_serves_blocking_clients(
-        alikassa_certs: SandboxCerts,
-        alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+    alikassa_certs: SandboxCerts, alikassa_certificates: tuple[Certificate, Certificate]
+) -> None:
     sandbox = Sandbox.from_certs(alikassa_certs, ACCOUNT)
     body = php_json_encode(payout_body())
     with ThreadedSandboxServer(sandbox) as server, httpx.Client(base_url=server.url) as http:
-        response = http.post("/v1/payout", content=body, headers={
-            "Content-Type": "application/json", "Account": ACCOUNT,
-            "Sign": alikassa_certificates[1].sign(body)})
+        response = http.post(
+            "/v1/payout",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Account": ACCOUNT,
+                "Sign": alikassa_certificates[1].sign(body),
+            },
+        )
         assert response.status_code == 200
         record = server.call(sandbox.finalise, "payout", order_id="P-1", status="cancel")
         assert record.status == "cancel"
@@ -215,8 +254,9 @@ def test_threaded_server_serves_blocking_clients(
 def test_every_option_has_help_text(command: str) -> None:
     import argparse
 
-    subparsers = next(a for a in build_parser()._actions
-                      if isinstance(a, argparse._SubParsersAction))
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
     parser = subparsers.choices[command]
     bare = [a.dest for a in parser._actions if not a.help and a.dest != "help"]
     assert not bare, f"alikassa {command}: options without help: {bare}"

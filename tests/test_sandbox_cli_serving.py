@@ -61,13 +61,17 @@ def test_a_bad_public_url_is_refused_by_the_parser() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_tls_and_public_url(tmp_path: Path, alikassa_certs: SandboxCerts,
-                                  alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+async def test_tls_and_public_url(
+    tmp_path: Path,
+    alikassa_certs: SandboxCerts,
+    alikassa_certificates: tuple[Certificate, Certificate],
+) -> None:
     certs = tmp_path / "certs"
     shutil.copytree(alikassa_certs.root, certs)
     public = "https://pay-sandbox.example:8443"
-    proc, url, banner = await start_sandbox("--certs", str(certs), "--tls",
-                                            "--public-url", public, with_banner=True)
+    proc, url, banner = await start_sandbox(
+        "--certs", str(certs), "--tls", "--public-url", public, with_banner=True
+    )
     try:
         ca = certs / "tls" / "ca.pem"
         # printed, and written beside the certificates
@@ -77,11 +81,18 @@ async def test_tls_and_public_url(tmp_path: Path, alikassa_certs: SandboxCerts,
         listening = next(line.split()[2] for line in banner if "listening on" in line)
         assert listening.startswith("https://127.0.0.1:")
         payment, payout = alikassa_certificates
-        async with AliKassaClient(ACCOUNT, payment, payout, base_url=listening,
-                                  verify=ca) as client:
-            created = await client.create_payment(build_payment(
-                "payment_card_number_rub_hpp", order_id="A-1", amount="500",
-                customer_ip="18.191.80.10", customer_user_id="u-42"))
+        async with AliKassaClient(
+            ACCOUNT, payment, payout, base_url=listening, verify=ca
+        ) as client:
+            created = await client.create_payment(
+                build_payment(
+                    "payment_card_number_rub_hpp",
+                    order_id="A-1",
+                    amount="500",
+                    customer_ip="18.191.80.10",
+                    customer_user_id="u-42",
+                )
+            )
             assert created.url is not None and created.url.startswith(public + "/pay/")
             status = await client.payment_status(id=created.id)
             assert status.url == created.url
@@ -96,25 +107,33 @@ async def test_tls_and_public_url(tmp_path: Path, alikassa_certs: SandboxCerts,
 
 
 async def test_early_disconnects_and_h2c_offers_log_nothing(
-        tmp_path: Path, alikassa_certs: SandboxCerts,
-        alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+    tmp_path: Path,
+    alikassa_certs: SandboxCerts,
+    alikassa_certificates: tuple[Certificate, Certificate],
+) -> None:
     proc, url = await start_sandbox("--certs", str(alikassa_certs.root))
     try:
         port = int(url.rsplit(":", 1)[1])
         for _ in range(3):  # a client that hangs up in the middle of its request body
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"POST /v1/payout HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\":")
+            writer.write(
+                b"POST /v1/payout HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"a":'
+            )
             await writer.drain()
             await asyncio.sleep(0.05)
             writer.close()
         # Java's HttpClient offers h2c on every plain-http request: it is declined and
         # answered over HTTP/1.1.
         body = b"[]"
-        headers = {"Content-Type": "application/json", "Account": ACCOUNT,
-                   "Sign": alikassa_certificates[1].sign(body),
-                   "Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
-                   "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA"}
+        headers = {
+            "Content-Type": "application/json",
+            "Account": ACCOUNT,
+            "Sign": alikassa_certificates[1].sign(body),
+            "Connection": "Upgrade, HTTP2-Settings",
+            "Upgrade": "h2c",
+            "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA",
+        }
         async with httpx.AsyncClient(base_url=url) as http:
             for _ in range(3):
                 answer = await http.post("/v1/account/balance", content=body, headers=headers)
@@ -124,13 +143,11 @@ async def test_early_disconnects_and_h2c_offers_log_nothing(
         assert await stop(proc) == 0
     assert proc.stderr is not None
     err = (await proc.stderr.read()).decode()
-    for noise in ("Exception in ASGI application", "Traceback", "Unsupported upgrade",
-                  "WebSocket"):
+    for noise in ("Exception in ASGI application", "Traceback", "Unsupported upgrade", "WebSocket"):
         assert noise not in err, err
 
 
-def test_the_tls_ca_is_reused_and_the_server_certificate_names_the_hosts(
-        tmp_path: Path) -> None:
+def test_the_tls_ca_is_reused_and_the_server_certificate_names_the_hosts(tmp_path: Path) -> None:
     first = ensure_tls(tmp_path, ["127.0.0.1", "sandbox.internal"])
     ca = first.ca_path.read_bytes()
     cert = x509.load_pem_x509_certificate(first.cert_path.read_bytes())

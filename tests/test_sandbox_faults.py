@@ -36,12 +36,13 @@ def payout(order_id: str = "P-1", amount: str = "100") -> object:
 
 
 @pytest.fixture
-async def client(alikassa_sandbox: SandboxServer,
-                 alikassa_certificates: tuple[Certificate, Certificate]
-                 ) -> AsyncIterator[AliKassaClient]:
+async def client(
+    alikassa_sandbox: SandboxServer, alikassa_certificates: tuple[Certificate, Certificate]
+) -> AsyncIterator[AliKassaClient]:
     """Over loopback, in place of conftest's in-process client: these faults are about sockets."""
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url, retry=FAST_RETRY
+    ) as client:
         yield client
 
 
@@ -50,7 +51,8 @@ async def client(alikassa_sandbox: SandboxServer,
 
 
 async def test_connection_dropped_after_commit_is_outcome_unknown_and_the_payout_exists(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.drop_after_commit())
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.create_payout(payout())
@@ -62,7 +64,8 @@ async def test_connection_dropped_after_commit_is_outcome_unknown_and_the_payout
 
 
 async def test_connection_dropped_before_commit_is_unknown_too_but_nothing_exists(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.drop_before_commit())
     with pytest.raises(OutcomeUnknownError):
         await client.create_payout(payout())
@@ -72,7 +75,8 @@ async def test_connection_dropped_before_commit_is_unknown_too_but_nothing_exist
 
 @pytest.mark.parametrize("code", [500, 502, 503, 504, 429])
 async def test_creates_are_not_retried_on_error_statuses(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer, code: int) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer, code: int
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.status(code, retry_after=0.01), times=3)
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.create_payout(payout())
@@ -82,7 +86,8 @@ async def test_creates_are_not_retried_on_error_statuses(
 
 
 async def test_a_5xx_after_commit_leaves_a_payout_the_client_must_look_up(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.status(503, after_commit=True))
     with pytest.raises(OutcomeUnknownError) as caught:
         await client.create_payout(payout())
@@ -90,14 +95,23 @@ async def test_a_5xx_after_commit_leaves_a_payout_the_client_must_look_up(
     assert alikassa_sandbox.state.payout_creations["P-1"] == 1
 
 
-@pytest.mark.parametrize("fault", [
-    Fault.status(503), Fault.status(502), Fault.status(429, retry_after=0.01),
-    Fault.status(429, retry_after=0, http_date=True), Fault.drop_before_commit(),
-    Fault.html_200(), Fault.truncated_json_200(), Fault.json_array_200(),
-], ids=lambda f: f.describe())
-async def test_reads_are_retried_through_faults(client: AliKassaClient,
-                                                alikassa_sandbox: SandboxServer,
-                                                fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(503),
+        Fault.status(502),
+        Fault.status(429, retry_after=0.01),
+        Fault.status(429, retry_after=0, http_date=True),
+        Fault.drop_before_commit(),
+        Fault.html_200(),
+        Fault.truncated_json_200(),
+        Fault.json_array_200(),
+    ],
+    ids=lambda f: f.describe(),
+)
+async def test_reads_are_retried_through_faults(
+    client: AliKassaClient, alikassa_sandbox: SandboxServer, fault: Fault
+) -> None:
     created = await client.create_payout(payout())
     alikassa_sandbox.faults.add("v1/payout/status", fault, times=2)
     found = await client.payout_status(id=created.id)
@@ -106,7 +120,8 @@ async def test_reads_are_retried_through_faults(client: AliKassaClient,
 
 
 async def test_a_read_that_keeps_failing_gives_up_after_max_attempts(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/account/balance", Fault.status(503), times=10)
     with pytest.raises(ServerError):
         await client.balance()
@@ -114,9 +129,9 @@ async def test_a_read_that_keeps_failing_gives_up_after_max_attempts(
 
 
 @pytest.mark.parametrize("kind", sorted(FAULT_KINDS))
-async def test_fault_table_matrix_on_create_payout(client: AliKassaClient,
-                                                   alikassa_sandbox: SandboxServer,
-                                                   kind: str) -> None:
+async def test_fault_table_matrix_on_create_payout(
+    client: AliKassaClient, alikassa_sandbox: SandboxServer, kind: str
+) -> None:
     """Each row of FAULT_KINDS, with its example fault: does the record exist afterwards,
     and did the SDK conclude what the row says?"""
     row = FAULT_KINDS[kind]
@@ -127,18 +142,24 @@ async def test_fault_table_matrix_on_create_payout(client: AliKassaClient,
     except OutcomeUnknownError:
         outcome = "unknown"
     assert alikassa_sandbox.state.payout_creations["P-1"] == int(row.creates_record)
-    assert row.create_outcome.startswith("OutcomeUnknownError" if outcome == "unknown"
-                                         else "created")
+    assert row.create_outcome.startswith(
+        "OutcomeUnknownError" if outcome == "unknown" else "created"
+    )
     assert alikassa_sandbox.state.requests["v1/payout"] == 1
     assert alikassa_sandbox.faults.fired[-1].fault.kind == kind
 
 
 async def test_a_delay_past_the_client_timeout_still_commits(
-        alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+    alikassa_sandbox: SandboxServer, alikassa_certificates: tuple[Certificate, Certificate]
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.delay(0.5))
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url=alikassa_sandbox.url,
+        timeout=0.1,
+        retry=FAST_RETRY,
+    ) as client:
         with pytest.raises(OutcomeUnknownError) as caught:
             await client.create_payout(payout())
     assert "Timeout" in caught.value.reason
@@ -147,11 +168,16 @@ async def test_a_delay_past_the_client_timeout_still_commits(
 
 
 async def test_a_slow_body_beyond_the_read_timeout_is_unknown_and_created(
-        alikassa_sandbox: SandboxServer,
-        alikassa_certificates: tuple[Certificate, Certificate]) -> None:
+    alikassa_sandbox: SandboxServer, alikassa_certificates: tuple[Certificate, Certificate]
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.slow_body_200(2.0))
-    async with AliKassaClient(ACCOUNT, *alikassa_certificates, base_url=alikassa_sandbox.url,
-                              timeout=0.1, retry=FAST_RETRY) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url=alikassa_sandbox.url,
+        timeout=0.1,
+        retry=FAST_RETRY,
+    ) as client:
         with pytest.raises(OutcomeUnknownError):
             await client.create_payout(payout())
     assert alikassa_sandbox.state.payout_creations["P-1"] == 1
@@ -161,16 +187,18 @@ async def test_a_slow_body_beyond_the_read_timeout_is_unknown_and_created(
 # What each fault looks like on the wire
 
 
-async def test_status_faults_on_the_wire(loopback_api: Api,
-                                         alikassa_sandbox: SandboxServer) -> None:
+async def test_status_faults_on_the_wire(
+    loopback_api: Api, alikassa_sandbox: SandboxServer
+) -> None:
     faults = alikassa_sandbox.faults
     for code in (500, 502, 503, 504):
         faults.add("v1/account/balance", Fault.status(code))
         response = await loopback_api.call("v1/account/balance")
         assert response.status_code == code
         html = code in (502, 504)
-        assert response.headers["content-type"].startswith("text/html" if html
-                                                            else "application/json")
+        assert response.headers["content-type"].startswith(
+            "text/html" if html else "application/json"
+        )
     faults.add("v1/account/balance", Fault.status(429, retry_after=2))
     response = await loopback_api.call("v1/account/balance")
     assert (response.status_code, response.headers["retry-after"]) == (429, "2")
@@ -184,7 +212,8 @@ async def test_status_faults_on_the_wire(loopback_api: Api,
 
 
 async def test_drops_on_the_wire_close_the_socket_without_an_answer(
-        loopback_api: Api, alikassa_sandbox: SandboxServer) -> None:
+    loopback_api: Api, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/payout", Fault.drop_after_commit())
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         await loopback_api.call("v1/payout", payout_body())
@@ -209,17 +238,25 @@ async def test_garbled_200s_on_the_wire(loopback_api: Api, alikassa_sandbox: San
     assert sorted(alikassa_sandbox.state.payout_creations) == ["P-1", "P-2", "P-3"]
 
 
-async def test_huge_and_slow_bodies_on_the_wire(loopback_api: Api, alikassa_sandbox: SandboxServer
-                                                ) -> None:
+async def test_huge_and_slow_bodies_on_the_wire(
+    loopback_api: Api, alikassa_sandbox: SandboxServer
+) -> None:
     alikassa_sandbox.faults.add("v1/account/info", Fault.huge_body_200(size=3_000_000))
     response = await loopback_api.call("v1/account/info")
     assert len(response.content) == int(response.headers["content-length"]) == 3_000_000
     assert response.json()["payment_status"] == "wait"
     alikassa_sandbox.faults.add("v1/account/balance", Fault.slow_body_200(0.2))
     chunks = []
-    async with loopback_api.http.stream("POST", "/v1/account/balance", content=b"[]", headers={
-            "Content-Type": "application/json", "Account": ACCOUNT,
-            "Sign": loopback_api.payout.sign(b"[]")}) as slow:
+    async with loopback_api.http.stream(
+        "POST",
+        "/v1/account/balance",
+        content=b"[]",
+        headers={
+            "Content-Type": "application/json",
+            "Account": ACCOUNT,
+            "Sign": loopback_api.payout.sign(b"[]"),
+        },
+    ) as slow:
         async for chunk in slow.aiter_raw():
             chunks.append(chunk)
     assert len(chunks) > 1  # it really arrived in pieces
@@ -227,12 +264,13 @@ async def test_huge_and_slow_bodies_on_the_wire(loopback_api: Api, alikassa_sand
 
 
 async def test_in_process_drop_raises_what_httpx_raises_for_a_hang_up(
-        alikassa_certs: SandboxCerts, alikassa_certificates: tuple[Certificate, Certificate]
-        ) -> None:
+    alikassa_certs: SandboxCerts, alikassa_certificates: tuple[Certificate, Certificate]
+) -> None:
     sandbox = Sandbox.from_certs(alikassa_certs, ACCOUNT)
     sandbox.faults.add("v1/payout", Fault.drop_after_commit())
-    async with httpx.AsyncClient(transport=sandbox.transport(), base_url="http://127.0.0.1"
-                                 ) as http:
+    async with httpx.AsyncClient(
+        transport=sandbox.transport(), base_url="http://127.0.0.1"
+    ) as http:
         with pytest.raises(httpx.RemoteProtocolError):
             await Api(http, *alikassa_certificates).call("v1/payout", payout_body())
     assert sandbox.state.payout_creations["P-1"] == 1
@@ -263,8 +301,9 @@ def test_scripted_faults_match_endpoint_order_id_and_count() -> None:
 def test_random_faults_are_reproducible_from_the_seed() -> None:
     def draws(seed: int) -> list[str | None]:
         faults = RandomFaults(0.3, seed)
-        return [(f.describe() if f else None) for f in
-                (faults.draw("v1/payout") for _ in range(200))]
+        return [
+            (f.describe() if f else None) for f in (faults.draw("v1/payout") for _ in range(200))
+        ]
 
     first = draws(7)
     assert first == draws(7) and first != draws(8)
@@ -274,17 +313,20 @@ def test_random_faults_are_reproducible_from_the_seed() -> None:
 
 
 async def test_random_faults_never_create_a_payout_twice_in_a_batch(
-        client: AliKassaClient, alikassa_sandbox: SandboxServer) -> None:
+    client: AliKassaClient, alikassa_sandbox: SandboxServer
+) -> None:
     from alikassa_async import ReconcilePolicy
 
     alikassa_sandbox.faults.set_random(0.3, seed=11, endpoints=["v1/payout"])
     items = [payout(f"B-{n}", amount=str(100 + n)) for n in range(40)]
     reconcile = ReconcilePolicy(settle=0.2, backoff_base=0.02, backoff_max=0.05, pause=0.05)
-    outcomes = [r.outcome async for r in client.payouts_batch(items, concurrency=8,
-                                                               reconcile=reconcile)]
+    outcomes = [
+        r.outcome async for r in client.payouts_batch(items, concurrency=8, reconcile=reconcile)
+    ]
     assert len(outcomes) == 40
     created = alikassa_sandbox.state.payout_creations
     assert all(created[f"B-{n}"] <= 1 for n in range(40))
     assert sum(1 for f in alikassa_sandbox.faults.fired) >= 5
-    assert Decimal(sum(created.values())) >= Decimal(sum(1 for o in outcomes
-                                                         if o.exists_at_gateway))
+    assert Decimal(sum(created.values())) >= Decimal(
+        sum(1 for o in outcomes if o.exists_at_gateway)
+    )

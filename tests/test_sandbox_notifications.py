@@ -57,11 +57,13 @@ def sandbox_config() -> SandboxConfig:
 
 
 async def test_a_final_payment_is_announced_by_a_signed_get(
-        api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str],
-        alikassa_certs: SandboxCerts) -> None:
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str], alikassa_certs: SandboxCerts
+) -> None:
     inbox, url = receiver
-    await api.ok("v1/payment", payment_body(amount="300.00", desc=DESC,
-                                            notification_endpoint_url=url + "?shop=1"))
+    await api.ok(
+        "v1/payment",
+        payment_body(amount="300.00", desc=DESC, notification_endpoint_url=url + "?shop=1"),
+    )
     assert not inbox.requests  # nothing until it is final
     await api.ok("v1/payment/status", {"order_id": "A-1"})  # wait_polls=0: final now
     await asyncio.wait_for(inbox.arrived.wait(), 10)
@@ -74,23 +76,25 @@ async def test_a_final_payment_is_announced_by_a_signed_get(
     assert (received["amount"], received["commission_amount"]) == ("300.00", "9.00")
     assert received["is_partial_payment"] == "0" and received["account"] == ACCOUNT
     # The SDK's verifier accepts it exactly as the documented layout, SHA-1.
-    note = NotificationVerifier.from_pem(alikassa_certs.notification_public_pem()) \
-        .verify_notification(query, expected_account=ACCOUNT)
+    note = NotificationVerifier.from_pem(
+        alikassa_certs.notification_public_pem()
+    ).verify_notification(query, expected_account=ACCOUNT)
     assert (note.variant, note.signature_hash, note.desc) == ("documented", "sha1", DESC)
     assert note.amount == Decimal("300.00")
     # And the signed bytes are PHP json_encode of the 11 fields, id as an int.
     signed = {f: received.get(f) for f in NOTIFICATION_FIELDS} | {"id": int(received["id"])}
-    assert b'\\/' in php_json_encode(signed) and b"\\u0422" in php_json_encode(signed)
+    assert b"\\/" in php_json_encode(signed) and b"\\u0422" in php_json_encode(signed)
     Verifier.from_pem(alikassa_certs.notification_public_pem()).verify(
-        php_json_encode(signed), received["sign"])
+        php_json_encode(signed), received["sign"]
+    )
     await sandbox.wait_notifications()
     delivery = sandbox.notifier.deliveries[0]
     assert delivery.delivered and [a.status_code for a in delivery.attempts] == [200]
 
 
 async def test_a_payout_notification_leaves_out_what_it_does_not_have(
-        api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str],
-        alikassa_certs: SandboxCerts) -> None:
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str], alikassa_certs: SandboxCerts
+) -> None:
     inbox, url = receiver
     await api.ok("v1/payout", payout_body(amount="200.94", notification_endpoint_url=url))
     sandbox.finalise("payout", order_id="P-1")
@@ -98,13 +102,15 @@ async def test_a_payout_notification_leaves_out_what_it_does_not_have(
     received = dict(parse_qsl(inbox.requests[0][1].decode()))
     assert received["type"] == "payout" and "desc" not in received  # null: not sent
     assert received["is_partial_payment"] == "1" and received["payment_amount"] == "100.47"
-    note = NotificationVerifier.from_pem(alikassa_certs.notification_public_pem()) \
-        .verify_notification(inbox.requests[0][1])
+    note = NotificationVerifier.from_pem(
+        alikassa_certs.notification_public_pem()
+    ).verify_notification(inbox.requests[0][1])
     assert note.desc is None and note.is_partial_payment
 
 
-async def test_non_200_answers_are_retried_with_backoff(api: Api, sandbox: Sandbox,
-                                                        receiver: tuple[Receiver, str]) -> None:
+async def test_non_200_answers_are_retried_with_backoff(
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str]
+) -> None:
     inbox, url = receiver
     inbox.answers = [500, 404]
     await api.ok("v1/payout", payout_body(notification_endpoint_url=url))
@@ -117,7 +123,8 @@ async def test_non_200_answers_are_retried_with_backoff(api: Api, sandbox: Sandb
 
 
 async def test_delivery_gives_up_after_the_configured_attempts(
-        api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str]) -> None:
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str]
+) -> None:
     inbox, url = receiver
     inbox.answers = [503] * 10
     sandbox.config.notification_attempts = 3
@@ -128,8 +135,9 @@ async def test_delivery_gives_up_after_the_configured_attempts(
     assert not delivery.delivered and delivery.done and len(inbox.requests) == 3
 
 
-async def test_an_unreachable_endpoint_is_retried_then_abandoned(api: Api, sandbox: Sandbox
-                                                                 ) -> None:
+async def test_an_unreachable_endpoint_is_retried_then_abandoned(
+    api: Api, sandbox: Sandbox
+) -> None:
     closed = LoopbackServer(Receiver().app())
     await closed.start()
     url = closed.url + "/notify"
@@ -151,15 +159,16 @@ async def test_only_loopback_hosts_are_contacted(api: Api, sandbox: Sandbox) -> 
 
 
 async def test_notifications_can_be_signed_with_sha256(
-        api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str],
-        alikassa_certs: SandboxCerts) -> None:
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str], alikassa_certs: SandboxCerts
+) -> None:
     inbox, url = receiver
     sandbox.config.notification_hash = "sha256"
     await api.ok("v1/payment", payment_body(notification_endpoint_url=url))
     sandbox.finalise("payment", order_id="A-1", status="fail")
     await sandbox.wait_notifications()
-    note = NotificationVerifier.from_pem(alikassa_certs.notification_public_pem()) \
-        .verify_notification(inbox.requests[0][1])
+    note = NotificationVerifier.from_pem(
+        alikassa_certs.notification_public_pem()
+    ).verify_notification(inbox.requests[0][1])
     assert (note.signature_hash, str(note.payment_status)) == ("sha256", "fail")
     assert note.payment_amount is None  # a failed payment has no paid amount: not sent
 
@@ -183,8 +192,8 @@ echo openssl_verify(json_encode($data), base64_decode($_GET['sign']), $key);
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="php is not on PATH")
 async def test_the_vendors_php_sample_verifies_sandbox_notifications(
-        api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str],
-        alikassa_certs: SandboxCerts) -> None:
+    api: Api, sandbox: Sandbox, receiver: tuple[Receiver, str], alikassa_certs: SandboxCerts
+) -> None:
     inbox, url = receiver
     await api.ok("v1/payment", payment_body(desc=DESC, notification_endpoint_url=url))
     await api.ok("v1/payout", payout_body(notification_endpoint_url=url))
@@ -195,7 +204,13 @@ async def test_the_vendors_php_sample_verifies_sandbox_notifications(
     public = str(alikassa_certs.notification_dir / "public.pem")
     for _, query in inbox.requests:
         proc = await asyncio.create_subprocess_exec(
-            "php", "-r", PHP_VERIFY, query.decode(), public,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "php",
+            "-r",
+            PHP_VERIFY,
+            query.decode(),
+            public,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await proc.communicate()
         assert (out, proc.returncode) == (b"1", 0), err.decode()

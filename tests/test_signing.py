@@ -28,8 +28,9 @@ def test_loads_every_layout_and_signs_verifiably(tmp_path, rsa_keys, fmt, encryp
         assert b"Proc-Type: 4,ENCRYPTED" in pem  # the vendor's legacy layout
     cert = Certificate.from_dir(folder)
     signature = cert.sign(b'{"a":1}', "sha256")
-    key.public_key().verify(base64.b64decode(signature), b'{"a":1}', padding.PKCS1v15(),
-                            hashes.SHA256())
+    key.public_key().verify(
+        base64.b64decode(signature), b'{"a":1}', padding.PKCS1v15(), hashes.SHA256()
+    )
     assert Verifier.from_file(folder / "public.pem").verify(b'{"a":1}', signature) == "sha256"
 
 
@@ -68,12 +69,15 @@ def test_missing_files_and_dirs_are_configuration_errors(tmp_path):
 
 def test_non_rsa_and_public_keys_are_refused(rsa_keys):
     ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(ConfigurationError, match="must be RSA"):
         Certificate.from_pem(ec_pem)
-    public_pem = rsa_keys["payment"].public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = (
+        rsa_keys["payment"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(ConfigurationError, match="public key"):
         Certificate.from_pem(public_pem)
     with pytest.raises(ConfigurationError):
@@ -92,8 +96,9 @@ def test_repr_and_pickle_never_expose_the_key(tmp_path, rsa_keys):
 
 def test_verifier_accepts_pkcs1_public_keys_and_rejects_bad_signatures(rsa_keys):
     key: rsa.RSAPrivateKey = rsa_keys["notification"]
-    pkcs1 = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                          serialization.PublicFormat.PKCS1)
+    pkcs1 = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.PKCS1
+    )
     verifier = Verifier.from_pem(pkcs1)
     good = base64.b64encode(key.sign(b"x", padding.PKCS1v15(), hashes.SHA1())).decode()
     assert verifier.verify(b"x", good) == "sha1"

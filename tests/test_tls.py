@@ -20,11 +20,19 @@ BALANCE = b'{"currency":"RUB","balance":"1.00"}'
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         await reader.readexactly(length)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(BALANCE), BALANCE))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(BALANCE), BALANCE)
+        )
         await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
         pass  # the client refused our certificate and hung up
@@ -49,18 +57,28 @@ async def https_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_self_signed_server_is_refused_by_default(backend, https_server, payout_cert):
     url, _ = https_server
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
-                              retry=RetryPolicy.disabled(), http_backend=backend) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        base_url=url,
+        retry=RetryPolicy.disabled(),
+        http_backend=backend,
+    ) as client:
         with pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             await client.balance()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_self_signed_server_is_accepted_with_the_users_ca(backend, https_server,
-                                                                payout_cert):
+async def test_self_signed_server_is_accepted_with_the_users_ca(backend, https_server, payout_cert):
     url, ca = https_server
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url, verify=ca,
-                              retry=RetryPolicy.disabled(), http_backend=backend) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        base_url=url,
+        verify=ca,
+        retry=RetryPolicy.disabled(),
+        http_backend=backend,
+    ) as client:
         assert (await client.balance()).currency == "RUB"
         assert (await client.balance()).currency == "RUB"  # the server closed: reconnects
 
@@ -80,11 +98,19 @@ async def test_tls_connections_are_kept_alive_and_reused(backend, tmp_path, payo
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(BALANCE), BALANCE))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(BALANCE), BALANCE)
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
@@ -94,9 +120,14 @@ async def test_tls_connections_are_kept_alive_and_reused(backend, tmp_path, payo
     server = await asyncio.start_server(keep_alive, "127.0.0.1", 0, ssl=context)
     port = server.sockets[0].getsockname()[1]
     try:
-        async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, verify=cert_path,
-                                  base_url=f"https://127.0.0.1:{port}", http_backend=backend,
-                                  retry=RetryPolicy.disabled()) as client:
+        async with AliKassaClient(
+            ACCOUNT,
+            payout_cert=payout_cert,
+            verify=cert_path,
+            base_url=f"https://127.0.0.1:{port}",
+            http_backend=backend,
+            retry=RetryPolicy.disabled(),
+        ) as client:
             for _ in range(5):
                 assert (await client.balance()).currency == "RUB"
                 await asyncio.sleep(0.01)
@@ -131,13 +162,17 @@ async def test_a_stalled_tls_handshake_is_a_connect_failure_nothing_sent(backend
     baseline = open_fds()
     try:
         async with AliKassaClient(
-                ACCOUNT, payout_cert=payout_cert, base_url=f"https://127.0.0.1:{port}",
-                http_backend=backend, timeout=httpx.Timeout(5.0, connect=0.3),
-                retry=RetryPolicy(max_attempts=1, create_connect_retries=1,
-                                  total_timeout=5.0)) as client:
+            ACCOUNT,
+            payout_cert=payout_cert,
+            base_url=f"https://127.0.0.1:{port}",
+            http_backend=backend,
+            timeout=httpx.Timeout(5.0, connect=0.3),
+            retry=RetryPolicy(max_attempts=1, create_connect_retries=1, total_timeout=5.0),
+        ) as client:
             with pytest.raises(TransportError):  # not OutcomeUnknownError: nothing was sent
-                await client.create_payout(payouts.card(order_id="TLS-1", amount="10.00",
-                                                        number="4111111111111111"))
+                await client.create_payout(
+                    payouts.card(order_id="TLS-1", amount="10.00", number="4111111111111111")
+                )
             call = asyncio.create_task(client.balance())
             await asyncio.sleep(0.1)
             call.cancel()
@@ -159,25 +194,41 @@ def _secrets(keylog: Path) -> list[str]:
 
 
 #: every TLS set-up: the built-in sender (the default), the lane pool, HTTP/2, aiohttp
-SETUPS = {"builtin": {}, "lane_pool": {"http_backend": "httpx"}, "http2": {"http2": True},
-          "aiohttp": {"http_backend": "aiohttp"}}
+SETUPS = {
+    "builtin": {},
+    "lane_pool": {"http_backend": "httpx"},
+    "http2": {"http2": True},
+    "aiohttp": {"http_backend": "aiohttp"},
+}
 
 
 @pytest.mark.parametrize("backend", SETUPS)
-async def test_sslkeylogfile_is_ignored_unless_asked(https_server, payout_cert, tmp_path,
-                                                     monkeypatch, backend):
+async def test_sslkeylogfile_is_ignored_unless_asked(
+    https_server, payout_cert, tmp_path, monkeypatch, backend
+):
     url, ca = https_server
     keylog = tmp_path / "keys.log"
     monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
     for verify in (ca, ssl.create_default_context(cafile=str(ca))):
-        async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
-                                  verify=verify, retry=RetryPolicy.disabled(),
-                                  **SETUPS[backend]) as client:
+        async with AliKassaClient(
+            ACCOUNT,
+            payout_cert=payout_cert,
+            base_url=url,
+            verify=verify,
+            retry=RetryPolicy.disabled(),
+            **SETUPS[backend],
+        ) as client:
             assert (await client.balance()).currency == "RUB"
     assert _secrets(keylog) == [], "TLS session keys on disk"
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url, verify=ca,
-                              tls_from_env=True, retry=RetryPolicy.disabled(),
-                              **SETUPS[backend]) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        base_url=url,
+        verify=ca,
+        tls_from_env=True,
+        retry=RetryPolicy.disabled(),
+        **SETUPS[backend],
+    ) as client:
         await client.balance()
     assert _secrets(keylog)  # asked for: written
 
@@ -185,7 +236,8 @@ async def test_sslkeylogfile_is_ignored_unless_asked(https_server, payout_cert, 
 @pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
 @pytest.mark.parametrize("backend", SETUPS)
 async def test_the_trust_store_is_what_verify_says_on_every_backend(
-        https_server, payout_cert, monkeypatch, backend, variable, tmp_path):
+    https_server, payout_cert, monkeypatch, backend, variable, tmp_path
+):
     url, ca = https_server
     if variable == "SSL_CERT_DIR":
         import shutil
@@ -196,17 +248,30 @@ async def test_the_trust_store_is_what_verify_says_on_every_backend(
         folder = tmp_path / "cadir"
         folder.mkdir()
         (folder / "ca.pem").write_bytes(ca.read_bytes())
-        subprocess.run(["openssl", "rehash", str(folder)],  # noqa: ASYNC221 - setup, ~5 ms
-                       check=True, capture_output=True)
+        subprocess.run(  # noqa: ASYNC221 - a one-off setup step before the test's I/O
+            ["openssl", "rehash", str(folder)],
+            check=True,
+            capture_output=True,
+        )
         monkeypatch.setenv(variable, str(folder))
     else:
         monkeypatch.setenv(variable, str(ca))
     # The environment names the self-signed CA; verify=True still means certifi's bundle.
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
-                              retry=RetryPolicy.disabled(), **SETUPS[backend]) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        base_url=url,
+        retry=RetryPolicy.disabled(),
+        **SETUPS[backend],
+    ) as client:
         with pytest.raises(TransportError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
             await client.balance()
-    async with AliKassaClient(ACCOUNT, payout_cert=payout_cert, base_url=url,
-                              tls_from_env=True, retry=RetryPolicy.disabled(),
-                              **SETUPS[backend]) as client:
+    async with AliKassaClient(
+        ACCOUNT,
+        payout_cert=payout_cert,
+        base_url=url,
+        tls_from_env=True,
+        retry=RetryPolicy.disabled(),
+        **SETUPS[backend],
+    ) as client:
         assert (await client.balance()).currency == "RUB"

@@ -54,8 +54,12 @@ BAD = [v for v in VECTORS if v["expect_error"] is not None]
 REDIRECTS = [v for v in VECTORS if v["kind"] == "redirect"]
 QUERY_GOOD = [v for v in GOOD if v["delivery"] == "query"]
 # Vectors in which every received parameter is covered by the signature.
-FULLY_SIGNED = [v for v in QUERY_GOOD if set(v["params"]) <= {
-    *NOTIFICATION_FIELDS, *(["card_brand"] if "card_brand" in v["variant"] else [])}]
+FULLY_SIGNED = [
+    v
+    for v in QUERY_GOOD
+    if set(v["params"])
+    <= {*NOTIFICATION_FIELDS, *(["card_brand"] if "card_brand" in v["variant"] else [])}
+]
 
 
 def _id(vector: dict) -> str:
@@ -91,14 +95,27 @@ BASE = dict(GOOD[0]["params"])  # the documented example, as received
 def test_fixture_covers_the_issue():
     assert len(FULLY_SIGNED) >= len(QUERY_GOOD) - 2
     names = {v["name"] for v in VECTORS}
-    for needed in ("desc slash and url", "desc cyrillic", "desc emoji",
-                   "desc quotes and backslashes", "desc control characters", "desc del",
-                   "desc empty", "desc missing", "json body received order"):
+    for needed in (
+        "desc slash and url",
+        "desc cyrillic",
+        "desc emoji",
+        "desc quotes and backslashes",
+        "desc control characters",
+        "desc del",
+        "desc empty",
+        "desc missing",
+        "json body received order",
+    ):
         assert needed in names
     assert {v["hash"] for v in GOOD} == {"sha1", "sha256"}
     assert {v["variant"] for v in GOOD} >= {
-        "documented", "without_commission_amount", "with_card_brand",
-        "documented+partial_as_bool", "documented+id_as_received", "received_order"}
+        "documented",
+        "without_commission_amount",
+        "with_card_brand",
+        "documented+partial_as_bool",
+        "documented+id_as_received",
+        "received_order",
+    }
 
 
 @pytest.mark.parametrize("vector", GOOD, ids=_id)
@@ -124,8 +141,11 @@ def test_every_php_signed_notification_verifies(verifier, vector):
 
 @pytest.mark.parametrize("vector", [v for v in GOOD if v["variant"] == "documented"], ids=_id)
 def test_documented_canonical_bytes_equal_php_bytes(vector):
-    params = (_parse_json_body(vector["body"]) if vector["delivery"] == "json"
-              else dict(parse_qsl(vector["body"], keep_blank_values=True)))
+    params = (
+        _parse_json_body(vector["body"])
+        if vector["delivery"] == "json"
+        else dict(parse_qsl(vector["body"], keep_blank_values=True))
+    )
     params.pop("sign")
     name, form = next(_notification_forms(params))
     assert name == "documented"
@@ -136,13 +156,22 @@ def test_documented_canonical_bytes_equal_php_bytes(vector):
 def test_every_input_shape_gives_the_same_result(verifier, vector):
     body: str = vector["body"]
     pairs = parse_qsl(body, keep_blank_values=True)
-    check = (verifier.verify_notification if vector["kind"] == "notification"
-             else verifier.verify_redirect)
+    check = (
+        verifier.verify_notification
+        if vector["kind"] == "notification"
+        else verifier.verify_redirect
+    )
     expected = check(body)
     shapes = [
-        body.encode(), "?" + body, dict(pairs), QueryParams(body),
-        FormData(pairs), MultiDict(pairs), MultiDictProxy(MultiDict(pairs)),
-        json.dumps(dict(pairs)), json.dumps(dict(pairs)).encode(),
+        body.encode(),
+        "?" + body,
+        dict(pairs),
+        QueryParams(body),
+        FormData(pairs),
+        MultiDict(pairs),
+        MultiDictProxy(MultiDict(pairs)),
+        json.dumps(dict(pairs)),
+        json.dumps(dict(pairs)).encode(),
     ]
     for shape in shapes:
         assert check(shape) == expected, type(shape).__name__
@@ -171,8 +200,11 @@ def test_tampered_redirect_is_refused(verifier):
 @pytest.mark.parametrize("section", ["int_casts", "float_casts"])
 def test_php_int_cast_matches_php(section):
     for vector in CASTS[section]:
-        value = (base64.b64decode(vector["input"]).decode("utf-8") if section == "int_casts"
-                 else float(vector["input"]))
+        value = (
+            base64.b64decode(vector["input"]).decode("utf-8")
+            if section == "int_casts"
+            else float(vector["input"])
+        )
         assert _php_int(value) == vector["php"], vector["input"]
 
 
@@ -192,13 +224,17 @@ def test_json_numbers_reencode_as_php_does():
 
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="php not installed")
-@pytest.mark.parametrize("generator, output", [
-    ("gen_notification_vectors.php", "php_notifications.json"),
-    ("gen_php_cast_vectors.php", "php_cast_vectors.json"),
-])
+@pytest.mark.parametrize(
+    "generator, output",
+    [
+        ("gen_notification_vectors.php", "php_notifications.json"),
+        ("gen_php_cast_vectors.php", "php_cast_vectors.json"),
+    ],
+)
 def test_generators_reproduce_the_committed_fixtures(generator, output):
-    result = subprocess.run(["php", str(FIXTURES / generator)], capture_output=True,
-                            check=True, timeout=60)
+    result = subprocess.run(
+        ["php", str(FIXTURES / generator)], capture_output=True, check=True, timeout=60
+    )
     assert result.stdout == (FIXTURES / output).read_bytes(), f"{output} drifted; regenerate it"
 
 
@@ -294,8 +330,12 @@ def test_notification_repr_has_no_signature(verifier):
 
 
 def test_typed_fields(verifier, signer):
-    params = {**BASE, "payment_amount": "250.00", "is_partial_payment": "1",
-              "payment_status": "refund"}
+    params = {
+        **BASE,
+        "payment_amount": "250.00",
+        "is_partial_payment": "1",
+        "payment_status": "refund",
+    }
     note = verifier.verify_notification(documented_query(signer, params))
     assert note.payment_amount == Decimal("250.00") and note.is_partial_payment is True
     assert note.payment_status == "refund" and not note.payment_status.is_known
@@ -311,7 +351,8 @@ def test_typed_fields(verifier, signer):
 def _php_view(body: bytes) -> dict[str, object]:
     """The parameters as the PHP reference sees them: decoded, last value wins, (int) id."""
     params: dict[str, object] = dict(
-        parse_qsl(body.decode("utf-8", "surrogateescape"), keep_blank_values=True))
+        parse_qsl(body.decode("utf-8", "surrogateescape"), keep_blank_values=True)
+    )
     if "id" in params:
         params["id"] = _php_int(params["id"])
     return params
@@ -324,7 +365,7 @@ def test_any_single_byte_mutation_of_a_signed_query_is_refused(verifier, data):
     body = vector["body"].encode()
     index = data.draw(st.integers(0, len(body) - 1))
     byte = data.draw(st.integers(0, 255).filter(lambda b: b != body[index]))
-    mutated = body[:index] + bytes([byte]) + body[index + 1:]
+    mutated = body[:index] + bytes([byte]) + body[index + 1 :]
     # Mutations PHP reads as the same parameters ("%2f" for "%2F", "100000536x" for the
     # (int) id 100000536) change nothing that was signed: not tampering.
     assume(_php_view(mutated) != _php_view(body))
@@ -334,8 +375,9 @@ def test_any_single_byte_mutation_of_a_signed_query_is_refused(verifier, data):
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 _junk = st.one_of(
@@ -343,10 +385,11 @@ _junk = st.one_of(
     st.text(max_size=300),
     st.dictionaries(st.text(max_size=20), _json_values, max_size=15),
     st.builds(lambda d: json.dumps(d), st.dictionaries(st.text(max_size=10), _json_values)),
-    st.builds(lambda d, sign: urlencode({**d, "sign": sign}),
-              st.fixed_dictionaries({k: st.text(max_size=12) for k in NOTIFICATION_FIELDS}),
-              st.text(max_size=400) | st.binary(max_size=256).map(
-                  lambda b: base64.b64encode(b).decode())),
+    st.builds(
+        lambda d, sign: urlencode({**d, "sign": sign}),
+        st.fixed_dictionaries({k: st.text(max_size=12) for k in NOTIFICATION_FIELDS}),
+        st.text(max_size=400) | st.binary(max_size=256).map(lambda b: base64.b64encode(b).decode()),
+    ),
     st.builds(lambda s: quote(s, safe="=&"), st.text(max_size=200)),
 )
 
@@ -373,13 +416,17 @@ def test_wrong_input_types_raise_signature_error(verifier, junk):
 def _numeric_text() -> st.SearchStrategy[str]:
     digits = st.text("0123456789", min_size=1, max_size=6000)
     unicode_digits = st.text(st.characters(categories=["Nd"]), min_size=1, max_size=40)
-    exponent = st.builds(lambda m, e: f"{m}e{e}", st.integers(-10**6, 10**6),
-                         st.integers(-10**6, 10**6))
-    return st.builds(lambda sign, body, tail: sign + body + tail,
-                     st.sampled_from(["", "-", "+", " ", "\t"]),
-                     st.one_of(digits, unicode_digits, exponent,
-                               st.builds(lambda a, b: f"{a}.{b}", digits, digits)),
-                     st.sampled_from(["", "x", ".", "e", " "]))
+    exponent = st.builds(
+        lambda m, e: f"{m}e{e}", st.integers(-(10**6), 10**6), st.integers(-(10**6), 10**6)
+    )
+    return st.builds(
+        lambda sign, body, tail: sign + body + tail,
+        st.sampled_from(["", "-", "+", " ", "\t"]),
+        st.one_of(
+            digits, unicode_digits, exponent, st.builds(lambda a, b: f"{a}.{b}", digits, digits)
+        ),
+        st.sampled_from(["", "x", ".", "e", " "]),
+    )
 
 
 def _digits(value: int | float) -> str:
@@ -396,24 +443,31 @@ def _digits(value: int | float) -> str:
         sys.set_int_max_str_digits(limit)
 
 
-_numeric = st.one_of(_numeric_text(), st.integers(-(10**5000), 10**5000),
-                     st.floats(allow_nan=True, allow_infinity=True))
+_numeric = st.one_of(
+    _numeric_text(),
+    st.integers(-(10**5000), 10**5000),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
 
 
 @settings(max_examples=150, deadline=None)
-@given(field=st.sampled_from(["id", "amount", "payment_amount", "commission_amount",
-                              "is_partial_payment"]),
-       value=_numeric, shape=st.sampled_from(["query", "form_bytes", "mapping", "json"]))
+@given(
+    field=st.sampled_from(
+        ["id", "amount", "payment_amount", "commission_amount", "is_partial_payment"]
+    ),
+    value=_numeric,
+    shape=st.sampled_from(["query", "form_bytes", "mapping", "json"]),
+)
 def test_numeric_fields_of_any_size_or_form_raise_only_signature_error(
-        verifier, field, value, shape):
+    verifier, field, value, shape
+):
     params: dict[str, object] = {**BASE, field: value, "sign": "AAAA"}
     if shape == "mapping":
         data: object = params
     elif shape == "json":
         # A JSON body spells the number itself (json.dumps refuses ints above the limit).
         text = value if isinstance(value, str) else _digits(value)
-        data = json.dumps({**params, field: 0}).replace(f'"{field}": 0',
-                                                        f'"{field}": {text}', 1)
+        data = json.dumps({**params, field: 0}).replace(f'"{field}": 0', f'"{field}": {text}', 1)
     else:  # a query string or form body carries the number's digits as text
         text = value if isinstance(value, str) else _digits(value)
         query = urlencode({**params, field: text})
@@ -427,7 +481,8 @@ def test_an_id_of_4301_digits_is_a_signature_error(verifier, shape):
     digits = "7" * 4301
     params = {**BASE, "id": digits, "sign": "AAAA"}
     data: object = {
-        "query": urlencode(params), "bytes": urlencode(params).encode(),
+        "query": urlencode(params),
+        "bytes": urlencode(params).encode(),
         "mapping": params,
         "json": json.dumps(params).replace(f'"{digits}"', digits),
     }[shape]

@@ -44,8 +44,9 @@ class After:
     outcome: BaseException | httpx.Response | Callable[[httpx.Response], httpx.Response]
 
 
-def after(outcome: BaseException | httpx.Response
-          | Callable[[httpx.Response], httpx.Response]) -> After:
+def after(
+    outcome: BaseException | httpx.Response | Callable[[httpx.Response], httpx.Response],
+) -> After:
     """The sandbox handles the request; the client gets ``outcome`` instead of its answer."""
     return After(outcome)
 
@@ -72,16 +73,20 @@ class Sent:
         return value if isinstance(value, str) else None
 
 
-def json_response(status: int, data: Any, headers: dict[str, str] | None = None
-                  ) -> httpx.Response:
-    return httpx.Response(status, content=json.dumps(data).encode(),
-                          headers={"content-type": "application/json", **(headers or {})})
+def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=json.dumps(data).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
 
 
 def relabel(payment_status: str) -> Callable[[httpx.Response], httpx.Response]:
     """The sandbox's real status answer, with another ``payment_status``."""
+
     def rewrite(real: httpx.Response) -> httpx.Response:
         return json_response(real.status_code, {**real.json(), "payment_status": payment_status})
+
     return rewrite
 
 

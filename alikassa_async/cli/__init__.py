@@ -49,11 +49,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register_demo(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "demo", help="payments, payouts, a notification and faults against a throwaway sandbox",
+        "demo",
+        help="payments, payouts, a notification and faults against a throwaway sandbox",
         description="Generate temporary certificates, start the sandbox on a free loopback "
-                    "port, create a payment per payment service family and a payout per "
-                    "payout family, wait for their final statuses, receive and verify a "
-                    "signed notification, and print a table.")
+        "port, create a payment per payment service family and a payout per "
+        "payout family, wait for their final statuses, receive and verify a "
+        "signed notification, and print a table.",
+    )
     parser.set_defaults(func=_demo)
     return parser
 
@@ -64,25 +66,38 @@ def register_demo(subparsers: Any) -> argparse.ArgumentParser:
 
 
 COMMANDS: tuple[Callable[[Any], argparse.ArgumentParser], ...] = (
-    register_demo, register_keygen, register_sandbox, workers.register_payouts,
-    lookup.register_status, lookup.register_balance,
+    register_demo,
+    register_keygen,
+    register_sandbox,
+    workers.register_payouts,
+    lookup.register_status,
+    lookup.register_balance,
 )
 
-_VERBOSE_HELP = ("-v: the SDK's DEBUG lines (each request); -vv: also the connection-level "
-                 "lines (the built-in sender's, or httpx/httpcore's)")
+_VERBOSE_HELP = (
+    "-v: the SDK's DEBUG lines (each request); -vv: also the connection-level "
+    "lines (the built-in sender's, or httpx/httpcore's)"
+)
 
 
 def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
     # On each subcommand too (``alikassa demo -v``); SUPPRESS keeps a subcommand that was
     # not given -v from resetting the count given before it.
-    parser.add_argument("-v", "--verbose", action="count",
-                        default=0 if top else argparse.SUPPRESS, help=_VERBOSE_HELP)
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if top else argparse.SUPPRESS,
+        help=_VERBOSE_HELP,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="alikassa", description="AliKassa SDK tools: a local sandbox, keys, batch payouts, "
-                                    "status and balance lookups.")
+        prog="alikassa",
+        description="AliKassa SDK tools: a local sandbox, keys, batch payouts, "
+        "status and balance lookups.",
+    )
     parser.add_argument("--version", action="version", version=f"alikassa-async {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
@@ -96,12 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
     """``parser`` itself, or the commands below it (``payouts`` -> ``payouts run``)."""
-    nested = [action for action in parser._actions
-              if isinstance(action, argparse._SubParsersAction)]
+    nested = [
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    ]
     if not nested:
         return [parser]
-    return [leaf for action in nested for child in action.choices.values()
-            for leaf in _leaf_parsers(child)]
+    return [
+        leaf
+        for action in nested
+        for child in action.choices.values()
+        for leaf in _leaf_parsers(child)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,10 +19,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
     certs = generate_certs(args.dir, overwrite=args.force, key_size=args.key_size)
     print(f"wrote {certs.root}/")
-    for role, what in (("payment", "sign v1/payment* requests"),
-                       ("payout", "sign v1/payout* and v1/account/* requests"),
-                       ("notification", "the sandbox signs notifications; verify with "
-                                        "public.pem")):
+    for role, what in (
+        ("payment", "sign v1/payment* requests"),
+        ("payout", "sign v1/payout* and v1/account/* requests"),
+        ("notification", "the sandbox signs notifications; verify with public.pem"),
+    ):
         files = ", ".join(sorted(p.name for p in (certs.root / role).iterdir()))
         print(f"  {role}/  {files}  ({what})")
     print(f"next: alikassa sandbox --certs {certs.root}")
@@ -31,13 +32,20 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def register_keygen(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "keygen", help="write sandbox certificate archives (payment, payout, notification)",
+        "keygen",
+        help="write sandbox certificate archives (payment, payout, notification)",
         description="Write DIR/payment, DIR/payout (private.pem as legacy encrypted PKCS#1, "
-                    "password.txt, public.pem) and DIR/notification (private.pem, public.pem), "
-                    "laid out like the archives from the AliKassa cabinet.")
+        "password.txt, public.pem) and DIR/notification (private.pem, public.pem), "
+        "laid out like the archives from the AliKassa cabinet.",
+    )
     parser.add_argument("dir", type=Path, metavar="DIR", help="where to write the three archives")
     parser.add_argument("--force", action="store_true", help="replace existing keys")
-    parser.add_argument("--key-size", type=int, default=2048, choices=(2048, 3072, 4096),
-                        help="RSA key size in bits (default 2048)")
+    parser.add_argument(
+        "--key-size",
+        type=int,
+        default=2048,
+        choices=(2048, 3072, 4096),
+        help="RSA key size in bits (default 2048)",
+    )
     parser.set_defaults(func=_keygen)
     return parser

@@ -42,19 +42,32 @@ def _order_id(text: str) -> str:
 
 def register_status(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "status", help="the status of one payment or payout",
+        "status",
+        help="the status of one payment or payout",
         description="Look up one payment or payout by AliKassa id or by your order_id and "
-                    "print its status and amounts (--json: the gateway's answer).")
+        "print its status and amounts (--json: the gateway's answer).",
+    )
     kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--payout", dest="kind", action="store_const", const="payout",
-                      help="a payout (signed with the payout certificate)")
-    kind.add_argument("--payment", dest="kind", action="store_const", const="payment",
-                      help="a payment (signed with the payment certificate)")
+    kind.add_argument(
+        "--payout",
+        dest="kind",
+        action="store_const",
+        const="payout",
+        help="a payout (signed with the payout certificate)",
+    )
+    kind.add_argument(
+        "--payment",
+        dest="kind",
+        action="store_const",
+        const="payment",
+        help="a payment (signed with the payment certificate)",
+    )
     key = parser.add_mutually_exclusive_group(required=True)
     key.add_argument("--id", type=_positive_int, help="the AliKassa id")
     key.add_argument("--order-id", type=_order_id, help="your order_id")
-    parser.add_argument("--json", action="store_true",
-                        help="print the gateway's answer as JSON instead of a table")
+    parser.add_argument(
+        "--json", action="store_true", help="print the gateway's answer as JSON instead of a table"
+    )
     add_connection_options(parser, payment=True, payout=True)
     parser.set_defaults(func=status_command)
     return parser
@@ -62,11 +75,14 @@ def register_status(subparsers: Any) -> argparse.ArgumentParser:
 
 def register_balance(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "balance", help="the account's balance",
+        "balance",
+        help="the account's balance",
         description="Print the account's balance, hold, rolling reserve and pending payouts "
-                    "(signed with the payout certificate).")
-    parser.add_argument("--json", action="store_true",
-                        help="print the gateway's answer as JSON instead of a table")
+        "(signed with the payout certificate).",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the gateway's answer as JSON instead of a table"
+    )
     add_connection_options(parser, payment=False, payout=True)
     parser.set_defaults(func=balance_command)
     return parser
@@ -98,8 +114,9 @@ def _print(answer: Any, as_json: bool, out: TextIO) -> None:
     out.flush()
 
 
-def _run(args: argparse.Namespace, needs: Any,
-         call: Callable[[AliKassaClient], Awaitable[Any]]) -> Any:
+def _run(
+    args: argparse.Namespace, needs: Any, call: Callable[[AliKassaClient], Awaitable[Any]]
+) -> Any:
     async def main() -> Any:
         async with client_from_args(args, needs=needs) as client:
             return await call(client)

@@ -55,8 +55,17 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 _REQUIRED_COLUMNS = ("service", "order_id", "amount")
-_RESULT_COLUMNS = ("line", "order_id", "outcome", "status", "payout_id", "attempts",
-                   "resumed", "reconciled", "error")
+_RESULT_COLUMNS = (
+    "line",
+    "order_id",
+    "outcome",
+    "status",
+    "payout_id",
+    "attempts",
+    "resumed",
+    "reconciled",
+    "error",
+)
 
 
 _RUN_DESCRIPTION = """\
@@ -78,45 +87,85 @@ example:
 """
 
 
-def register(subparsers: Any, *, more: Callable[[Any], None] | None = None
-             ) -> argparse.ArgumentParser:
+def register(
+    subparsers: Any, *, more: Callable[[Any], None] | None = None
+) -> argparse.ArgumentParser:
     """Add ``payouts run`` to the ``alikassa`` command's subparsers (``more`` adds other
     ``payouts`` subcommands: :func:`alikassa_async.cli.workers.register_payouts`)."""
     payouts: argparse.ArgumentParser = subparsers.add_parser(
-        "payouts", help="batch payouts from a CSV file",
-        description="Batch payouts from a CSV file.")
+        "payouts",
+        help="batch payouts from a CSV file",
+        description="Batch payouts from a CSV file.",
+    )
     commands = payouts.add_subparsers(dest="payouts_command", metavar="COMMAND")
     commands.required = True
     run = commands.add_parser(
-        "run", help="validate a CSV of payouts, then send it as a resumable batch",
-        description=_RUN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("csv", type=Path,
-                     help="the payouts CSV (header: service,order_id,amount,…; comma- or "
-                          "semicolon-separated)")
-    run.add_argument("--journal", type=Path, default=None,
-                     help="SQLite journal that makes re-runs resume (default: the CSV's name "
-                          "+ .journal.db, e.g. payouts.csv.journal.db)")
-    run.add_argument("--results", type=Path, default=None,
-                     help="where to write the results CSV (default: beside the CSV, "
-                          "payouts.csv -> payouts.results.csv)")
-    run.add_argument("--concurrency", type=_positive_int, default=DEFAULT_CONCURRENCY,
-                     help=f"payouts sent at once (default {DEFAULT_CONCURRENCY})")
-    run.add_argument("--rate", type=_positive_float, default=None,
-                     help="at most this many requests per second (default: no limit)")
-    run.add_argument("--wait-final", action="store_true",
-                     help="report each payout once paid / cancel / fail")
-    run.add_argument("--wait-timeout", type=_positive_float, default=600.0,
-                     help="seconds to wait for a final status with --wait-final (default 600)")
-    run.add_argument("--settle", type=_non_negative_float, default=DEFAULT_SETTLE,
-                     help="a 'no such payout' answer proves absence only this many seconds "
-                          "after a doubtful send could last have been processed "
-                          f"(default {DEFAULT_SETTLE:g})")
-    run.add_argument("--check", action="store_true",
-                     help="only validate the file; send nothing (no credentials needed)")
-    run.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
-                     help="progress on stderr: rich (live, on a terminal), plain (a line "
-                          "every few seconds), none; auto (default): rich on a terminal when "
-                          "installed, else plain. NO_COLOR turns colour off")
+        "run",
+        help="validate a CSV of payouts, then send it as a resumable batch",
+        description=_RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "csv",
+        type=Path,
+        help="the payouts CSV (header: service,order_id,amount,…; comma- or semicolon-separated)",
+    )
+    run.add_argument(
+        "--journal",
+        type=Path,
+        default=None,
+        help="SQLite journal that makes re-runs resume (default: the CSV's name "
+        "+ .journal.db, e.g. payouts.csv.journal.db)",
+    )
+    run.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where to write the results CSV (default: beside the CSV, "
+        "payouts.csv -> payouts.results.csv)",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"payouts sent at once (default {DEFAULT_CONCURRENCY})",
+    )
+    run.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        help="at most this many requests per second (default: no limit)",
+    )
+    run.add_argument(
+        "--wait-final", action="store_true", help="report each payout once paid / cancel / fail"
+    )
+    run.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        default=600.0,
+        help="seconds to wait for a final status with --wait-final (default 600)",
+    )
+    run.add_argument(
+        "--settle",
+        type=_non_negative_float,
+        default=DEFAULT_SETTLE,
+        help="a 'no such payout' answer proves absence only this many seconds "
+        "after a doubtful send could last have been processed "
+        f"(default {DEFAULT_SETTLE:g})",
+    )
+    run.add_argument(
+        "--check",
+        action="store_true",
+        help="only validate the file; send nothing (no credentials needed)",
+    )
+    run.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="auto",
+        help="progress on stderr: rich (live, on a terminal), plain (a line "
+        "every few seconds), none; auto (default): rich on a terminal when "
+        "installed, else plain. NO_COLOR turns colour off",
+    )
     run.add_argument("--no-progress", action="store_true", help="same as --progress=none")
     add_client_arguments(run)
     run.set_defaults(func=run_command, handler=run_command)
@@ -127,23 +176,40 @@ def register(subparsers: Any, *, more: Callable[[Any], None] | None = None
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     """Account, certificate and host flags (and their ``ALIKASSA_*`` variables)."""
-    parser.add_argument("--account", default=os.environ.get("ALIKASSA_ACCOUNT"),
-                        help="account UUID (env ALIKASSA_ACCOUNT)")
-    parser.add_argument("--payout-cert", type=Path,
-                        default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
-                        help="payout certificate dir: private.pem, password.txt "
-                             "(env ALIKASSA_PAYOUT_CERT_DIR)")
-    parser.add_argument("--base-url", default=os.environ.get("ALIKASSA_BASE_URL",
-                                                              DEFAULT_BASE_URL),
-                        help=f"API host (env ALIKASSA_BASE_URL; default {DEFAULT_BASE_URL})")
-    parser.add_argument("--allow-plain-http", action="store_true",
-                        help="allow an http:// --base-url on a host other than this machine "
-                             "(a sandbox you control; never the real gateway)")
-    parser.add_argument("--ca-bundle", type=Path, default=_env_path("ALIKASSA_CA_BUNDLE"),
-                        help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)")
-    parser.add_argument("--signature-hash", choices=("sha1", "sha256"), default="sha1",
-                        help="hash the request signature uses (default sha1, as the vendor's "
-                             "PHP sample)")
+    parser.add_argument(
+        "--account",
+        default=os.environ.get("ALIKASSA_ACCOUNT"),
+        help="account UUID (env ALIKASSA_ACCOUNT)",
+    )
+    parser.add_argument(
+        "--payout-cert",
+        type=Path,
+        default=_env_path("ALIKASSA_PAYOUT_CERT_DIR"),
+        help="payout certificate dir: private.pem, password.txt (env ALIKASSA_PAYOUT_CERT_DIR)",
+    )
+    parser.add_argument(
+        "--base-url",
+        default=os.environ.get("ALIKASSA_BASE_URL", DEFAULT_BASE_URL),
+        help=f"API host (env ALIKASSA_BASE_URL; default {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="allow an http:// --base-url on a host other than this machine "
+        "(a sandbox you control; never the real gateway)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        default=_env_path("ALIKASSA_CA_BUNDLE"),
+        help="CA file to trust for --base-url (env ALIKASSA_CA_BUNDLE)",
+    )
+    parser.add_argument(
+        "--signature-hash",
+        choices=("sha1", "sha256"),
+        default="sha1",
+        help="hash the request signature uses (default sha1, as the vendor's PHP sample)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +256,7 @@ def _row_fields(row: dict[str, str | None]) -> dict[str, Any]:
             continue
         name = column.strip()
         if name.startswith("extra."):
-            fields.setdefault("extra", {})[name[len("extra."):]] = value.strip()
+            fields.setdefault("extra", {})[name[len("extra.") :]] = value.strip()
         else:
             fields[name] = value.strip()
     return fields
@@ -215,7 +281,8 @@ def read_payouts(path: Path) -> Iterator[tuple[int, PayoutRequest | RequestValid
             raise ConfigurationError(
                 f"{path}: header lacks column(s) {', '.join(missing)} (needs "
                 f"{', '.join(_REQUIRED_COLUMNS)}, and the fields of each service, e.g. "
-                f"number; read as {_DELIMITER_NAMES[delimiter]}-separated)")
+                f"number; read as {_DELIMITER_NAMES[delimiter]}-separated)"
+            )
         for row in reader:
             line = reader.line_num
             if None in row:
@@ -239,18 +306,20 @@ def validate_file(path: Path) -> tuple[int, list[str], list[str]]:
     for line, item in read_payouts(path):
         rows += 1
         if isinstance(item, RequestValidationError):
-            details = "; ".join(f"{field}: {', '.join(msgs)}"
-                                for field, msgs in item.errors.items())
+            details = "; ".join(
+                f"{field}: {', '.join(msgs)}" for field, msgs in item.errors.items()
+            )
             problems.append(f"line {line}: {details}")
             continue
         seen = first_line.setdefault(item.order_id, line)
         if seen != line:
-            problems.append(f"line {line}: order_id: {item.order_id!r} already used on "
-                            f"line {seen}")
+            problems.append(f"line {line}: order_id: {item.order_id!r} already used on line {seen}")
         if get_service(item.service) is None and item.service not in unknown_services:
             unknown_services.add(item.service)
-            warnings.append(f"line {line}: service {item.service!r} is not in the SDK's "
-                            "registry; only the shared rules were checked")
+            warnings.append(
+                f"line {line}: service {item.service!r} is not in the SDK's "
+                "registry; only the shared rules were checked"
+            )
     return rows, problems, warnings
 
 
@@ -262,11 +331,14 @@ def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     if not args.account:
         raise ConfigurationError("no account: pass --account or set ALIKASSA_ACCOUNT")
     if args.payout_cert is None:
-        raise ConfigurationError("no payout certificate: pass --payout-cert DIR or set "
-                                 "ALIKASSA_PAYOUT_CERT_DIR")
+        raise ConfigurationError(
+            "no payout certificate: pass --payout-cert DIR or set ALIKASSA_PAYOUT_CERT_DIR"
+        )
     settings: dict[str, Any] = {
-        "account": args.account, "payout_cert": Certificate.from_dir(args.payout_cert),
-        "base_url": args.base_url, "signature_hash": args.signature_hash,
+        "account": args.account,
+        "payout_cert": Certificate.from_dir(args.payout_cert),
+        "base_url": args.base_url,
+        "signature_hash": args.signature_hash,
         "allow_plain_http": args.allow_plain_http,
         "max_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
         "max_keepalive_connections": args.concurrency + DEFAULT_MAX_STATUS_IN_FLIGHT,
@@ -276,18 +348,25 @@ def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     try:
         asyncio.run(AliKassaClient(**settings).aclose())  # checks every setting; opens nothing
     except ConfigurationError as exc:  # name the flag, not the Python argument
-        raise ConfigurationError(str(exc).replace("allow_plain_http=True",
-                                                  "--allow-plain-http")) from None
+        raise ConfigurationError(
+            str(exc).replace("allow_plain_http=True", "--allow-plain-http")
+        ) from None
     return settings
 
 
 def _result_row(line: int, result: BatchResult) -> list[str]:
     error = "" if result.error is None else f"{type(result.error).__name__}: {result.error}"
-    return [str(line), result.order_id, result.outcome.value,
-            "" if result.status is None else str(result.status),
-            "" if result.payout_id is None else str(result.payout_id), str(result.attempts),
-            "yes" if result.resumed else "", "yes" if result.reconciled else "",
-            " ".join(error.split())]
+    return [
+        str(line),
+        result.order_id,
+        result.outcome.value,
+        "" if result.status is None else str(result.status),
+        "" if result.payout_id is None else str(result.payout_id),
+        str(result.attempts),
+        "yes" if result.resumed else "",
+        "yes" if result.reconciled else "",
+        " ".join(error.split()),
+    ]
 
 
 def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
@@ -296,8 +375,14 @@ def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
     return not (result.outcome is Outcome.CREATED and result.error is None)
 
 
-async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, journal: Path,
-                results_path: Path, err: TextIO) -> Counter[str]:
+async def _send(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    rows: int,
+    journal: Path,
+    results_path: Path,
+    err: TextIO,
+) -> Counter[str]:
     lines: dict[int, int] = {}  # index -> CSV line, for items in flight only
 
     def items() -> Iterator[PayoutRequest]:
@@ -314,10 +399,16 @@ async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, j
             writer.writerow(_RESULT_COLUMNS)
             try:
                 async for result in client.payouts_batch(
-                        items(), concurrency=args.concurrency, rate=args.rate, journal=journal,
-                        wait_final=args.wait_final, wait_timeout=args.wait_timeout,
-                        progress=bar, total=rows,
-                        reconcile=ReconcilePolicy(settle=args.settle)):
+                    items(),
+                    concurrency=args.concurrency,
+                    rate=args.rate,
+                    journal=journal,
+                    wait_final=args.wait_final,
+                    wait_timeout=args.wait_timeout,
+                    progress=bar,
+                    total=rows,
+                    reconcile=ReconcilePolicy(settle=args.settle),
+                ):
                     writer.writerow(_result_row(lines.pop(result.index, 0), result))
                     counts[result.outcome.value] += 1
                     if isinstance(result.error, AuthenticationError):
@@ -332,8 +423,9 @@ async def _send(args: argparse.Namespace, settings: dict[str, Any], rows: int, j
     return counts
 
 
-def run_command(args: argparse.Namespace, *, out: TextIO | None = None,
-                err: TextIO | None = None) -> int:
+def run_command(
+    args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Check the configuration, validate the CSV, then send it as a batch; the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -386,25 +478,40 @@ def _validated_rows(path: Path, err: TextIO) -> int | None:
     return None
 
 
-def _summarise(counts: Counter[str], elapsed: float, journal: Path, results_path: Path,
-               out: TextIO, err: TextIO) -> int:
+def _summarise(
+    counts: Counter[str],
+    elapsed: float,
+    journal: Path,
+    results_path: Path,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     attention = counts.pop("(needs attention)", 0)
     resumed = counts.pop("(resumed from journal)", 0)
     refused = counts.pop("(credentials refused)", 0)
-    _say(out, f"done in {elapsed:,.1f}s: " + ", ".join(
-        f"{outcome} {n:,}" for outcome, n in sorted(counts.items())))
+    _say(
+        out,
+        f"done in {elapsed:,.1f}s: "
+        + ", ".join(f"{outcome} {n:,}" for outcome, n in sorted(counts.items())),
+    )
     if resumed:
         _say(out, f"{resumed:,} already known to the journal {journal}")
     _say(out, f"results: {results_path}")
     if refused:
-        _say(err, f"error: the gateway refused the account or payout certificate "
-                  f"({refused:,} payout(s) refused or not sent); check --account and "
-                  "--payout-cert, then run the same command again")
+        _say(
+            err,
+            f"error: the gateway refused the account or payout certificate "
+            f"({refused:,} payout(s) refused or not sent); check --account and "
+            "--payout-cert, then run the same command again",
+        )
         return EXIT_USAGE
     if not attention:
         return EXIT_OK
-    hint = ("; `unknown` is never `failed`: re-run to reconcile, or ask support"
-            if counts.get(Outcome.UNKNOWN.value) else "")
+    hint = (
+        "; `unknown` is never `failed`: re-run to reconcile, or ask support"
+        if counts.get(Outcome.UNKNOWN.value)
+        else ""
+    )
     _say(out, f"{attention:,} payout(s) need attention (see the results file){hint}")
     return EXIT_ATTENTION
 

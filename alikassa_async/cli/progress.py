@@ -20,8 +20,15 @@ ProgressMode = Literal["auto", "rich", "plain", "none"]
 PROGRESS_MODES: tuple[ProgressMode, ...] = ("auto", "rich", "plain", "none")
 
 #: colour of each outcome in the rich display
-_STYLES = {"created": "green", "paid": "green", "rejected": "red", "not_sent": "yellow",
-           "unknown": "magenta", "cancel": "yellow", "fail": "red"}
+_STYLES = {
+    "created": "green",
+    "paid": "green",
+    "rejected": "red",
+    "not_sent": "yellow",
+    "unknown": "magenta",
+    "cancel": "yellow",
+    "fail": "red",
+}
 
 
 class ProgressDisplay(Protocol):
@@ -63,8 +70,10 @@ class ProgressBar:
             bar = "#" * filled + "." * (self.width - filled)
             left = progress.total - progress.done
             eta = f" ETA {left / progress.rate:,.0f}s" if progress.rate > 0 and left else ""
-            return (f"[{bar}] {progress.done:,}/{progress.total:,} {share:4.0%} "
-                    f"{progress.rate:,.0f}/s {counts}{eta}")
+            return (
+                f"[{bar}] {progress.done:,}/{progress.total:,} {share:4.0%} "
+                f"{progress.rate:,.0f}/s {counts}{eta}"
+            )
         return f"{progress.done:,} done {progress.rate:,.0f}/s {counts}"
 
     def close(self) -> None:
@@ -87,23 +96,37 @@ class RichProgress:
             TimeRemainingColumn,
         )
 
-        console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")),
-                          highlight=False)
+        console = Console(file=stream, no_color=bool(os.environ.get("NO_COLOR")), highlight=False)
         self._progress = Progress(
-            BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-            TextColumn("{task.fields[counts]}"), TextColumn("{task.fields[in_flight]}"),
-            console=console, refresh_per_second=8, transient=False)
-        self._task = self._progress.add_task("payouts", total=total, rate="", counts="",
-                                             in_flight="")
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TextColumn("{task.fields[in_flight]}"),
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+        )
+        self._task = self._progress.add_task(
+            "payouts", total=total, rate="", counts="", in_flight=""
+        )
         self._progress.start()
 
     def __call__(self, progress: BatchProgress) -> None:
-        counts = " ".join(f"[{_STYLES.get(k, 'white')}]{k} {v:,}[/]"
-                          for k, v in sorted(progress.counts.items()))
-        self._progress.update(self._task, completed=progress.done, total=progress.total,
-                              rate=f"{progress.rate:,.0f}/s", counts=counts,
-                              in_flight=f"in flight {progress.in_flight:,}")
+        counts = " ".join(
+            f"[{_STYLES.get(k, 'white')}]{k} {v:,}[/]" for k, v in sorted(progress.counts.items())
+        )
+        self._progress.update(
+            self._task,
+            completed=progress.done,
+            total=progress.total,
+            rate=f"{progress.rate:,.0f}/s",
+            counts=counts,
+            in_flight=f"in flight {progress.in_flight:,}",
+        )
 
     def close(self) -> None:
         self._progress.stop()
@@ -119,8 +142,9 @@ def make_progress(mode: str, stream: TextIO, total: int | None) -> ProgressDispl
         if not _has_rich():
             from .._errors import ConfigurationError
 
-            raise ConfigurationError("--progress=rich needs rich: pip install "
-                                     "'alikassa-async[cli]'")
+            raise ConfigurationError(
+                "--progress=rich needs rich: pip install 'alikassa-async[cli]'"
+            )
         return RichProgress(stream, total)
     return ProgressBar(stream)
 

@@ -68,14 +68,16 @@ def _load_sandbox_certs(certs_dir: Path) -> SandboxCerts:
         try:
             generate_certs(certs_dir)
         except OSError as exc:
-            raise ConfigurationError(f"cannot write certificates to {certs_dir}/: "
-                                     f"{exc.strerror or exc}") from None
+            raise ConfigurationError(
+                f"cannot write certificates to {certs_dir}/: {exc.strerror or exc}"
+            ) from None
         print(f"generated certificates in {certs_dir}/ (alikassa keygen)")
     try:
         return load_certs(certs_dir)
     except OSError as exc:
-        raise ConfigurationError(f"cannot read certificates in {certs_dir}/: "
-                                 f"{exc.strerror or exc}") from None
+        raise ConfigurationError(
+            f"cannot read certificates in {certs_dir}/: {exc.strerror or exc}"
+        ) from None
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -84,28 +86,37 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return bind_socket(host, port)
     except OSError as exc:
-        hint = " (in use: stop the other server, or --port 0 picks a free port)" if (
-            exc.errno == errno.EADDRINUSE) else ""
-        raise ConfigurationError(f"cannot listen on {host}:{port}: "
-                                 f"{exc.strerror or exc}{hint}") from None
+        hint = (
+            " (in use: stop the other server, or --port 0 picks a free port)"
+            if (exc.errno == errno.EADDRINUSE)
+            else ""
+        )
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}"
+        ) from None
 
 
 def _tls(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """uvicorn's TLS options for a throwaway CA beside the certificates, and the CA's path."""
     from ..sandbox.tls import ensure_tls
 
-    names = [args.host] + ([urlsplit(args.public_url).hostname or ""]
-                           if args.public_url else [])
+    names = [args.host] + ([urlsplit(args.public_url).hostname or ""] if args.public_url else [])
     try:
         tls = ensure_tls(args.certs, names)
     except OSError as exc:
-        raise ConfigurationError(f"cannot write TLS certificates to {args.certs}/tls/: "
-                                 f"{exc.strerror or exc}") from None
+        raise ConfigurationError(
+            f"cannot write TLS certificates to {args.certs}/tls/: {exc.strerror or exc}"
+        ) from None
     return {"ssl_certfile": str(tls.cert_path), "ssl_keyfile": str(tls.key_path)}, tls.ca_path
 
 
-def _print_banner(args: argparse.Namespace, port: int, certs: SandboxCerts,
-                  accounts: list[str], ca_path: Path | None) -> None:
+def _print_banner(
+    args: argparse.Namespace,
+    port: int,
+    certs: SandboxCerts,
+    accounts: list[str],
+    ca_path: Path | None,
+) -> None:
     host = f"[{args.host}]" if ":" in args.host else args.host
     scheme = "https" if args.tls else "http"
     listening = f"{scheme}://{host}:{port}"
@@ -117,12 +128,18 @@ def _print_banner(args: argparse.Namespace, port: int, certs: SandboxCerts,
         print(f"  TLS CA        {ca_path} (have the client trust this file)")
     for account in accounts:
         print(f"  account       {account} ({args.currency}, balance {args.balance})")
-    print(f"  sign with     {certs.payment_dir}/ (payments), {certs.payout_dir}/ "
-          "(payouts, balance, info)")
-    print(f"  notifications signed with {certs.notification_dir}/private.pem; "
-          "verify with its public.pem")
-    print("  outcomes      cents .91 cancel, .92 fail, .93 stays wait, .94 partial, "
-          ".95 'processing'; order_id prefixes paid-/cancel-/fail-/wait-; else paid")
+    print(
+        f"  sign with     {certs.payment_dir}/ (payments), {certs.payout_dir}/ "
+        "(payouts, balance, info)"
+    )
+    print(
+        f"  notifications signed with {certs.notification_dir}/private.pem; "
+        "verify with its public.pem"
+    )
+    print(
+        "  outcomes      cents .91 cancel, .92 fail, .93 stays wait, .94 partial, "
+        ".95 'processing'; order_id prefixes paid-/cancel-/fail-/wait-; else paid"
+    )
     if args.fault_rate:
         print(f"  faults        {args.fault_rate:.0%} of requests (seed {args.seed})")
     print("Press Ctrl+C to stop.", flush=True)
@@ -151,9 +168,18 @@ async def _serve_sandbox(args: argparse.Namespace) -> None:
         sandbox.faults.set_random(args.fault_rate, args.seed)
     sock = _listen(args.host, args.port)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(
-        sandbox, log_level="info" if args.access_log else "warning", access_log=args.access_log,
-        lifespan="on", http="h11", ws="none", timeout_graceful_shutdown=2, **tls_options))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            sandbox,
+            log_level="info" if args.access_log else "warning",
+            access_log=args.access_log,
+            lifespan="on",
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=2,
+            **tls_options,
+        )
+    )
     ignore_upgrade_offers()
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
@@ -173,37 +199,77 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 def register_sandbox(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "sandbox", help="run the local AliKassa sandbox until interrupted",
+        "sandbox",
+        help="run the local AliKassa sandbox until interrupted",
         description="Serve the AliKassa merchant API locally: signature checks, validation, "
-                    "payment/payout lifecycle, balances, signed notifications, faults.")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every "
-                             "interface)")
+        "payment/payout lifecycle, balances, signed notifications, faults.",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--certs", type=Path, default=Path("certs"),
-                        help="certificate tree from `alikassa keygen` (created if missing)")
-    parser.add_argument("--account", type=_account, action="append",
-                        help=f"account UUID (repeatable; default {DEMO_ACCOUNT})")
+    parser.add_argument(
+        "--certs",
+        type=Path,
+        default=Path("certs"),
+        help="certificate tree from `alikassa keygen` (created if missing)",
+    )
+    parser.add_argument(
+        "--account",
+        type=_account,
+        action="append",
+        help=f"account UUID (repeatable; default {DEMO_ACCOUNT})",
+    )
     parser.add_argument("--currency", default="RUB", help="currency of the accounts")
-    parser.add_argument("--balance", type=_money, default=Decimal("1000000.00"),
-                        help="starting balance of each account")
-    parser.add_argument("--wait-seconds", type=_non_negative, default=2.0,
-                        help="seconds until a payment/payout is final (0: only by polls)")
-    parser.add_argument("--wait-polls", type=int, default=1,
-                        help="status requests answered 'wait' before the final status "
-                             "(default 1; -1: only by time)")
-    parser.add_argument("--fault-rate", type=_probability, default=0.0,
-                        help="probability of a random fault per request (0..1)")
+    parser.add_argument(
+        "--balance",
+        type=_money,
+        default=Decimal("1000000.00"),
+        help="starting balance of each account",
+    )
+    parser.add_argument(
+        "--wait-seconds",
+        type=_non_negative,
+        default=2.0,
+        help="seconds until a payment/payout is final (0: only by polls)",
+    )
+    parser.add_argument(
+        "--wait-polls",
+        type=int,
+        default=1,
+        help="status requests answered 'wait' before the final status "
+        "(default 1; -1: only by time)",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=_probability,
+        default=0.0,
+        help="probability of a random fault per request (0..1)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for --fault-rate")
-    parser.add_argument("--notify-host", action="append", default=[],
-                        help="also deliver notifications to this host (default: loopback only)")
+    parser.add_argument(
+        "--notify-host",
+        action="append",
+        default=[],
+        help="also deliver notifications to this host (default: loopback only)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--tls", action="store_true",
-                        help="serve HTTPS with a throwaway CA written to CERTS/tls/ca.pem "
-                             "(made once, reused; give it to the client to trust)")
-    parser.add_argument("--public-url", type=_public_url, default=None, metavar="URL",
-                        help="the URL clients reach the sandbox by (behind a proxy or TLS "
-                             "front): payment answers' hosted-page urls and history links "
-                             "use it (default: the URL each request came to)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a throwaway CA written to CERTS/tls/ca.pem "
+        "(made once, reused; give it to the client to trust)",
+    )
+    parser.add_argument(
+        "--public-url",
+        type=_public_url,
+        default=None,
+        metavar="URL",
+        help="the URL clients reach the sandbox by (behind a proxy or TLS "
+        "front): payment answers' hosted-page urls and history links "
+        "use it (default: the URL each request came to)",
+    )
     parser.set_defaults(func=_sandbox)
     return parser

@@ -68,48 +68,83 @@ def register_payouts(subparsers: Any) -> argparse.ArgumentParser:
 
 def register(commands: Any) -> None:
     """Add load / work / status / results to ``alikassa payouts``."""
-    load = _command(commands, "load", "validate a CSV of payouts, then enqueue it as a batch",
-                    _load)
+    load = _command(
+        commands, "load", "validate a CSV of payouts, then enqueue it as a batch", _load
+    )
     load.add_argument("csv", type=Path, help="the payouts CSV (same format as `payouts run`)")
     payouts.add_client_arguments(load)
 
-    work = _command(commands, "work", "work on a batch alongside any number of other workers",
-                    _work)
-    work.add_argument("--concurrency", type=payouts._positive_int, default=64,
-                      help="payouts this worker owns at once (default 64)")
-    work.add_argument("--rate", type=payouts._positive_float, default=None,
-                      help="at most this many requests per second, for the whole batch "
-                           "(shared by the live workers)")
-    work.add_argument("--settle", type=payouts._non_negative_float,
-                      default=ReconcilePolicy().settle,
-                      help="a 'no such payout' answer proves absence only this many seconds "
-                           "after the last moment a send could have left "
-                           f"(default {ReconcilePolicy().settle:g})")
-    work.add_argument("--timeout", type=payouts._positive_float, default=None,
-                      help="give up one request after this many seconds, retries included "
-                           "(default: the client's, 30 per attempt and 60 in all)")
-    work.add_argument("--lease", type=payouts._positive_float, default=None,
-                      help="seconds an item is owned between renewals (default: 2 x the "
-                           "request budget + 30)")
-    work.add_argument("--heartbeat", type=payouts._positive_float,
-                      default=WorkerPolicy().heartbeat,
-                      help="seconds between heartbeats and lease renewals "
-                           f"(default {WorkerPolicy().heartbeat:g})")
-    work.add_argument("--retry-unknown", type=payouts._non_negative_float,
-                      default=WorkerPolicy().retry_unknown,
-                      help="seconds before an `unknown` payout is reconciled again "
-                           f"(default {WorkerPolicy().retry_unknown:g}; at most "
-                           f"{WorkerPolicy().max_rounds} rounds)")
-    work.add_argument("--http-backend", choices=("builtin", "httpx", "aiohttp"), default=None,
-                      help="the client's HTTP backend (default: the client's; aiohttp: extra "
-                           "[aiohttp])")
+    work = _command(
+        commands, "work", "work on a batch alongside any number of other workers", _work
+    )
+    work.add_argument(
+        "--concurrency",
+        type=payouts._positive_int,
+        default=64,
+        help="payouts this worker owns at once (default 64)",
+    )
+    work.add_argument(
+        "--rate",
+        type=payouts._positive_float,
+        default=None,
+        help="at most this many requests per second, for the whole batch "
+        "(shared by the live workers)",
+    )
+    work.add_argument(
+        "--settle",
+        type=payouts._non_negative_float,
+        default=ReconcilePolicy().settle,
+        help="a 'no such payout' answer proves absence only this many seconds "
+        "after the last moment a send could have left "
+        f"(default {ReconcilePolicy().settle:g})",
+    )
+    work.add_argument(
+        "--timeout",
+        type=payouts._positive_float,
+        default=None,
+        help="give up one request after this many seconds, retries included "
+        "(default: the client's, 30 per attempt and 60 in all)",
+    )
+    work.add_argument(
+        "--lease",
+        type=payouts._positive_float,
+        default=None,
+        help="seconds an item is owned between renewals (default: 2 x the request budget + 30)",
+    )
+    work.add_argument(
+        "--heartbeat",
+        type=payouts._positive_float,
+        default=WorkerPolicy().heartbeat,
+        help="seconds between heartbeats and lease renewals "
+        f"(default {WorkerPolicy().heartbeat:g})",
+    )
+    work.add_argument(
+        "--retry-unknown",
+        type=payouts._non_negative_float,
+        default=WorkerPolicy().retry_unknown,
+        help="seconds before an `unknown` payout is reconciled again "
+        f"(default {WorkerPolicy().retry_unknown:g}; at most "
+        f"{WorkerPolicy().max_rounds} rounds)",
+    )
+    work.add_argument(
+        "--http-backend",
+        choices=("builtin", "httpx", "aiohttp"),
+        default=None,
+        help="the client's HTTP backend (default: the client's; aiohttp: extra [aiohttp])",
+    )
     work.add_argument("--no-progress", action="store_true", help="no progress lines")
     payouts.add_client_arguments(work)
 
     status = _command(commands, "status", "counts by outcome across all workers", _status)
-    status.add_argument("--watch", nargs="?", type=payouts._positive_float, const=2.0,
-                        default=None, metavar="SECONDS",
-                        help="refresh every SECONDS (default 2) until the batch is done")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        type=payouts._positive_float,
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until the batch is done",
+    )
 
     results = _command(commands, "results", "write the batch's results CSV", _results)
     results.add_argument("--out", type=Path, required=True, help="where to write the CSV")
@@ -117,10 +152,16 @@ def register(commands: Any) -> None:
 
 def _command(commands: Any, name: str, help: str, func: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=help, description=__doc__.split("::")[0].strip() if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", default=os.environ.get("ALIKASSA_DSN"),
-                        help="PostgreSQL connection string (env ALIKASSA_DSN)")
+        name,
+        help=help,
+        description=__doc__.split("::")[0].strip() if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("ALIKASSA_DSN"),
+        help="PostgreSQL connection string (env ALIKASSA_DSN)",
+    )
     parser.add_argument("--batch", required=True, help="the batch's name, e.g. payroll-2026-12")
     parser.set_defaults(func=lambda args: _run(func, args))
     return parser
@@ -173,8 +214,10 @@ def _journal(args: argparse.Namespace, cert: Certificate | None = None) -> Any:
 
 def _certificate(args: argparse.Namespace) -> Certificate:
     if args.payout_cert is None:
-        raise ConfigurationError("no payout certificate: pass --payout-cert DIR or set "
-                                 "ALIKASSA_PAYOUT_CERT_DIR (the batch is sealed with it)")
+        raise ConfigurationError(
+            "no payout certificate: pass --payout-cert DIR or set "
+            "ALIKASSA_PAYOUT_CERT_DIR (the batch is sealed with it)"
+        )
     return Certificate.from_dir(args.payout_cert)
 
 
@@ -203,8 +246,11 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async with _journal(args, cert) as journal:
         report = await journal.load_numbered(args.batch, numbered())
-    _say(out, f"{path}: {rows:,} payout(s), all valid; batch {args.batch!r}: "
-              f"{report.added:,} new, {report.unchanged:,} already loaded")
+    _say(
+        out,
+        f"{path}: {rows:,} payout(s), all valid; batch {args.batch!r}: "
+        f"{report.added:,} new, {report.unchanged:,} already loaded",
+    )
     return EXIT_OK
 
 
@@ -221,21 +267,30 @@ async def _work(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     counts: Counter[str] = Counter()
     started = time.monotonic()
     last = started
-    policy = WorkerPolicy(lease=args.lease, heartbeat=args.heartbeat,
-                          retry_unknown=args.retry_unknown)
+    policy = WorkerPolicy(
+        lease=args.lease, heartbeat=args.heartbeat, retry_unknown=args.retry_unknown
+    )
     async with client, _journal(args) as journal:
         async for result in client.payouts_worker(
-                journal, batch=args.batch, concurrency=args.concurrency, rate=args.rate,
-                reconcile=ReconcilePolicy(settle=args.settle), policy=policy):
+            journal,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            reconcile=ReconcilePolicy(settle=args.settle),
+            policy=policy,
+        ):
             counts[result.outcome.value] += 1
             now = time.monotonic()
             if not args.no_progress and now - last >= 5.0:
                 last = now
                 _say(err, f"{sum(counts.values()):,} done by this worker: " + _counts(counts))
     elapsed = time.monotonic() - started
-    _say(out, f"batch {args.batch!r}: nothing left to claim; this worker finished "
-              f"{sum(counts.values()):,} in {elapsed:,.1f}s" +
-         (f" ({_counts(counts)})" if counts else ""))
+    _say(
+        out,
+        f"batch {args.batch!r}: nothing left to claim; this worker finished "
+        f"{sum(counts.values()):,} in {elapsed:,.1f}s"
+        + (f" ({_counts(counts)})" if counts else ""),
+    )
     return EXIT_OK
 
 
@@ -250,11 +305,15 @@ async def _status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async with _journal(args) as journal:
         while True:
             status = await journal.status(args.batch)
-            doubt = ("" if status.oldest_doubt is None
-                     else f", oldest doubt {status.oldest_doubt:,.0f}s")
-            _say(out, f"batch {args.batch!r}: {status.total:,} payout(s): "
-                      f"{_counts(dict(status.counts)) or 'none'}; in flight "
-                      f"{status.in_flight:,}, live workers {status.live_workers}{doubt}")
+            doubt = (
+                "" if status.oldest_doubt is None else f", oldest doubt {status.oldest_doubt:,.0f}s"
+            )
+            _say(
+                out,
+                f"batch {args.batch!r}: {status.total:,} payout(s): "
+                f"{_counts(dict(status.counts)) or 'none'}; in flight "
+                f"{status.in_flight:,}, live workers {status.live_workers}{doubt}",
+            )
             if args.watch is None or status.done:
                 return EXIT_OK
             await asyncio.sleep(args.watch)
@@ -272,18 +331,29 @@ async def _results(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             writer.writerow(payouts._RESULT_COLUMNS)
             async for row in journal.results(args.batch):
                 final = row.state in ("paid", "cancel", "fail")
-                writer.writerow([
-                    str(row.line), row.order_id, row.state, row.state if final else "",
-                    "" if row.payout_id is None else str(row.payout_id), str(row.sends),
-                    "yes" if row.resumed else "", "yes" if row.reconciled else "",
-                    " ".join((row.detail or "").split())])
+                writer.writerow(
+                    [
+                        str(row.line),
+                        row.order_id,
+                        row.state,
+                        row.state if final else "",
+                        "" if row.payout_id is None else str(row.payout_id),
+                        str(row.sends),
+                        "yes" if row.resumed else "",
+                        "yes" if row.reconciled else "",
+                        " ".join((row.detail or "").split()),
+                    ]
+                )
                 written += 1
                 if row.state not in _ATTENTION_FREE:
                     attention += 1
     _say(out, f"results: {args.out} ({written:,} payout(s))")
     if attention:
-        _say(out, f"{attention:,} payout(s) need attention or are not finished "
-                  "(see the results file); `unknown` is never `failed`")
+        _say(
+            out,
+            f"{attention:,} payout(s) need attention or are not finished "
+            "(see the results file); `unknown` is never `failed`",
+        )
         return EXIT_ATTENTION
     return EXIT_OK
 

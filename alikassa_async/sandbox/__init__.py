@@ -109,5 +109,6 @@ def __getattr__(name: str) -> Any:
     except ImportError as exc:
         raise ImportError(
             f"alikassa_async.sandbox.{name} needs the sandbox extra: "
-            "pip install 'alikassa-async[sandbox]'") from exc
+            "pip install 'alikassa-async[sandbox]'"
+        ) from exc
     return getattr(module, name)

@@ -53,19 +53,25 @@ INVALID = "The given data was invalid."
 _CREATE_ENDPOINTS = frozenset({"v1/payment", "v1/payout"})
 _ERROR_PAGES = {
     502: "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway"
-         "</h1></center><hr><center>nginx</center></body></html>",
+    "</h1></center><hr><center>nginx</center></body></html>",
     504: "<html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway "
-         "Time-out</h1></center><hr><center>nginx</center></body></html>",
+    "Time-out</h1></center><hr><center>nginx</center></body></html>",
 }
 _ERROR_MESSAGES = {500: "Server Error", 503: "Service Unavailable", 429: "Too Many Attempts."}
-_HTML_200 = ("<!DOCTYPE html><html><head><title>AliKassa</title></head><body><h1>Technical "
-             "works</h1><p>The service is temporarily unavailable.</p></body></html>")
+_HTML_200 = (
+    "<!DOCTYPE html><html><head><title>AliKassa</title></head><body><h1>Technical "
+    "works</h1><p>The service is temporarily unavailable.</p></body></html>"
+)
 
 
 def _json(status: int, data: object, headers: Mapping[str, str] | None = None) -> Response:
     # Laravel answers with PHP json_encode: "\/" and "\uXXXX" escapes, like the real thing.
-    return Response(php_json_encode(data), status_code=status, headers=dict(headers or {}),
-                    media_type="application/json")
+    return Response(
+        php_json_encode(data),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type="application/json",
+    )
 
 
 def _invalid(errors: Mapping[str, list[str]]) -> Response:
@@ -103,8 +109,9 @@ class Sandbox:
     ``sandbox.config`` (knobs) and ``sandbox.notifier.deliveries`` are for tests to read.
     """
 
-    def __init__(self, notification_key: Certificate, *,
-                 config: SandboxConfig | None = None) -> None:
+    def __init__(
+        self, notification_key: Certificate, *, config: SandboxConfig | None = None
+    ) -> None:
         self.config = config or SandboxConfig()
         self.state = SandboxState(self.config)
         self.faults = FaultPlan()
@@ -117,9 +124,15 @@ class Sandbox:
         self._late_commits: set[asyncio.Task[Response]] = set()
 
     @classmethod
-    def from_certs(cls, certs: str | Path | SandboxCerts, account: str | Iterable[str], *,
-                   config: SandboxConfig | None = None, currency: str = "RUB",
-                   balance: Decimal | None = None) -> Sandbox:
+    def from_certs(
+        cls,
+        certs: str | Path | SandboxCerts,
+        account: str | Iterable[str],
+        *,
+        config: SandboxConfig | None = None,
+        currency: str = "RUB",
+        balance: Decimal | None = None,
+    ) -> Sandbox:
         """A sandbox for a tree written by ``alikassa keygen`` (or ``generate_certs``).
 
         Every account in ``account`` registers the tree's payment and payout public keys.
@@ -129,27 +142,43 @@ class Sandbox:
         accounts = [account] if isinstance(account, str) else list(account)
         payment, payout = tree.payment_public_pem(), tree.payout_public_pem()
         for uuid in accounts:
-            sandbox.add_account(uuid, payment_public_key=payment, payout_public_key=payout,
-                                currency=currency, balance=balance)
+            sandbox.add_account(
+                uuid,
+                payment_public_key=payment,
+                payout_public_key=payout,
+                currency=currency,
+                balance=balance,
+            )
         return sandbox
 
-    def add_account(self, uuid: str, *, payment_public_key: bytes | str | Verifier,
-                    payout_public_key: bytes | str | Verifier, currency: str = "RUB",
-                    balance: Decimal | None = None, services: Iterable[str] | None = None,
-                    allow_payments: bool = True, allow_payouts: bool = True) -> Account:
+    def add_account(
+        self,
+        uuid: str,
+        *,
+        payment_public_key: bytes | str | Verifier,
+        payout_public_key: bytes | str | Verifier,
+        currency: str = "RUB",
+        balance: Decimal | None = None,
+        services: Iterable[str] | None = None,
+        allow_payments: bool = True,
+        allow_payouts: bool = True,
+    ) -> Account:
         """Register an account with the public keys its requests are signed with.
 
         ``services`` limits the enabled service codes (default: all the sandbox knows).
         """
-        return self.state.add_account(Account(
-            uuid=uuid.strip().lower(),
-            payment_verifier=_verifier(payment_public_key),
-            payout_verifier=_verifier(payout_public_key),
-            balance=self.config.initial_balance if balance is None else Decimal(balance),
-            currency=currency.upper(),
-            services=frozenset(services) if services is not None else None,
-            is_allowed_payment=allow_payments, is_allowed_payout=allow_payouts,
-        ))
+        return self.state.add_account(
+            Account(
+                uuid=uuid.strip().lower(),
+                payment_verifier=_verifier(payment_public_key),
+                payout_verifier=_verifier(payout_public_key),
+                balance=self.config.initial_balance if balance is None else Decimal(balance),
+                currency=currency.upper(),
+                services=frozenset(services) if services is not None else None,
+                is_allowed_payment=allow_payments,
+                is_allowed_payout=allow_payouts,
+            )
+        )
 
     # -- test API --------------------------------------------------------------
 
@@ -157,8 +186,14 @@ class Sandbox:
         """An httpx transport that calls this app in-process (no sockets)."""
         return httpx.ASGITransport(app=self)
 
-    def finalise(self, kind: Kind, *, order_id: str | None = None, id: int | None = None,
-                 status: str | None = None) -> Record:
+    def finalise(
+        self,
+        kind: Kind,
+        *,
+        order_id: str | None = None,
+        id: int | None = None,
+        status: str | None = None,
+    ) -> Record:
         """Make a payment/payout final now: its scripted outcome or ``status``.
 
         >>> sandbox.finalise("payout", order_id="P-1", status="fail")
@@ -174,8 +209,9 @@ class Sandbox:
 
     def finalise_all(self) -> list[Record]:
         """Finalise every pending record that has a scripted final status."""
-        pending = [r for r in self.state.records()
-                   if not r.is_final and r.outcome.final is not None]
+        pending = [
+            r for r in self.state.records() if not r.is_final and r.outcome.final is not None
+        ]
         return [self.state.finalise(r) for r in pending]
 
     async def wait_notifications(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109
@@ -258,14 +294,20 @@ class Sandbox:
         if path.startswith("pay/"):
             response = await self._hosted_page(request, path[4:])
         elif path in ("", "health"):
-            response = _json(200, {"service": "alikassa_async sandbox",
-                                   "endpoints": list(ENDPOINTS)})
+            response = _json(
+                200, {"service": "alikassa_async sandbox", "endpoints": list(ENDPOINTS)}
+            )
         elif path not in ENDPOINTS:
             response = _json(404, {"message": "Not Found."})
         elif request.method != "POST":
-            response = _json(405, {"message": f"The {request.method} method is not supported "
-                                              f"for route {path}. Supported methods: POST."},
-                             {"Allow": "POST"})
+            response = _json(
+                405,
+                {
+                    "message": f"The {request.method} method is not supported "
+                    f"for route {path}. Supported methods: POST."
+                },
+                {"Allow": "POST"},
+            )
         else:
             await self._api(path, request, scope, receive, send)
             return
@@ -281,8 +323,9 @@ class Sandbox:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _api(self, endpoint: str, request: Request, scope: Scope, receive: Receive,
-                   send: Send) -> None:
+    async def _api(
+        self, endpoint: str, request: Request, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         self._ensure_timers()
         body = await request.body()
         account, refusal = self._authenticate(endpoint, request.headers, body)
@@ -302,8 +345,7 @@ class Sandbox:
                 return
         if response is None:
             if self.config.commit_delay > 0 and endpoint in _CREATE_ENDPOINTS:
-                response = await self._late_commit(endpoint, account, data,
-                                                   str(request.base_url))
+                response = await self._late_commit(endpoint, account, data, str(request.base_url))
             else:
                 response = self._handle(endpoint, account, data, str(request.base_url))
             if fault is not None and fault.phase == "after":
@@ -313,10 +355,12 @@ class Sandbox:
                     return
         await response(scope, receive, send)
 
-    async def _late_commit(self, endpoint: str, account: Account, data: dict[str, Any],
-                           base_url: str) -> Response:
+    async def _late_commit(
+        self, endpoint: str, account: Account, data: dict[str, Any], base_url: str
+    ) -> Response:
         """Commit ``commit_delay`` seconds from now in a task of its own: a client that
         gives up (or a cancelled handler) does not stop the gateway from committing."""
+
         async def commit() -> Response:
             await self._sleep(self.config.commit_delay)
             return self._handle(endpoint, account, data, base_url)
@@ -326,8 +370,9 @@ class Sandbox:
         task.add_done_callback(self._late_commits.discard)
         return await asyncio.shield(task)
 
-    def _authenticate(self, endpoint: str, headers: Headers, body: bytes
-                      ) -> tuple[Account | None, Response | None]:
+    def _authenticate(
+        self, endpoint: str, headers: Headers, body: bytes
+    ) -> tuple[Account | None, Response | None]:
         account = self.state.account(headers.get("account", ""))
         if account is None:
             return None, _json(403, {"message": "Unknown account."})
@@ -335,9 +380,11 @@ class Sandbox:
         if not sign:
             return None, _json(401, {"message": "The Sign header is missing."})
         needed = "payment" if endpoint.startswith("v1/payment") else "payout"
-        verifier, other = ((account.payment_verifier, account.payout_verifier)
-                           if needed == "payment"
-                           else (account.payout_verifier, account.payment_verifier))
+        verifier, other = (
+            (account.payment_verifier, account.payout_verifier)
+            if needed == "payment"
+            else (account.payout_verifier, account.payment_verifier)
+        )
         try:
             verifier.verify(body, sign)
         except SignatureError:
@@ -346,15 +393,21 @@ class Sandbox:
                 other.verify(body, sign)
             except SignatureError:
                 return None, _json(401, {"message": "Invalid signature."})
-            return None, _json(401, {"message": f"Invalid signature: {endpoint} must be signed "
-                                                f"with the {needed} certificate, not the "
-                                                f"{wrong} certificate."})
+            return None, _json(
+                401,
+                {
+                    "message": f"Invalid signature: {endpoint} must be signed "
+                    f"with the {needed} certificate, not the "
+                    f"{wrong} certificate."
+                },
+            )
         return account, None
 
     # -- endpoints ---------------------------------------------------------------
 
-    def _handle(self, endpoint: str, account: Account, data: dict[str, Any],
-                base_url: str) -> Response:
+    def _handle(
+        self, endpoint: str, account: Account, data: dict[str, Any], base_url: str
+    ) -> Response:
         base = self.config.public_url or base_url
         if endpoint == "v1/payment":
             return self._create("payment", account, data, base)
@@ -370,21 +423,23 @@ class Sandbox:
             return _json(200, views.balance(account, self.state.pending_payouts(account.uuid)))
         return _json(200, views.account_info(account))
 
-    def _create(self, kind: Kind, account: Account, data: dict[str, Any],
-                base_url: str) -> Response:
+    def _create(
+        self, kind: Kind, account: Account, data: dict[str, Any], base_url: str
+    ) -> Response:
         allowed = account.is_allowed_payment if kind == "payment" else account.is_allowed_payout
         if not allowed:
-            return _json(403, {"message": f"{kind.capitalize()}s are not allowed on this "
-                                          "account."})
+            return _json(403, {"message": f"{kind.capitalize()}s are not allowed on this account."})
         validate = rules.validate_payment if kind == "payment" else rules.validate_payout
         errors = validate(data, currency=account.currency, enabled=account.enabled)
         order_id = data.get("order_id")
         if isinstance(order_id, str) and order_id:
-            requests = (self.state.payment_create_requests if kind == "payment"
-                        else self.state.payout_create_requests)
+            requests = (
+                self.state.payment_create_requests
+                if kind == "payment"
+                else self.state.payout_create_requests
+            )
             requests[order_id] += 1
-            if "order_id" not in errors and self.state.order_id_taken(kind, account.uuid,
-                                                                        order_id):
+            if "order_id" not in errors and self.state.order_id_taken(kind, account.uuid, order_id):
                 errors["order_id"] = ["The order id has already been taken."]
         if errors:
             return _invalid(errors)
@@ -399,13 +454,15 @@ class Sandbox:
             return _json(200, views.payment_created(record, base_url))
         return _json(200, views.payout_created(record))
 
-    def _status(self, kind: Kind, account: Account, data: dict[str, Any],
-                base_url: str) -> Response:
+    def _status(
+        self, kind: Kind, account: Account, data: dict[str, Any], base_url: str
+    ) -> Response:
         errors = rules.validate_lookup(data)
         if errors:
             return _invalid(errors)
-        record = self.state.find(kind, account.uuid, id=data.get("id"),
-                                 order_id=data.get("order_id"))
+        record = self.state.find(
+            kind, account.uuid, id=data.get("id"), order_id=data.get("order_id")
+        )
         if record is None or not self.state.visible(record):
             return self._not_found(kind, data)
         self.state.poll(record)
@@ -425,14 +482,16 @@ class Sandbox:
             return _invalid(errors)
         date_from, date_to = data.get("date_from") or "", data.get("date_to") or ""
         rows = [r for r in self.state.payments.values() if r.account == account.uuid]
-        rows = [r for r in rows
-                if (not date_from or r.created_at.strftime("%Y-%m-%d") >= date_from)
-                and (not date_to or r.created_at.strftime("%Y-%m-%d") <= date_to)]
+        rows = [
+            r
+            for r in rows
+            if (not date_from or r.created_at.strftime("%Y-%m-%d") >= date_from)
+            and (not date_to or r.created_at.strftime("%Y-%m-%d") <= date_to)
+        ]
         rows.sort(key=lambda r: r.id, reverse=True)
         page = int(data.get("page") or 1)
         per_page = int(data.get("paginate") or self.config.history_page_size)
-        return _json(200, views.history_page(rows, page=page, per_page=per_page,
-                                             base_url=base_url))
+        return _json(200, views.history_page(rows, page=page, per_page=per_page, base_url=base_url))
 
     # -- hosted payment page (for trying the flow in a browser) ----------------
 
@@ -446,22 +505,31 @@ class Sandbox:
             if action in ("paid", "cancel", "fail") and not record.is_final:
                 self.state.finalise(record, action)
         title = f"Payment {html.escape(record.order_id)}: {record.amount:.2f}"
-        buttons = "" if record.is_final else (
-            '<form method="post"><button name="action" value="paid">Pay</button> '
-            '<button name="action" value="cancel">Cancel</button> '
-            '<button name="action" value="fail">Fail</button></form>')
+        buttons = (
+            ""
+            if record.is_final
+            else (
+                '<form method="post"><button name="action" value="paid">Pay</button> '
+                '<button name="action" value="cancel">Cancel</button> '
+                '<button name="action" value="fail">Fail</button></form>'
+            )
+        )
         return HTMLResponse(
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body><h1>AliKassa sandbox</h1><p>{title} ({html.escape(record.service)})</p>"
-            f"<p>Status: <b>{html.escape(record.shown_status)}</b></p>{buttons}</body></html>")
+            f"<p>Status: <b>{html.escape(record.shown_status)}</b></p>{buttons}</body></html>"
+        )
 
     # -- faults ------------------------------------------------------------------
 
     async def _before_commit(self, fault: Fault, send: Send, endpoint: str) -> Response | None:
         """Run a ``before`` fault: a response to send instead, or None (go on / dropped)."""
         if fault.kind == "redirect":
-            return Response(b"", status_code=fault.status_code or 307,
-                            headers={"Location": fault.location or "/" + endpoint})
+            return Response(
+                b"",
+                status_code=fault.status_code or 307,
+                headers={"Location": fault.location or "/" + endpoint},
+            )
         if fault.kind == "delay":
             await self._sleep(fault.seconds)
             return None
@@ -482,15 +550,20 @@ class Sandbox:
         return self._fault_response(fault, real)
 
     def _fault_response(self, fault: Fault, real: Response | None) -> Response:
-        real_body = bytes(real.body) if real is not None else php_json_encode(
-            {"payment_status": "wait", "id": 0})
+        real_body = (
+            bytes(real.body)
+            if real is not None
+            else php_json_encode({"payment_status": "wait", "id": 0})
+        )
         if fault.kind == "status":
             code = fault.status_code or 500
             headers: dict[str, str] = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = (
-                    formatdate(time.time() + fault.retry_after, usegmt=True) if fault.http_date
-                    else f"{fault.retry_after:g}")
+                    formatdate(time.time() + fault.retry_after, usegmt=True)
+                    if fault.http_date
+                    else f"{fault.retry_after:g}"
+                )
             if code in _ERROR_PAGES:
                 return HTMLResponse(_ERROR_PAGES[code], status_code=code, headers=headers)
             message = _ERROR_MESSAGES.get(code, f"HTTP {code}")
@@ -498,15 +571,15 @@ class Sandbox:
         if fault.kind == "html_200":
             return HTMLResponse(_HTML_200)
         if fault.kind == "truncated_json_200":
-            return Response(real_body[: max(len(real_body) // 2, 1)],
-                            media_type="application/json")
+            return Response(real_body[: max(len(real_body) // 2, 1)], media_type="application/json")
         if fault.kind == "json_array_200":
             return Response(b"[]", media_type="application/json")
         if fault.kind == "huge_body_200":
             return self._huge(fault.size)
         if fault.kind == "slow_body_200":
-            return self._slow(real_body, real.status_code if real is not None else 200,
-                              fault.seconds)
+            return self._slow(
+                real_body, real.status_code if real is not None else 200, fault.seconds
+            )
         raise AssertionError(f"fault kind {fault.kind!r} has no case")
 
     def _huge(self, size: int) -> Response:
@@ -522,8 +595,11 @@ class Sandbox:
                 left -= len(block)
             yield tail
 
-        return StreamingResponse(chunks(), media_type="application/json",
-                                 headers={"Content-Length": str(len(head) + padding + len(tail))})
+        return StreamingResponse(
+            chunks(),
+            media_type="application/json",
+            headers={"Content-Length": str(len(head) + padding + len(tail))},
+        )
 
     def _slow(self, body: bytes, status: int, seconds: float) -> Response:
         pieces = max(min(len(body), 10), 1)
@@ -531,14 +607,17 @@ class Sandbox:
 
         async def chunks() -> AsyncIterator[bytes]:
             for start in range(0, len(body), step):
-                yield body[start:start + step]
+                yield body[start : start + step]
                 await self._sleep(seconds / pieces)
 
-        return StreamingResponse(chunks(), status_code=status, media_type="application/json",
-                                 headers={"Content-Length": str(len(body))})
+        return StreamingResponse(
+            chunks(),
+            status_code=status,
+            media_type="application/json",
+            headers={"Content-Length": str(len(body))},
+        )
 
-    async def _trickle_head(self, real: Response, send: Send, seconds: float
-                            ) -> Response | None:
+    async def _trickle_head(self, real: Response, send: Send, seconds: float) -> Response | None:
         """Write ``real`` straight to the socket, its head a byte at a time over ``seconds``.
 
         In-process there is no socket: the whole answer starts ``seconds`` late instead."""
@@ -548,12 +627,14 @@ class Sandbox:
             await self._sleep(seconds)
             return real
         body = bytes(real.body)
-        head = (f"HTTP/1.1 {real.status_code} OK\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("ascii")
+        head = (
+            f"HTTP/1.1 {real.status_code} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
         for byte in range(len(head)):
             if transport.is_closing():
                 break  # the client gave up
-            transport.write(head[byte:byte + 1])
+            transport.write(head[byte : byte + 1])
             await self._sleep(seconds / len(head))
         else:
             transport.write(body)

@@ -64,6 +64,7 @@ class SandboxConfig:
     notification_hosts: frozenset[str] = LOOPBACK_HOSTS
 
     def commission(self, kind: Literal["payment", "payout"], amount: Decimal) -> Decimal:
-        percent = (self.payment_commission_percent if kind == "payment"
-                   else self.payout_commission_percent)
+        percent = (
+            self.payment_commission_percent if kind == "payment" else self.payout_commission_percent
+        )
         return (amount * percent / 100).quantize(_CENT, rounding=ROUND_HALF_UP)

@@ -76,15 +76,26 @@ class Fault:
             raise ValueError("phase must be 'before' or 'after'")
 
     @classmethod
-    def status(cls, code: int, *, retry_after: float | None = None, http_date: bool = False,
-               after_commit: bool = False) -> Fault:
+    def status(
+        cls,
+        code: int,
+        *,
+        retry_after: float | None = None,
+        http_date: bool = False,
+        after_commit: bool = False,
+    ) -> Fault:
         """Answer HTTP ``code`` (500/502/503/504: an error page; 429: ``Retry-After``)."""
         if not 400 <= code <= 599:
             raise ValueError("status faults are 4xx/5xx codes")
         if code == 429 and retry_after is None:
             retry_after = 1.0
-        return cls("status", "after" if after_commit else "before", status_code=code,
-                   retry_after=retry_after, http_date=http_date)
+        return cls(
+            "status",
+            "after" if after_commit else "before",
+            status_code=code,
+            retry_after=retry_after,
+            http_date=http_date,
+        )
 
     @classmethod
     def drop_before_commit(cls) -> Fault:
@@ -169,46 +180,114 @@ class FaultKind:
 
 
 _UNKNOWN = "OutcomeUnknownError (never 'failed')"
-FAULT_KINDS: dict[str, FaultKind] = {k.name: k for k in (
-    FaultKind("status", "before",
-              "HTTP 500/502/503/504 (an error page) or 429 with Retry-After (seconds or date)",
-              False, _UNKNOWN, "retried with backoff, Retry-After honoured",
-              lambda: Fault.status(503)),
-    FaultKind("drop", "before",
-              "connection closed without a response (under uvicorn: the socket is aborted; "
-              "in-process: httpx.RemoteProtocolError)",
-              False, _UNKNOWN, "retried", Fault.drop_before_commit),
-    FaultKind("delay", "before", "sleep N seconds, then answer normally (past a timeout: the "
-              "client gives up while the server still commits)",
-              True, "created (or OutcomeUnknownError on a client timeout)",
-              "answered (or retried after a timeout)", lambda: Fault.delay(0.2)),
-    FaultKind("html_200", "after", "200 with an HTML page", True, _UNKNOWN, "retried",
-              Fault.html_200),
-    FaultKind("truncated_json_200", "after", "200 with the real JSON cut in half", True,
-              _UNKNOWN, "retried", Fault.truncated_json_200),
-    FaultKind("json_array_200", "after", "200 with [] instead of an object", True, _UNKNOWN,
-              "retried", Fault.json_array_200),
-    FaultKind("huge_body_200", "after", "200 with a JSON body of N bytes (default 9 MiB)", True,
-              _UNKNOWN, "retried", Fault.huge_body_200),
-    FaultKind("slow_body_200", "after", "the real 200, streamed slowly over N seconds", True,
-              "created (or OutcomeUnknownError on a read timeout)", "answered",
-              lambda: Fault.slow_body_200(0.3)),
-    FaultKind("slow_headers", "after", "the real answer, its status line and headers trickled "
-              "a byte at a time over N seconds (in-process: the answer starts N seconds late)",
-              True, "created (or OutcomeUnknownError when the call's deadline passes first)",
-              "answered (or TransportError when the call's deadline passes first)",
-              lambda: Fault.slow_headers(0.3)),
-    FaultKind("redirect", "before", "a 3xx (default 307) pointing back at the requested path: "
-              "a client that follows it re-sends the signed body", False, _UNKNOWN,
-              "APIError, not retried and never followed", Fault.redirect),
-)}
+FAULT_KINDS: dict[str, FaultKind] = {
+    k.name: k
+    for k in (
+        FaultKind(
+            "status",
+            "before",
+            "HTTP 500/502/503/504 (an error page) or 429 with Retry-After (seconds or date)",
+            False,
+            _UNKNOWN,
+            "retried with backoff, Retry-After honoured",
+            lambda: Fault.status(503),
+        ),
+        FaultKind(
+            "drop",
+            "before",
+            "connection closed without a response (under uvicorn: the socket is aborted; "
+            "in-process: httpx.RemoteProtocolError)",
+            False,
+            _UNKNOWN,
+            "retried",
+            Fault.drop_before_commit,
+        ),
+        FaultKind(
+            "delay",
+            "before",
+            "sleep N seconds, then answer normally (past a timeout: the "
+            "client gives up while the server still commits)",
+            True,
+            "created (or OutcomeUnknownError on a client timeout)",
+            "answered (or retried after a timeout)",
+            lambda: Fault.delay(0.2),
+        ),
+        FaultKind(
+            "html_200", "after", "200 with an HTML page", True, _UNKNOWN, "retried", Fault.html_200
+        ),
+        FaultKind(
+            "truncated_json_200",
+            "after",
+            "200 with the real JSON cut in half",
+            True,
+            _UNKNOWN,
+            "retried",
+            Fault.truncated_json_200,
+        ),
+        FaultKind(
+            "json_array_200",
+            "after",
+            "200 with [] instead of an object",
+            True,
+            _UNKNOWN,
+            "retried",
+            Fault.json_array_200,
+        ),
+        FaultKind(
+            "huge_body_200",
+            "after",
+            "200 with a JSON body of N bytes (default 9 MiB)",
+            True,
+            _UNKNOWN,
+            "retried",
+            Fault.huge_body_200,
+        ),
+        FaultKind(
+            "slow_body_200",
+            "after",
+            "the real 200, streamed slowly over N seconds",
+            True,
+            "created (or OutcomeUnknownError on a read timeout)",
+            "answered",
+            lambda: Fault.slow_body_200(0.3),
+        ),
+        FaultKind(
+            "slow_headers",
+            "after",
+            "the real answer, its status line and headers trickled "
+            "a byte at a time over N seconds (in-process: the answer starts N seconds late)",
+            True,
+            "created (or OutcomeUnknownError when the call's deadline passes first)",
+            "answered (or TransportError when the call's deadline passes first)",
+            lambda: Fault.slow_headers(0.3),
+        ),
+        FaultKind(
+            "redirect",
+            "before",
+            "a 3xx (default 307) pointing back at the requested path: "
+            "a client that follows it re-sends the signed body",
+            False,
+            _UNKNOWN,
+            "APIError, not retried and never followed",
+            Fault.redirect,
+        ),
+    )
+}
 
 #: what ``--fault-rate`` draws from (each equally likely)
 RANDOM_FAULTS: tuple[Callable[[], Fault], ...] = (
-    lambda: Fault.status(500), lambda: Fault.status(502), lambda: Fault.status(503),
-    lambda: Fault.status(504), lambda: Fault.status(429, retry_after=1),
-    Fault.drop_before_commit, Fault.drop_after_commit, lambda: Fault.status(503, after_commit=True),
-    Fault.html_200, Fault.truncated_json_200, Fault.json_array_200, lambda: Fault.delay(0.5),
+    lambda: Fault.status(500),
+    lambda: Fault.status(502),
+    lambda: Fault.status(503),
+    lambda: Fault.status(504),
+    lambda: Fault.status(429, retry_after=1),
+    Fault.drop_before_commit,
+    Fault.drop_after_commit,
+    lambda: Fault.status(503, after_commit=True),
+    Fault.html_200,
+    Fault.truncated_json_200,
+    Fault.json_array_200,
+    lambda: Fault.delay(0.5),
 )
 
 
@@ -232,9 +311,13 @@ class _Scripted:
 class RandomFaults:
     """Each request draws a fault with probability ``rate`` (reproducible with ``seed``)."""
 
-    def __init__(self, rate: float, seed: int | None = None,
-                 choices: Iterable[Callable[[], Fault]] = RANDOM_FAULTS,
-                 endpoints: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        seed: int | None = None,
+        choices: Iterable[Callable[[], Fault]] = RANDOM_FAULTS,
+        endpoints: Iterable[str] | None = None,
+    ) -> None:
         if not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be between 0 and 1")
         self.rate = rate
@@ -265,8 +348,9 @@ class FaultPlan:
         #: every fault that fired, in order
         self.fired: list[FiredFault] = []
 
-    def add(self, endpoint: str, fault: Fault, *, times: int = 1,
-            order_id: str | None = None) -> None:
+    def add(
+        self, endpoint: str, fault: Fault, *, times: int = 1, order_id: str | None = None
+    ) -> None:
         """Make the next ``times`` requests to ``endpoint`` (``"*"``: any) hit ``fault``.
 
         With ``order_id``, only requests whose body names that order_id count.
@@ -277,9 +361,14 @@ class FaultPlan:
         name = normalise_endpoint(endpoint)
         self._queues.setdefault(name, deque()).append(_Scripted(fault, times, order_id))
 
-    def set_random(self, rate: float, seed: int | None = None, *,
-                   choices: Iterable[Callable[[], Fault]] = RANDOM_FAULTS,
-                   endpoints: Iterable[str] | None = None) -> None:
+    def set_random(
+        self,
+        rate: float,
+        seed: int | None = None,
+        *,
+        choices: Iterable[Callable[[], Fault]] = RANDOM_FAULTS,
+        endpoints: Iterable[str] | None = None,
+    ) -> None:
         """Random faults on top of the script (``rate`` 0 switches them off)."""
         self.random = RandomFaults(rate, seed, choices, endpoints) if rate > 0 else None
 

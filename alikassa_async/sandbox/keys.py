@@ -43,9 +43,14 @@ def _private_write(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def write_archive(folder: str | Path, key: rsa.RSAPrivateKey | None = None, *,
-                  password: bytes | None = None, encrypted: bool = True,
-                  key_size: int = 2048) -> Path:
+def write_archive(
+    folder: str | Path,
+    key: rsa.RSAPrivateKey | None = None,
+    *,
+    password: bytes | None = None,
+    encrypted: bool = True,
+    key_size: int = 2048,
+) -> Path:
     """Write one archive (``private.pem``, ``password.txt`` if encrypted, ``public.pem``).
 
     >>> write_archive("certs/payout")          # new RSA-2048 key, random password
@@ -56,15 +61,23 @@ def write_archive(folder: str | Path, key: rsa.RSAPrivateKey | None = None, *,
     if encrypted:
         password = password or secrets.token_urlsafe(24).encode("ascii")
         encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password))
+            serialization.BestAvailableEncryption(password)
+        )
         _private_write(target / "password.txt", password)  # no trailing newline (§3.3)
     else:
         encryption = serialization.NoEncryption()
     # TraditionalOpenSSL + a password = "BEGIN RSA PRIVATE KEY" with Proc-Type/DEK-Info.
-    _private_write(target / "private.pem", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption))
-    (target / "public.pem").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _private_write(
+        target / "private.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption
+        ),
+    )
+    (target / "public.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return target
 
 
@@ -110,8 +123,9 @@ class SandboxCerts:
         return Verifier.from_pem(self.notification_public_pem())
 
 
-def generate_certs(root: str | Path, *, overwrite: bool = False,
-                   key_size: int = 2048) -> SandboxCerts:
+def generate_certs(
+    root: str | Path, *, overwrite: bool = False, key_size: int = 2048
+) -> SandboxCerts:
     """Write ``payment/``, ``payout/`` and ``notification/`` under ``root`` (see module doc).
 
     Refuses to replace existing keys unless ``overwrite=True``.
@@ -120,11 +134,13 @@ def generate_certs(root: str | Path, *, overwrite: bool = False,
     """
     base = Path(root)
     if not overwrite:
-        existing = [base / role / "private.pem" for role in ROLES
-                    if (base / role / "private.pem").exists()]
+        existing = [
+            base / role / "private.pem" for role in ROLES if (base / role / "private.pem").exists()
+        ]
         if existing:
             raise ConfigurationError(
-                f"{existing[0]} already exists; pass overwrite=True (--force) to replace the keys")
+                f"{existing[0]} already exists; pass overwrite=True (--force) to replace the keys"
+            )
     for role in ROLES:
         write_archive(base / role, encrypted=role != "notification", key_size=key_size)
     return SandboxCerts(base)
@@ -133,11 +149,15 @@ def generate_certs(root: str | Path, *, overwrite: bool = False,
 def load_certs(root: str | Path) -> SandboxCerts:
     """A tree written by :func:`generate_certs` (or unpacked by hand); checks the files exist."""
     certs = SandboxCerts(Path(root))
-    needed = [certs.payment_dir / "public.pem", certs.payout_dir / "public.pem",
-              certs.notification_dir / "private.pem"]
+    needed = [
+        certs.payment_dir / "public.pem",
+        certs.payout_dir / "public.pem",
+        certs.notification_dir / "private.pem",
+    ]
     missing = [str(path) for path in needed if not path.is_file()]
     if missing:
         raise ConfigurationError(
             "certificate tree is incomplete (run `alikassa keygen DIR`): missing "
-            + ", ".join(missing))
+            + ", ".join(missing)
+        )
     return certs

@@ -45,7 +45,6 @@ __all__ = [
 logger = logging.getLogger("alikassa_async.sandbox")
 
 
-
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
@@ -134,8 +133,12 @@ class Notifier:
         if host not in self.config.notification_hosts:
             delivery.skipped = f"host {host!r} is not in notification_hosts"
             delivery.done = True
-            logger.warning("notification for %s %s not sent: %s", record.kind, record.order_id,
-                           delivery.skipped)
+            logger.warning(
+                "notification for %s %s not sent: %s",
+                record.kind,
+                record.order_id,
+                delivery.skipped,
+            )
             return delivery
         try:
             loop = asyncio.get_running_loop()
@@ -163,7 +166,8 @@ class Notifier:
                 error: str | None = None
                 try:
                     response = await self._http().get(
-                        delivery.full_url, timeout=config.notification_timeout)
+                        delivery.full_url, timeout=config.notification_timeout
+                    )
                     status = response.status_code
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"[:200]
@@ -171,8 +175,13 @@ class Notifier:
                 if status == 200:
                     delivery.delivered = True
                     return
-                logger.info("notification %s %s attempt %d: %s", delivery.kind,
-                            delivery.order_id, attempt, status or error)
+                logger.info(
+                    "notification %s %s attempt %d: %s",
+                    delivery.kind,
+                    delivery.order_id,
+                    attempt,
+                    status or error,
+                )
                 if attempt < config.notification_attempts:
                     pause = config.notification_backoff * 2 ** (attempt - 1)
                     await asyncio.sleep(min(pause, config.notification_max_backoff))

@@ -73,8 +73,10 @@ DEFAULT_ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 ASYNC_FIXTURES = frozenset({"alikassa_sandbox", "alikassa_client"})
 
 _HAVE_PYTEST_ASYNCIO = importlib.util.find_spec("pytest_asyncio") is not None
-_NO_RUNNER = ("{name} uses {fixtures}, which need pytest-asyncio: "
-              "pip install 'alikassa-async[pytest]' (or mark the test @pytest.mark.anyio)")
+_NO_RUNNER = (
+    "{name} uses {fixtures}, which need pytest-asyncio: "
+    "pip install 'alikassa-async[pytest]' (or mark the test @pytest.mark.anyio)"
+)
 
 
 def _async_fixture() -> Callable[[Any], Any]:
@@ -92,8 +94,9 @@ def _uses_async_fixtures(item: pytest.Item) -> frozenset[str]:
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object
-                              ) -> Generator[None, Any, None]:
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, None]:
     """Mark ``async def`` tests using the sandbox fixtures ``asyncio``, for strict mode.
 
     ``trylast`` makes this wrapper run inside pytest-asyncio's, so the marker is
@@ -108,22 +111,28 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         return
     items = result if isinstance(result, list) else [result]
     for item in items:
-        if (isinstance(item, pytest.Item) and _uses_async_fixtures(item)
-                and item.get_closest_marker("asyncio") is None
-                and item.get_closest_marker("anyio") is None):
+        if (
+            isinstance(item, pytest.Item)
+            and _uses_async_fixtures(item)
+            and item.get_closest_marker("asyncio") is None
+            and item.get_closest_marker("anyio") is None
+        ):
             item.add_marker(pytest.mark.asyncio)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Without pytest-asyncio, say what to install instead of a cryptic fixture error."""
-    if (item.config.pluginmanager.hasplugin("asyncio")
-            or item.get_closest_marker("anyio") is not None):
+    if (
+        item.config.pluginmanager.hasplugin("asyncio")
+        or item.get_closest_marker("anyio") is not None
+    ):
         return
     used = _uses_async_fixtures(item)
     if used:
-        pytest.fail(_NO_RUNNER.format(name=item.name, fixtures=", ".join(sorted(used))),
-                    pytrace=False)
+        pytest.fail(
+            _NO_RUNNER.format(name=item.name, fixtures=", ".join(sorted(used))), pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")
@@ -159,29 +168,37 @@ def alikassa_sandbox_config() -> SandboxConfig:
 
 
 @_async_fixture()
-async def alikassa_sandbox(alikassa_certs: SandboxCerts, alikassa_account: str,
-                           alikassa_sandbox_config: SandboxConfig,
-                           _alikassa_notification_key: Certificate,
-                           ) -> AsyncIterator[SandboxServer]:
+async def alikassa_sandbox(
+    alikassa_certs: SandboxCerts,
+    alikassa_account: str,
+    alikassa_sandbox_config: SandboxConfig,
+    _alikassa_notification_key: Certificate,
+) -> AsyncIterator[SandboxServer]:
     """A fresh sandbox, served by uvicorn on 127.0.0.1 for the duration of one test."""
     from .app import Sandbox
     from .server import SandboxServer
 
     sandbox = Sandbox(_alikassa_notification_key, config=alikassa_sandbox_config)
-    sandbox.add_account(alikassa_account, payment_public_key=alikassa_certs.payment_public_pem(),
-                        payout_public_key=alikassa_certs.payout_public_pem())
+    sandbox.add_account(
+        alikassa_account,
+        payment_public_key=alikassa_certs.payment_public_pem(),
+        payout_public_key=alikassa_certs.payout_public_pem(),
+    )
     async with SandboxServer(sandbox) as server:
         yield server
 
 
 @_async_fixture()
-async def alikassa_client(alikassa_sandbox: SandboxServer, alikassa_account: str,
-                          alikassa_certificates: tuple[Certificate, Certificate]
-                          ) -> AsyncIterator[AliKassaClient]:
+async def alikassa_client(
+    alikassa_sandbox: SandboxServer,
+    alikassa_account: str,
+    alikassa_certificates: tuple[Certificate, Certificate],
+) -> AsyncIterator[AliKassaClient]:
     """An ``AliKassaClient`` pointed at ``alikassa_sandbox``."""
     from .._client import AliKassaClient
 
     payment, payout = alikassa_certificates
-    async with AliKassaClient(alikassa_account, payment, payout,
-                              base_url=alikassa_sandbox.url) as client:
+    async with AliKassaClient(
+        alikassa_account, payment, payout, base_url=alikassa_sandbox.url
+    ) as client:
         yield client

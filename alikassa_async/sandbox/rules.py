@@ -67,6 +67,7 @@ def string(max_len: int) -> Check:
         if len(value) > max_len:
             return f"The {label} must not be greater than {max_len} characters."
         return None
+
     return check
 
 
@@ -77,6 +78,7 @@ def size(length: int) -> Check:
         if len(value) != length:
             return f"The {label} must be {length} characters."
         return None
+
     return check
 
 
@@ -92,6 +94,7 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
         if maximum is not None and number > maximum:
             return f"The {label} must not be greater than {maximum}."
         return None
+
     return check
 
 
@@ -107,6 +110,7 @@ def digits(low: int, high: int | None = None) -> Check:
                 return f"The {label} must be {low} digits."
             return f"The {label} must be between {low} and {high} digits."
         return None
+
     return check
 
 
@@ -119,12 +123,14 @@ def regex(pattern: str) -> Check:
         if compiled.fullmatch(value) is None:
             return f"The {label} format is invalid."
         return None
+
     return check
 
 
 def one_of(*allowed: str) -> Check:
     def check(label: str, value: Any) -> str | None:
         return None if value in allowed else f"The selected {label} is invalid."
+
     return check
 
 
@@ -287,25 +293,53 @@ _PHONE = regex(r"7\d{10}")
 _CARD = digits(12, 19)
 
 
-def _pay(code: str, method: str, currency: str, required: tuple[str, ...] = (),
-         checks: Mapping[str, Check] | None = None, *, h2h: bool = False) -> ServiceRule:
+def _pay(
+    code: str,
+    method: str,
+    currency: str,
+    required: tuple[str, ...] = (),
+    checks: Mapping[str, Check] | None = None,
+    *,
+    h2h: bool = False,
+) -> ServiceRule:
     return ServiceRule(code, "payment", method, currency, h2h, required, dict(checks or {}))
 
 
-def _out(code: str, method: str, currency: str, required: tuple[str, ...] = (),
-         checks: Mapping[str, Check] | None = None) -> ServiceRule:
+def _out(
+    code: str,
+    method: str,
+    currency: str,
+    required: tuple[str, ...] = (),
+    checks: Mapping[str, Check] | None = None,
+) -> ServiceRule:
     return ServiceRule(code, "payout", method, currency, False, required, dict(checks or {}))
 
 
 _SERVICE_LIST: tuple[ServiceRule, ...] = (
     # RU 4 (payments in RUB)
     _pay("payment_card_number_rub_hpp", "payment_card_number", "RUB", _RU4),
-    _pay("payment_card_number_card", "payment_card_number", "RUB",
-         ("customer_user_id", "customer_code"), h2h=True),
-    _pay("payment_card_number_rub_card", "payment_card_number", "RUB",
-         ("customer_user_id", "customer_code"), h2h=True),
-    _pay("payment_card_sbp_rub_card", "payment_card_sbp", "RUB", _RU4,
-         {"customer_code": _SBP_ID}, h2h=True),
+    _pay(
+        "payment_card_number_card",
+        "payment_card_number",
+        "RUB",
+        ("customer_user_id", "customer_code"),
+        h2h=True,
+    ),
+    _pay(
+        "payment_card_number_rub_card",
+        "payment_card_number",
+        "RUB",
+        ("customer_user_id", "customer_code"),
+        h2h=True,
+    ),
+    _pay(
+        "payment_card_sbp_rub_card",
+        "payment_card_sbp",
+        "RUB",
+        _RU4,
+        {"customer_code": _SBP_ID},
+        h2h=True,
+    ),
     _pay("payment_card_sberpay_rub_card", "payment_card_sberpay", "RUB", _RU4, h2h=True),
     _pay("virtual_account_rub_hpp", "virtual_account", "RUB", _RU4),
     _pay("virtual_account_rub_card", "virtual_account", "RUB", _RU4, h2h=True),
@@ -314,26 +348,51 @@ _SERVICE_LIST: tuple[ServiceRule, ...] = (
     _pay("payment_card_rub_hpp", "payment_card", "RUB", ("customer_browser_user_agent",)),
     _pay("payment_card_uah_hpp", "payment_card", "UAH", ("customer_browser_user_agent",)),
     # Asia
-    _pay("payment_card_bdt_hpp", "payment_card", "BDT", ("customer_code",),
-         {"customer_code": one_of("nagad", "bkash", "rocket")}),
+    _pay(
+        "payment_card_bdt_hpp",
+        "payment_card",
+        "BDT",
+        ("customer_code",),
+        {"customer_code": one_of("nagad", "bkash", "rocket")},
+    ),
     _pay("payment_card_pkr_hpp", "payment_card", "PKR", ("customer_code",)),
     *(_pay(f"{m}_php_hpp", m, "PHP", ("customer_code",)) for m in ("online_banking", "e_wallet")),
-    *(_pay(f"{m}_idr_hpp", m, "IDR", ("customer_code", "customer_first_name",
-                                        "customer_last_name"))
-      for m in ("online_banking", "qr_code", "virtual_account", "local_bank_transfer")),
-    *(_pay(f"{m}_myr_hpp", m, "MYR", ("customer_code", "customer_first_name",
-                                        "customer_last_name"))
-      for m in ("online_banking", "qr_code", "e_wallet")),
-    *(_pay(f"{m}_thb_hpp", m, "THB", ("customer_code",))
-      for m in ("online_banking", "qr_code", "local_bank_transfer")),
-    *(_pay(f"{m}_vnd_hpp", m, "VND", ("customer_code",))
-      for m in ("online_banking", "qr_code", "e_wallet", "local_bank_transfer")),
+    *(
+        _pay(
+            f"{m}_idr_hpp", m, "IDR", ("customer_code", "customer_first_name", "customer_last_name")
+        )
+        for m in ("online_banking", "qr_code", "virtual_account", "local_bank_transfer")
+    ),
+    *(
+        _pay(
+            f"{m}_myr_hpp", m, "MYR", ("customer_code", "customer_first_name", "customer_last_name")
+        )
+        for m in ("online_banking", "qr_code", "e_wallet")
+    ),
+    *(
+        _pay(f"{m}_thb_hpp", m, "THB", ("customer_code",))
+        for m in ("online_banking", "qr_code", "local_bank_transfer")
+    ),
+    *(
+        _pay(f"{m}_vnd_hpp", m, "VND", ("customer_code",))
+        for m in ("online_banking", "qr_code", "e_wallet", "local_bank_transfer")
+    ),
     # payouts
     _out("payment_card_rub", "payment_card", "RUB", (), {"number": _CARD}),
-    _out("payment_card_sbp_rub", "payment_card_sbp", "RUB", ("customer_code",),
-         {"number": _PHONE, "customer_code": _SBP_ID}),
-    _out("virtual_account_rub", "virtual_account", "RUB", ("customer_code", "bik_bank"),
-         {"number": digits(20), "bik_bank": digits(9)}),
+    _out(
+        "payment_card_sbp_rub",
+        "payment_card_sbp",
+        "RUB",
+        ("customer_code",),
+        {"number": _PHONE, "customer_code": _SBP_ID},
+    ),
+    _out(
+        "virtual_account_rub",
+        "virtual_account",
+        "RUB",
+        ("customer_code", "bik_bank"),
+        {"number": digits(20), "bik_bank": digits(9)},
+    ),
     _out("payment_card_eur", "payment_card", "EUR", ("extra",), {"number": _CARD}),
     _out("qiwi_rub", "qiwi", "RUB", (), {"number": _PHONE}),
 )
@@ -350,8 +409,13 @@ def _given(value: object) -> bool:
     return value is not None and value != ""
 
 
-def _check_fields(data: Mapping[str, Any], checks: Mapping[str, Check | tuple[Check, ...]],
-                  required: Iterable[str], errors: Errors, prefix: str = "") -> None:
+def _check_fields(
+    data: Mapping[str, Any],
+    checks: Mapping[str, Check | tuple[Check, ...]],
+    required: Iterable[str],
+    errors: Errors,
+    prefix: str = "",
+) -> None:
     required = set(required)
     for field, field_checks in checks.items():
         key = prefix + field
@@ -367,8 +431,9 @@ def _check_fields(data: Mapping[str, Any], checks: Mapping[str, Check | tuple[Ch
                 break
 
 
-def _validate_create(direction: Direction, data: Mapping[str, Any], *, currency: str,
-                     enabled: Callable[[str], bool]) -> Errors:
+def _validate_create(
+    direction: Direction, data: Mapping[str, Any], *, currency: str, enabled: Callable[[str], bool]
+) -> Errors:
     fields = PAYMENT_FIELDS if direction == "payment" else PAYOUT_FIELDS
     code = data.get("service")
     rule = SERVICE_RULES.get(code) if isinstance(code, str) else None
@@ -378,30 +443,42 @@ def _validate_create(direction: Direction, data: Mapping[str, Any], *, currency:
     # A service's stricter checks run after the documented field's own check.
     checks: dict[str, Check | tuple[Check, ...]] = {
         field: (check, rule.checks[field]) if rule and field in rule.checks else check
-        for field, check in fields.items()}
+        for field, check in fields.items()
+    }
     errors: Errors = {}
     _check_fields(data, checks, required, errors)
-    if isinstance(code, str) and "service" not in errors and (
-        rule is None or rule.direction != direction or not enabled(code)
+    if (
+        isinstance(code, str)
+        and "service" not in errors
+        and (rule is None or rule.direction != direction or not enabled(code))
     ):
         errors["service"] = ["The selected service is invalid."]
     extra = data.get("extra")
-    if direction == "payout" and "extra" not in errors and (
-        isinstance(extra, dict) or "extra" in required
+    if (
+        direction == "payout"
+        and "extra" not in errors
+        and (isinstance(extra, dict) or "extra" in required)
     ):
-        _check_fields(extra if isinstance(extra, dict) else {}, EXTRA_FIELDS,
-                      EXTRA_FIELDS if "extra" in required else (), errors, "extra.")
+        _check_fields(
+            extra if isinstance(extra, dict) else {},
+            EXTRA_FIELDS,
+            EXTRA_FIELDS if "extra" in required else (),
+            errors,
+            "extra.",
+        )
     return errors
 
 
-def validate_payment(data: Mapping[str, Any], *, currency: str,
-                     enabled: Callable[[str], bool]) -> Errors:
+def validate_payment(
+    data: Mapping[str, Any], *, currency: str, enabled: Callable[[str], bool]
+) -> Errors:
     """Errors of a ``v1/payment`` body (empty when valid)."""
     return _validate_create("payment", data, currency=currency, enabled=enabled)
 
 
-def validate_payout(data: Mapping[str, Any], *, currency: str,
-                    enabled: Callable[[str], bool]) -> Errors:
+def validate_payout(
+    data: Mapping[str, Any], *, currency: str, enabled: Callable[[str], bool]
+) -> Errors:
     """Errors of a ``v1/payout`` body (empty when valid)."""
     return _validate_create("payout", data, currency=currency, enabled=enabled)
 
@@ -430,7 +507,10 @@ def validate_lookup(data: Mapping[str, Any]) -> Errors:
 
 
 HISTORY_FIELDS: dict[str, Check] = {
-    "date_from": ymd, "date_to": ymd, "page": integer(1), "paginate": integer(1, 100),
+    "date_from": ymd,
+    "date_to": ymd,
+    "page": integer(1),
+    "paginate": integer(1, 100),
 }
 
 

@@ -28,8 +28,13 @@ from .app import Sandbox
 from .faults import FaultPlan
 from .state import SandboxState
 
-__all__ = ["LoopbackServer", "SandboxServer", "ThreadedSandboxServer", "bind_socket",
-           "ignore_upgrade_offers"]
+__all__ = [
+    "LoopbackServer",
+    "SandboxServer",
+    "ThreadedSandboxServer",
+    "bind_socket",
+    "ignore_upgrade_offers",
+]
 
 T = TypeVar("T")
 
@@ -92,15 +97,28 @@ class LoopbackServer:
     ...     url = receiver.url + "/notify"
     """
 
-    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning", access_log: bool = False,
-                 shutdown_timeout: int = 3, uvicorn_logging: bool = False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        access_log: bool = False,
+        shutdown_timeout: int = 3,
+        uvicorn_logging: bool = False,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self._config = uvicorn.Config(
-            app, log_level=log_level, access_log=access_log, lifespan="on", http="h11",
-            ws="none", timeout_graceful_shutdown=shutdown_timeout,
+            app,
+            log_level=log_level,
+            access_log=access_log,
+            lifespan="on",
+            http="h11",
+            ws="none",
+            timeout_graceful_shutdown=shutdown_timeout,
             log_config=LOGGING_CONFIG if uvicorn_logging else None,
         )
         ignore_upgrade_offers()  # after uvicorn.Config, which (re)configures its loggers
@@ -110,8 +128,7 @@ class LoopbackServer:
     @property
     def url(self) -> str:
         """``http://host:port`` (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") \
-            else self.host
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
@@ -142,8 +159,12 @@ class LoopbackServer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
 
@@ -155,8 +176,9 @@ class SandboxServer(LoopbackServer):
     ...     client = AliKassaClient(ACCOUNT, pay, out, base_url=server.url)
     """
 
-    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0,
-                 **options: Any) -> None:
+    def __init__(
+        self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    ) -> None:
         super().__init__(sandbox, host=host, port=port, **options)
         self.sandbox = sandbox
 
@@ -190,8 +212,9 @@ class ThreadedSandboxServer:
     ...     server.call(sandbox.finalise, "payout", order_id="P-1")
     """
 
-    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0,
-                 **options: Any) -> None:
+    def __init__(
+        self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0, **options: Any
+    ) -> None:
         self.sandbox = sandbox
         self._server = SandboxServer(sandbox, host=host, port=port, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -254,6 +277,10 @@ class ThreadedSandboxServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -110,8 +110,11 @@ class Record:
     @property
     def is_partial(self) -> bool:
         """Paid, but not the full amount."""
-        return (self.status == "paid" and self.payment_amount is not None
-                and self.payment_amount != self.amount)
+        return (
+            self.status == "paid"
+            and self.payment_amount is not None
+            and self.payment_amount != self.amount
+        )
 
     @property
     def notification_url(self) -> str | None:
@@ -187,8 +190,10 @@ class SandboxState:
         return account.balance
 
     def pending_payouts(self, uuid: str) -> Decimal:
-        return sum((r.amount for r in self.payouts.values()
-                    if r.account == uuid and not r.is_final), Decimal("0"))
+        return sum(
+            (r.amount for r in self.payouts.values() if r.account == uuid and not r.is_final),
+            Decimal("0"),
+        )
 
     # -- lookups ---------------------------------------------------------------
 
@@ -211,8 +216,9 @@ class SandboxState:
         if kind in (None, "payout"):
             yield from self.payouts.values()
 
-    def find(self, kind: Kind, account: str, *, id: object = None,
-             order_id: object = None) -> Record | None:
+    def find(
+        self, kind: Kind, account: str, *, id: object = None, order_id: object = None
+    ) -> Record | None:
         """The record a status request names: by ``id`` if given, else the latest by order_id."""
         if not not_given(id):
             try:
@@ -245,16 +251,24 @@ class SandboxState:
 
     # -- creation --------------------------------------------------------------
 
-    def create(self, kind: Kind, account: Account, data: Mapping[str, Any],
-               amount: Decimal) -> Record:
+    def create(
+        self, kind: Kind, account: Account, data: Mapping[str, Any], amount: Decimal
+    ) -> Record:
         """Store a validated create request; a payout is debited here (or refused)."""
         order_id = str(data["order_id"])
         amount = amount.quantize(_CENT)
         record = Record(
-            kind=kind, id=self._next_id[kind] + 1, uuid=str(uuid_module.uuid4()),
-            account=account.uuid, order_id=order_id, service=str(data["service"]),
-            amount=amount, request=dict(data), outcome=plan_outcome(order_id, amount),
-            created_at=datetime.now(UTC), created_monotonic=time.monotonic(),
+            kind=kind,
+            id=self._next_id[kind] + 1,
+            uuid=str(uuid_module.uuid4()),
+            account=account.uuid,
+            order_id=order_id,
+            service=str(data["service"]),
+            amount=amount,
+            request=dict(data),
+            outcome=plan_outcome(order_id, amount),
+            created_at=datetime.now(UTC),
+            created_monotonic=time.monotonic(),
         )
         if kind == "payout":
             commission = self.config.commission("payout", amount)
@@ -275,8 +289,18 @@ class SandboxState:
         old = account.balance
         account.balance = old + delta
         record.account_old_balance, record.account_new_balance = old, account.balance
-        self.ledger.append(LedgerEntry(account.uuid, record.kind, record.id, record.order_id,
-                                       reason, delta, old, account.balance))
+        self.ledger.append(
+            LedgerEntry(
+                account.uuid,
+                record.kind,
+                record.id,
+                record.order_id,
+                reason,
+                delta,
+                old,
+                account.balance,
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -321,8 +345,11 @@ class SandboxState:
                 record.payment_amount = paid
                 record.commission_amount = commission
                 record.account_payment_amount = paid - commission
-                record.card_mask = (_mask("516874000000" + str(record.id)[-4:])
-                                    if record.service.startswith("payment_card") else None)
+                record.card_mask = (
+                    _mask("516874000000" + str(record.id)[-4:])
+                    if record.service.startswith("payment_card")
+                    else None
+                )
                 self._move(account, record, paid - commission, "payment paid")
         else:
             commission = record.commission_amount or Decimal("0")

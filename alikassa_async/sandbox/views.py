@@ -116,13 +116,14 @@ def _history_row(record: Record) -> dict[str, Any]:
     }
 
 
-def history_page(records: Sequence[Record], *, page: int, per_page: int,
-                 base_url: str) -> dict[str, Any]:
+def history_page(
+    records: Sequence[Record], *, page: int, per_page: int, base_url: str
+) -> dict[str, Any]:
     """A Laravel paginator page (``data``, ``links``, ``meta``); ``records`` newest first."""
     total = len(records)
     last_page = max(1, math.ceil(total / per_page))
     start = (page - 1) * per_page
-    rows = [_history_row(r) for r in records[start:start + per_page]]
+    rows = [_history_row(r) for r in records[start : start + per_page]]
     path = f"{base_url.rstrip('/')}/v1/payment/history"
 
     def link(number: int) -> str:
@@ -161,8 +162,12 @@ def balance(account: Account, pending_payouts: Decimal) -> dict[str, Any]:
 def account_info(account: Account) -> dict[str, Any]:
     def services(direction: str) -> list[dict[str, Any]]:
         return [
-            {"method": rule.method, "currency": rule.currency, "service_code": code,
-             "status": "active"}
+            {
+                "method": rule.method,
+                "currency": rule.currency,
+                "service_code": code,
+                "status": "active",
+            }
             for code, rule in SERVICE_RULES.items()
             if rule.direction == direction and account.enabled(code)
         ]
