@@ -234,9 +234,14 @@ class Telemetry:
         if span is None:
             return
         if error is not None:
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+            self.fail(span, type(error).__name__)
         span.end()
+
+    def fail(self, span: Any, error_type: str) -> None:
+        """Mark ``span`` failed, with ``error.type`` as the HTTP conventions spell it."""
+        if span is not None and span is not self._trace.INVALID_SPAN:
+            span.set_attribute("error.type", error_type)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
 
     @contextlib.contextmanager
     def child_span(self, parent: Any, name: str, attributes: dict[str, Any]) -> Iterator[Any]:
@@ -408,11 +413,9 @@ class CallTrace:
             self._attempt_span = None
             TELEMETRY.set(span, http__response__status_code=status)
             if error is not None:
-                TELEMETRY.set(span, error__type=type(error).__name__)
-                span.set_status(TELEMETRY._trace.Status(TELEMETRY._trace.StatusCode.ERROR))
+                TELEMETRY.fail(span, type(error).__name__)
             elif status is not None and status >= 400:
-                TELEMETRY.set(span, error__type=str(status))
-                span.set_status(TELEMETRY._trace.Status(TELEMETRY._trace.StatusCode.ERROR))
+                TELEMETRY.fail(span, str(status))
             manager.__exit__(None, None, None)
             TELEMETRY.record_attempt(
                 seconds,
