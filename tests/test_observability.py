@@ -41,23 +41,38 @@ CARD = "4111111111111111"
 PHONE = "79031112233"
 
 
+class _Recording(SimpleSpanProcessor):
+    """Exports only while a test of this module runs: the provider stays set for the rest
+    of the session (OpenTelemetry allows one), and other tests' spans must not pile up."""
+
+    on = False
+
+    def on_end(self, span) -> None:
+        if self.on:
+            super().on_end(span)
+
+
 @pytest.fixture(scope="session")
 def otel():
     """The process's tracer and meter providers, exporting to memory (set once)."""
     spans = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    recording = _Recording(spans)
+    provider.add_span_processor(recording)
     trace.set_tracer_provider(provider)
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-    return spans, reader
+    return spans, reader, recording
 
 
 @pytest.fixture
 def spans(otel):
-    exporter, _ = otel
+    exporter, _, recording = otel
     exporter.clear()
-    return exporter
+    recording.on = True
+    yield exporter
+    recording.on = False
+    exporter.clear()
 
 
 def payout(order_id: str, amount: str = "10.00") -> PayoutRequest:
@@ -147,7 +162,7 @@ async def test_an_unknown_outcome_is_on_the_span_the_error_and_the_hook(
 
 
 async def test_no_secret_reaches_a_span_or_a_metric(client, wire, spans, otel):
-    _, reader = otel
+    _, reader, _ = otel
     await client.create_payout(
         PayoutRequest(
             service="payment_card_sbp_rub",
@@ -168,7 +183,7 @@ async def test_no_secret_reaches_a_span_or_a_metric(client, wire, spans, otel):
 async def test_metrics_cover_durations_retries_outcomes_in_flight_and_journal_commits(
     client, wire, otel, tmp_path
 ):
-    _, reader = otel
+    _, reader, _ = otel
     wire.script("v1/payout/status", httpx.Response(503), times=1)
     results = [
         r
