@@ -238,37 +238,48 @@ class _Worker:
         """Apply the queued writes, a group per round trip; retry while the database is
         away (the items stay owned: nothing else can take them meanwhile)."""
         while True:
-            group = [await self.pending_writes.get()]
-            while not self.pending_writes.empty() and len(group) < 512:
-                group.append(self.pending_writes.get_nowait())
-            marks = [w for w, _ in group if isinstance(w, _SentMark)]
-            outcomes = [w for w, _ in group if isinstance(w, StoredOutcome)]
-            delay = 0.05
-            while True:
-                try:
-                    marked, applied, deadline = await self.journal.write_group(
-                        self.worker,
-                        [(m.order_id, m.token) for m in marks],
-                        outcomes,
-                        lease=self.lease,
-                    )
-                    break
-                except JournalUnavailableError:
-                    await asyncio.sleep(delay + random.uniform(0, delay))
-                    delay = min(delay * 2, self.policy.heartbeat)
-                except JournalError as exc:  # not the connection: the items' tasks raise it
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    group = []
-                    break
-            for write, future in group:
-                if future.done():
-                    continue
-                if isinstance(write, _SentMark):
-                    future.set_result(deadline if write.token in marked else None)
-                else:
-                    future.set_result(0.0 if write.order_id in applied else None)
+            taken = [await self.pending_writes.get()]
+            while not self.pending_writes.empty() and len(taken) < 512:
+                taken.append(self.pending_writes.get_nowait())
+            try:
+                await self._apply(taken)
+            finally:
+                for _ in taken:
+                    self.pending_writes.task_done()
+
+    async def _apply(self, taken: list[tuple[_Write, asyncio.Future[float | None]]]) -> None:
+        # A sent mark whose waiter was cancelled let no bytes leave: writing it would only
+        # put its item in doubt. An outcome stays true whoever waits for it.
+        group = [(w, f) for w, f in taken if not (isinstance(w, _SentMark) and f.cancelled())]
+        if not group:
+            return
+        marks = [w for w, _ in group if isinstance(w, _SentMark)]
+        outcomes = [w for w, _ in group if isinstance(w, StoredOutcome)]
+        delay = 0.05
+        while True:
+            try:
+                marked, applied, deadline = await self.journal.write_group(
+                    self.worker,
+                    [(m.order_id, m.token) for m in marks],
+                    outcomes,
+                    lease=self.lease,
+                )
+                break
+            except JournalUnavailableError:
+                await asyncio.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, self.policy.heartbeat)
+            except JournalError as exc:  # not the connection: the items' tasks raise it
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        for write, future in group:
+            if future.done():
+                continue
+            if isinstance(write, _SentMark):
+                future.set_result(deadline if write.token in marked else None)
+            else:
+                future.set_result(0.0 if write.order_id in applied else None)
 
     # -- one item ------------------------------------------------------------------------
 
@@ -372,9 +383,15 @@ class _Worker:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        for task in background[:1]:  # the heartbeat first: no renewal after the release
+        # The items' last writes (their outcomes above all) go out, briefly: an outcome
+        # not written costs the next owner a lookup. Then no write of this worker is left
+        # on its way, and none can renew a lease after the release.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.policy.heartbeat):
+                await self.pending_writes.join()
+        for task in background:  # the heartbeat and the writers
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         # Every send has ended (the tasks were cancelled and awaited): end the leases now,
         # so another worker takes the items over at once; settle counts from this moment.
         try:
@@ -394,9 +411,6 @@ class _Worker:
                     self.worker,
                     len(tasks),
                 )
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
         with contextlib.suppress(JournalError):
             await self.journal.leave(self.worker)
 

@@ -724,10 +724,15 @@ class PostgresJournal:
     async def release_owned(self, worker: str, batch: str) -> int:
         """End now the leases of every item ``worker`` owns in ``batch`` (a worker that
         stopped and whose sends have all ended, including claims whose answer it never
-        read); the number released."""
+        read); the number released.
+
+        The release takes a new token: a fenced write the server started before it and
+        finishes after it (its ``now()`` still inside the old lease) then matches nothing,
+        so no late sent mark can renew what was released."""
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"UPDATE {self.schema}.payouts SET lease_until = now() WHERE batch = %s "
+                f"UPDATE {self.schema}.payouts SET lease_until = now(), "
+                f"token = nextval('{self.schema}.claim_tokens') WHERE batch = %s "
                 "AND state = 'intent' AND owner = %s AND lease_until > now()",
                 (batch, worker),
             )

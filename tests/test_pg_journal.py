@@ -392,3 +392,37 @@ async def test_protocol_claim_and_outcome_like_sqlite(journal):
     other = await journal.claim("J-1", "h2", "run-c")
     assert other is not None and other.body_hash == "h1"
     assert await journal.counts() == {JournalState.CREATED: 1}
+
+
+class _SlowMarks(PostgresJournal):
+    """Each sent mark takes its snapshot, then waits before it reaches a row: a statement
+    the server started just before a release and finishes after it."""
+
+    def _mark_sql(self) -> str:
+        return (
+            super()
+            ._mark_sql()
+            .replace("WHERE order_id", "WHERE (SELECT 1 FROM pg_sleep(0.6)) = 1 AND order_id", 1)
+        )
+
+
+async def test_a_release_fences_a_sent_mark_that_raced_it(pg_dsn, payout_cert):
+    async with _SlowMarks(pg_dsn, payout_cert=payout_cert) as journal:
+        await journal.load("b1", payouts(0))
+        (claim,) = await journal.claim_items("b1", "w1", 10, lease=30, max_rounds=3)
+        mark = asyncio.create_task(
+            journal.mark_sent("w1", [(claim.order_id, claim.token)], lease=30)
+        )
+        while not _sql(  # noqa: ASYNC110 - wait until the server runs the mark
+            pg_dsn,
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%%pg_sleep%%' "
+            "AND pid <> pg_backend_pid()",
+        ):
+            await asyncio.sleep(0.02)
+        assert await journal.release_owned("w1", "b1") == 1
+        marked, _ = await mark
+        assert marked == set()  # the mark lost the race: its bytes must not leave
+        assert _sql(pg_dsn, "SELECT lease_until <= now() FROM alikassa.payouts") == [(True,)]
+        # released: another worker takes it over at once, as an intent never sent
+        (again,) = await journal.claim_items("b1", "w2", 10, lease=30, max_rounds=3)
+        assert again.order_id == claim.order_id and not again.in_doubt
