@@ -184,6 +184,12 @@ class PayoutRequest(_Request):
 # Responses
 
 
+def _card_mask() -> Any:
+    """A ``card_mask`` field whose repr is masked again: a gateway that sends a whole number
+    here must not put it into logs and error trackers through a repr."""
+    return attrs.field(default=None, repr=lambda v: repr(None if v is None else mask(v)))
+
+
 def _raw() -> Any:
     """Every key the gateway sent, as parsed (new fields stay reachable here)."""
     return attrs.field(factory=dict, repr=False, eq=False)
@@ -212,7 +218,7 @@ class PaymentStatusResponse:
     id: int | None = None
     order_id: str | None = None
     url: str | None = None
-    card_mask: str | None = None
+    card_mask: str | None = _card_mask()
     amount: Decimal | None = None
     payment_amount: Decimal | None = None
     hold_amount: Decimal | None = None
@@ -258,7 +264,7 @@ class PayoutStatusResponse:
     payment_status: PaymentStatus
     id: int | None = None
     order_id: str | None = None
-    card_mask: str | None = None
+    card_mask: str | None = _card_mask()
     amount: Decimal | None = None
     payment_amount: Decimal | None = None
     is_partial_payment: bool | None = None

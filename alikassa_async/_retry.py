@@ -10,6 +10,7 @@ Only reads (status, history, balance, info) are retried on transport errors,
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
 import time
@@ -112,7 +113,9 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        return None
+        if "," in value:  # an IMF or RFC 850 date without its GMT: not a date we trust
+            return None
+        when = when.replace(tzinfo=datetime.UTC)  # asctime carries no zone; it means UTC
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 

@@ -193,3 +193,16 @@ def test_supports_searches_both_lists_or_the_direction_asked():
     assert info.supports("pay_code") and info.supports("out_code")
     assert info.supports("pay_code", "payment") and not info.supports("pay_code", "payout")
     assert not info.supports("off") and not info.supports("nope")
+
+
+@pytest.mark.parametrize("model", [PaymentStatusResponse, PayoutStatusResponse])
+def test_a_whole_card_number_in_card_mask_is_masked_in_the_repr(model):
+    # a lying or careless gateway sends the whole number where a mask belongs
+    status = model(payment_status=PaymentStatus.PAID, card_mask="4111111111111111")
+    assert status.card_mask == "4111111111111111"  # the value stays as sent
+    assert "4111111111111111" not in repr(status)
+    assert "card_mask='411111******1111'" in repr(status)
+    # a real mask reads the same in the repr
+    masked = model(payment_status=PaymentStatus.PAID, card_mask="411111******1111")
+    assert "card_mask='411111******1111'" in repr(masked)
+    assert "card_mask=None" in repr(model(payment_status=PaymentStatus.PAID))

@@ -157,7 +157,11 @@ def test_retry_after_date_is_measured_from_the_injected_now():
 
 def test_retry_after_dates_in_the_other_legal_formats():
     # RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms (UTC)
-    for date in ("Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT"):
+    for date in (
+        "Sun, 06 Nov 1994 08:49:37 GMT",
+        "Sunday, 06-Nov-94 08:49:37 GMT",
+        "Sun Nov  6 08:49:37 1994",
+    ):
         assert parse_retry_after({"retry-after": date}, now=784111777.0 - 10) == (
             pytest.approx(10.0)
         ), date
