@@ -98,6 +98,7 @@ from ._observe import TELEMETRY
 from ._outcome import Outcome
 from ._polling import DEFAULT_INTERVAL, DEFAULT_MAX_INTERVAL, DEFAULT_TIMEOUT, poll_until_final
 from ._protocols import PayoutSender
+from ._retry import RETRY_PACE
 from .journal import (
     Journal,
     OrderIdConflictError,
@@ -485,6 +486,17 @@ class _Run:
         return await self._send_until_settled(item, in_doubt, previous is not None, park)
 
     async def _send_until_settled(
+        self, item: _Item, in_doubt: bool, journaled: bool, park: Callable[[], None]
+    ) -> BatchResult:
+        # The client's own retries inside these calls take their turn too: `rate` is what
+        # the gateway sees.
+        pacing = RETRY_PACE.set(self.limiter.acquire)
+        try:
+            return await self._settle(item, in_doubt, journaled, park)
+        finally:
+            RETRY_PACE.reset(pacing)
+
+    async def _settle(
         self, item: _Item, in_doubt: bool, journaled: bool, park: Callable[[], None]
     ) -> BatchResult:
         needs_intent = journaled  # a fresh claim already recorded the first send's intent

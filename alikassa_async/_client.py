@@ -78,7 +78,7 @@ from ._models import (
     PayoutStatusResponse,
 )
 from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
-from ._retry import RetryPolicy, parse_retry_after
+from ._retry import RETRY_PACE, RetryPolicy, parse_retry_after
 from ._signing import Certificate, SignatureHash, hash_algorithm
 from ._tls import check_transport_tls, tls_context
 from ._transport import (
@@ -699,15 +699,7 @@ class AliKassaClient:
                     or delay is None
                     or (remaining is not None and delay >= remaining)
                 ):
-                    logger.warning(
-                        "POST %s failed after %d attempt(s): %s%s",
-                        endpoint.path,
-                        attempt,
-                        error,
-                        trace.describe(),
-                        extra=trace.log_context(error=type(error).__name__),
-                    )
-                    raise error from None
+                    self._give_up(endpoint, attempt, error, trace)
                 logger.info(
                     "POST %s attempt %d failed in %.1f ms (%s); retrying in %.2f s%s",
                     endpoint.path,
@@ -720,6 +712,25 @@ class AliKassaClient:
                 )
                 await trace.retrying(delay, error)
                 await asyncio.sleep(delay)
+                pace = RETRY_PACE.get()
+                if pace is not None:
+                    await pace()
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._give_up(endpoint, attempt, error, trace)
+
+    @staticmethod
+    def _give_up(
+        endpoint: _Endpoint[Any], attempt: int, error: AliKassaError, trace: CallTrace
+    ) -> NoReturn:
+        logger.warning(
+            "POST %s failed after %d attempt(s): %s%s",
+            endpoint.path,
+            attempt,
+            error,
+            trace.describe(),
+            extra=trace.log_context(error=type(error).__name__),
+        )
+        raise error from None
 
     async def _attempt(
         self,

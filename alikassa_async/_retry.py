@@ -10,11 +10,12 @@ Only reads (status, history, balance, info) are retried on transport errors,
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -125,3 +126,12 @@ def _seconds(text: str) -> float | None:
     except ValueError:
         return None
     return max(value, 0.0) if math.isfinite(value) else None
+
+
+#: Awaited before each retry the client makes inside one call, when set: a batch sets its
+#: rate limiter here, so that ``rate`` counts every request the gateway sees, not only
+#: the calls the batch makes. A context variable, so it follows the batch's own tasks
+#: and never a caller's unrelated calls on the same client.
+RETRY_PACE: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "alikassa_retry_pace", default=None
+)
