@@ -37,9 +37,12 @@ class ResponseShapeError(ValueError):
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse JSON keeping every number exact (floats become ``Decimal``)."""
+    """Parse JSON keeping every number exact (floats become ``Decimal``).
+
+    Python's json also reads the non-JSON ``NaN``/``Infinity``: as ``Decimal`` too, so
+    ``.raw`` never holds a float, and a money field refuses them as not finite."""
     try:
-        return json.loads(body, parse_float=Decimal)
+        return json.loads(body, parse_float=Decimal, parse_constant=Decimal)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ResponseShapeError(f"not JSON: {type(exc).__name__}") from None
 

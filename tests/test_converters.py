@@ -93,6 +93,14 @@ def test_what_is_not_a_finite_amount_is_refused(sent):
         structure(Balance, {"balance": sent})
 
 
+def test_no_number_in_a_parsed_body_is_a_float():
+    raw = parse_json(b'{"a": 1.10, "b": NaN, "c": [Infinity, -Infinity], "d": 7}')
+    assert raw["a"] == Decimal("1.10") and str(raw["a"]) == "1.10"
+    assert all(isinstance(v, Decimal) for v in (raw["a"], raw["b"], *raw["c"]))
+    assert raw["b"].is_nan() and raw["c"] == [Decimal("Infinity"), Decimal("-Infinity")]
+    assert raw["d"] == 7 and isinstance(raw["d"], int)
+
+
 def test_nan_and_infinity_literals_in_a_body_are_refused_as_money():
     # Python's json accepts NaN/Infinity; they must not become an amount
     for literal in (b"NaN", b"Infinity", b"-Infinity"):
