@@ -609,7 +609,8 @@ class _Run:
         send of this order_id could still be processed — the end of this run's last
         attempt, or the start of this run for an earlier run's (``doubt_since``). A
         gateway may finish a request long after the client stopped waiting for it.
-        Until then a 404 only means "not yet": ask again, without using up
+        Seen means asked: a 404 decided before that moment and delivered after it
+        proves nothing. Until then a 404 only means "not yet": ask again, without using up
         ``lookups`` (the budget for lookups that fail). After "already taken", a
         404 proves nothing at all.
         """
@@ -617,12 +618,14 @@ class _Run:
         failures = not_yet = 0
         while True:
             await self.limiter.acquire()
+            asked = loop.time()  # the gateway looked no earlier than this
             try:
                 status = await self.client.payout_status(order_id=item.order_id)
             except (NotFoundError, InvalidRequestError) as exc:
                 says_absent = isinstance(exc, NotFoundError) or _says_no_such_payout(exc)
                 if says_absent and not item.taken:
-                    wait = item.doubt_since + self.policy.settle - loop.time()
+                    # What a 404 proves is as of when it was asked, however late it came.
+                    wait = item.doubt_since + self.policy.settle - asked
                     if wait <= 0:
                         logger.info(
                             "order_id=%s: gateway has no such payout; sending", item.order_id

@@ -125,6 +125,29 @@ async def test_2000_payouts_through_faults_end_definite_and_created_exactly_once
     assert ahead <= 2 * concurrency + 1
 
 
+async def test_a_404_decided_before_the_settle_point_proves_nothing_however_late_it_arrives(
+    alikassa_client, alikassa_sandbox
+):
+    # The gateway looks the payout up at once (still invisible: index lag), but its 404
+    # reaches the client only after the settle point. What it proves is as of when it was
+    # asked, not when it arrived: the next lookup finds the payout, and nothing is re-sent.
+    config = alikassa_sandbox.sandbox.config
+    config.status_visible_after = 0.3
+    alikassa_sandbox.faults.add("v1/payout", Fault.drop_after_commit(), order_id="L-1")
+    alikassa_sandbox.faults.add(
+        "v1/payout/status", Fault.delay(1.2, after_commit=True), order_id="L-1"
+    )
+    results = [
+        r
+        async for r in alikassa_client.payouts_batch(
+            [payout("L-1")],
+            reconcile=ReconcilePolicy(settle=0.6, backoff_base=0.05, backoff_max=0.2),
+        )
+    ]
+    assert [(r.outcome, r.reconciled, r.attempts) for r in results] == [(Outcome.CREATED, True, 1)]
+    assert alikassa_sandbox.state.payout_create_requests["L-1"] == 1
+
+
 @pytest.mark.parametrize("not_found_status", [404, 400])
 async def test_absence_and_index_lag_as_the_gateway_may_answer_them(
     alikassa_client, alikassa_sandbox, not_found_status
