@@ -136,17 +136,25 @@ async def test_an_idle_connection_the_server_closed_is_not_reused_so_a_create_is
     next create must go out on a new connection and succeed — not become an unknown
     outcome because it was written into a dead socket."""
 
+    closed = asyncio.Event()
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _, _, _ = await read_request(reader)
         writer.write(http_response(200, CREATED))
         await writer.drain()
         await asyncio.sleep(0.05)  # the server's idle timeout, then it hangs up
+        writer.close()
+        await writer.wait_closed()
+        closed.set()
 
     async with RawServer(serve) as server, client_for(server.url, payout_cert, backend) as client:
         for n in range(3):
             created = await client.create_payout(card(f"STALE-{n}"))
             assert created.id == 7
-            await asyncio.sleep(0.2)  # longer than the server keeps it
+            # the hang-up is in the kernel before the next create, however loaded the box
+            await asyncio.wait_for(closed.wait(), 5)
+            closed.clear()
+            await asyncio.sleep(0.05)
         assert server.connections == 3
         assert pool_state(client).busy == 0
 
@@ -216,7 +224,7 @@ async def test_a_header_trickle_is_cut_at_the_total_deadline(backend, payout_cer
             started = time.monotonic()
             with pytest.raises((TransportError, OutcomeUnknownError)):
                 await call
-            assert time.monotonic() - started < 1.0 + 1.5  # a bound, not a speed figure
+            assert time.monotonic() - started < 10  # a bound on a hang (the trickle: 1,000 s)
         assert pool_state(client).busy == 0
 
 

@@ -339,7 +339,7 @@ async def test_create_is_retried_only_when_the_connection_never_opened(client, w
 
 
 async def test_total_deadline_bounds_retries(wire, sandbox, alikassa_certificates):
-    policy = RetryPolicy(max_attempts=1000, backoff_base=0.05, backoff_max=0.05, total_timeout=0.3)
+    policy = RetryPolicy(max_attempts=1000, backoff_base=0.05, backoff_max=0.05, total_timeout=1.0)
     sandbox.faults.add("v1/account/balance", Fault.status(503), times=1000)
     async with AliKassaClient(
         ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", retry=policy, transport=wire

@@ -189,7 +189,8 @@ async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_
     server = alikassa_sandbox
     ids = [f"O-{i:03d}" for i in range(60)]
     payroll = _csv(tmp_path / "payroll.csv", ids)
-    command = _cli(server, alikassa_account, alikassa_certs, payroll, "--rate", "20")
+    # slow enough (15 s for all) that the second always starts while the first runs
+    command = _cli(server, alikassa_account, alikassa_certs, payroll, "--rate", "4")
     first = await spawn(command)
     await until(lambda: server.state.requests["v1/payout"] >= 3)
     second = await spawn(command)
@@ -202,7 +203,7 @@ async def test_a_second_process_on_a_journal_in_use_sends_nothing_and_names_the_
     first.send_signal(signal.SIGKILL)
     await first.wait()
     assert sent_meanwhile < len(ids)
-    third = await spawn(command)
+    third = await spawn(_cli(server, alikassa_account, alikassa_certs, payroll))
     code, _out, err = await finish(third)
     assert code == 0, err
     assert created_twice(server) == []

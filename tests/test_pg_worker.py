@@ -150,8 +150,9 @@ async def test_losing_the_database_stops_sending_and_resumes(
             while sum(server.state.payout_create_requests.values()) < n // 4:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(cluster.stop, "immediate")
-            # sends already under way may end (each within the 1 s budget); nothing new starts
-            await asyncio.sleep(1.5)
+            # sends already under way may end (each within the 1 s budget, with room for a
+            # loaded machine); nothing new starts
+            await asyncio.sleep(3.0)
             during = sum(server.state.payout_create_requests.values())
             await asyncio.sleep(2.0)
             assert sum(server.state.payout_create_requests.values()) == during
@@ -183,15 +184,18 @@ async def test_rate_is_shared_by_the_live_workers(
         PostgresJournal(pg_dsn, payout_cert=cert) as j1,
         PostgresJournal(pg_dsn, payout_cert=cert) as j2,
     ):
+        start = time.monotonic()
         first, second = await asyncio.gather(
             work(c1, j1, rate=rate, concurrency=8), work(c2, j2, rate=rate, concurrency=8)
         )
     assert len(first) + len(second) == n and first and second
     times = sorted(r.created_monotonic for r in server.state.payouts.values())
-    # in any one-second window, at most the batch rate (plus one request of slack each)
-    for i, start in enumerate(times):
-        in_window = sum(1 for t in times[i:] if t < start + 1.0)
-        assert in_window <= rate + 2, (i, in_window)
+    # The k-th creation cannot come before start + (k - 4)/rate: each worker keeps to its
+    # half, give or take the two being out of step and one heartbeat of overshoot. A lower
+    # bound only (a slow machine only creates later); at the full rate each, creation 59
+    # would come at about 1.5 s, not 2.75 s.
+    early = [(k, t - start) for k, t in enumerate(times) if t - start < (k - 4) / rate]
+    assert not early, early[:5]
 
 
 async def test_a_worker_with_another_certificate_claims_nothing(

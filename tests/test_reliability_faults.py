@@ -61,7 +61,7 @@ ACCOUNT = "93d5df06-996c-48c3-9847-348d6b580b80"
 #: per-operation timeouts of the matrix clients (connect, read, write, pool)
 TIMEOUT = 0.4
 #: a server-side delay that outlasts TIMEOUT
-DELAY = 1.0
+DELAY = 2.0
 POLICY = RetryPolicy(
     max_attempts=2,
     backoff_base=0.01,
@@ -71,7 +71,7 @@ POLICY = RetryPolicy(
     create_connect_retries=2,
 )
 #: the deadline bound is total_timeout + SLACK: generous, never a performance assertion
-SLACK = 2.0
+SLACK = 3.5
 
 
 # -- the table --------------------------------------------------------------------------
@@ -208,7 +208,7 @@ FAULTS: list[FaultRow] = [
     # only the call's deadline (total_timeout) can end it.
     FaultRow(
         "slow_headers_past_deadline",
-        lambda: Fault.slow_headers(5.0),
+        lambda: Fault.slow_headers(10.0),
         TransportError,
         False,
         U,

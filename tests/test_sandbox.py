@@ -527,10 +527,10 @@ async def test_unknown_records_are_404_or_laravel_400(
 async def test_a_new_record_can_be_invisible_to_lookups_for_a_while(
     api: Api, sandbox: Sandbox
 ) -> None:
-    sandbox.config.status_visible_after = 0.2
+    sandbox.config.status_visible_after = 1.0
     await api.ok("v1/payout", payout_body())
     assert (await api.call("v1/payout/status", {"order_id": "P-1"})).status_code == 404
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(1.05)
     assert (await api.call("v1/payout/status", {"order_id": "P-1"})).status_code == 200
 
 
