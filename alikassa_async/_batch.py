@@ -71,6 +71,7 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Iterable,
+    Iterator,
     Mapping,
     Sized,
 )
@@ -187,10 +188,17 @@ class ReconcilePolicy:
     max_sends: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     #: pause for the whole batch after a 429 without Retry-After, or an unreachable gateway
     pause: float = 1.0
+    #: the longest a 429's Retry-After may pause the batch: a date a day ahead (a broken
+    #: or hostile gateway) must not stall it; still refused, it pauses again
+    max_pause: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
     def backoff(self, step: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2**step)
         return random.uniform(ceiling / 2, ceiling)
+
+    def pause_after(self, retry_after: float | None) -> float:
+        """How long a 429 pauses the batch."""
+        return min(retry_after or self.pause, max(self.max_pause, self.pause))
 
 
 class RateLimiter:
@@ -488,17 +496,6 @@ class _Run:
     async def _send_until_settled(
         self, item: _Item, in_doubt: bool, journaled: bool, park: Callable[[], None]
     ) -> BatchResult:
-        # The client's own retries inside these calls take their turn too: `rate` is what
-        # the gateway sees.
-        pacing = RETRY_PACE.set(self.limiter.acquire)
-        try:
-            return await self._settle(item, in_doubt, journaled, park)
-        finally:
-            RETRY_PACE.reset(pacing)
-
-    async def _settle(
-        self, item: _Item, in_doubt: bool, journaled: bool, park: Callable[[], None]
-    ) -> BatchResult:
         needs_intent = journaled  # a fresh claim already recorded the first send's intent
         connect_failures = 0
         while True:
@@ -541,7 +538,7 @@ class _Run:
                 # The end of this attempt: the earliest a 404 could start to mean "absent".
                 item.doubt_since = asyncio.get_running_loop().time()
                 if isinstance(exc.cause, RateLimitError):
-                    self.limiter.pause(exc.cause.retry_after or self.policy.pause)
+                    self.limiter.pause(self.policy.pause_after(exc.cause.retry_after))
                 await self._note(item, Outcome.UNKNOWN, _detail(exc))
                 continue
             except InvalidRequestError as exc:
@@ -589,7 +586,8 @@ class _Run:
                 item.attempts += 1
                 item.send_left = True
                 try:
-                    created = await self.client.create_payout(item.request)
+                    with _paced(self.limiter):
+                        created = await self.client.create_payout(item.request)
                 except asyncio.CancelledError:
                     raise  # still pending and maybe gone: process() journals it
                 except BaseException:
@@ -620,7 +618,8 @@ class _Run:
             await self.limiter.acquire()
             asked = loop.time()  # the gateway looked no earlier than this
             try:
-                status = await self.client.payout_status(order_id=item.order_id)
+                with _paced(self.limiter):
+                    status = await self.client.payout_status(order_id=item.order_id)
             except (NotFoundError, InvalidRequestError) as exc:
                 says_absent = isinstance(exc, NotFoundError) or _says_no_such_payout(exc)
                 if says_absent and not item.taken:
@@ -631,7 +630,8 @@ class _Run:
                             "order_id=%s: gateway has no such payout; sending", item.order_id
                         )
                         return _Verdict.ABSENT, None
-                    await asyncio.sleep(min(wait, self.policy.backoff(not_yet)))
+                    until_settled = item.doubt_since + self.policy.settle - loop.time()
+                    await asyncio.sleep(min(max(until_settled, 0.0), self.policy.backoff(not_yet)))
                     not_yet += 1
                     continue
                 if not item.taken:
@@ -639,7 +639,7 @@ class _Run:
             except (APIError, TransportError) as exc:
                 item.last_error = exc
                 if isinstance(exc, RateLimitError):
-                    self.limiter.pause(exc.retry_after or self.policy.pause)
+                    self.limiter.pause(self.policy.pause_after(exc.retry_after))
             else:
                 if status.amount is not None and status.amount != item.request.amount:
                     item.last_error = _AmountMismatch(
@@ -664,10 +664,11 @@ class _Run:
         client = self.client
         payout_id = item.payout_id
 
-        def fetch() -> Any:
-            if payout_id is not None:
-                return client.payout_status(id=payout_id)
-            return client.payout_status(order_id=item.order_id)
+        async def fetch() -> PayoutStatusResponse:
+            with _paced(self.limiter):
+                if payout_id is not None:
+                    return await client.payout_status(id=payout_id)
+                return await client.payout_status(order_id=item.order_id)
 
         final: PayoutStatusResponse | None = None
         try:
@@ -690,6 +691,25 @@ class _Run:
         assert final is not None
         await self._note(item, Outcome(final.payment_status.value))
         return item.result(Outcome(final.payment_status.value), response=final)
+
+
+@contextlib.contextmanager
+def _paced(limiter: RateLimiter) -> Iterator[None]:
+    """The client's own retries inside this one call take their turn at ``limiter`` too,
+    so a batch's ``rate`` is what the gateway sees. A task started inside the call (by a
+    hook, say) inherits the pacing but loses it when the call ends."""
+    live = [True]
+
+    async def pace() -> None:
+        if live[0]:
+            await limiter.acquire()
+
+    token = RETRY_PACE.set(pace)
+    try:
+        yield
+    finally:
+        live[0] = False
+        RETRY_PACE.reset(token)
 
 
 class _Refused(Exception):

@@ -20,6 +20,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Mapping,
@@ -140,6 +141,20 @@ _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
 _INFO = _Endpoint("v1/account/info", "payout", AccountInfo, max_bytes=INFO_ANSWER_BYTES)
+
+
+async def _paced_in_time(pace: Callable[[], Awaitable[None]], deadline: float | None) -> bool:
+    """Wait for the batch's turn for a retry; False if it does not come before the
+    call's deadline (a paused or backed-up limiter must not stretch ``total_timeout``)."""
+    if deadline is None:
+        await pace()
+        return True
+    try:
+        async with asyncio.timeout(deadline - time.monotonic()):
+            await pace()
+    except TimeoutError:
+        return False
+    return time.monotonic() < deadline
 
 
 class _Retryable(Exception):
@@ -713,10 +728,8 @@ class AliKassaClient:
                 await trace.retrying(delay, error)
                 await asyncio.sleep(delay)
                 pace = RETRY_PACE.get()
-                if pace is not None:
-                    await pace()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self._give_up(endpoint, attempt, error, trace)
+                if pace is not None and not await _paced_in_time(pace, deadline):
+                    self._give_up(endpoint, attempt, error, trace)
 
     @staticmethod
     def _give_up(

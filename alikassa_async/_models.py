@@ -187,7 +187,7 @@ class PayoutRequest(_Request):
 def _card_mask() -> Any:
     """A ``card_mask`` field whose repr is masked again: a gateway that sends a whole number
     here must not put it into logs and error trackers through a repr."""
-    return attrs.field(default=None, repr=lambda v: repr(None if v is None else mask(v)))
+    return attrs.field(default=None, repr=lambda v: repr(None if v is None else mask(str(v))))
 
 
 def _raw() -> Any:

@@ -379,18 +379,22 @@ class _Worker:
     async def stop(self, background: list[asyncio.Task[None]]) -> None:
         """Cancel what runs, release what this worker owns, and leave the batch."""
         tasks = [o.task for o in self.owned.values() if o.task is not None and not o.task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        # The items' last writes (their outcomes above all) go out, briefly: an outcome
-        # not written costs the next owner a lookup. Then no write of this worker is left
-        # on its way, and none can renew a lease after the release.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.policy.heartbeat):
-                await self.pending_writes.join()
-        for task in background:  # the heartbeat and the writers
-            task.cancel()
+        flushed = asyncio.ensure_future(self.pending_writes.join())
+        try:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            # The items' last writes (their outcomes above all) go out, briefly: an outcome
+            # not written costs the next owner a lookup. (asyncio.wait, not a timeout
+            # scope: this task may itself be cancelling.)
+            await asyncio.wait([flushed], timeout=self.policy.heartbeat)
+        finally:
+            # Even if this stop is cut short: no heartbeat renews, and no write of this
+            # worker is left on its way to renew a lease after the release.
+            flushed.cancel()
+            for task in background:
+                task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         # Every send has ended (the tasks were cancelled and awaited): end the leases now,
         # so another worker takes the items over at once; settle counts from this moment.

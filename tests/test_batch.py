@@ -37,7 +37,8 @@ from alikassa_async import (
     ServerError,
     TransportError,
 )
-from alikassa_async._batch import RateLimiter, payouts_batch
+from alikassa_async._batch import RateLimiter, _paced, payouts_batch
+from alikassa_async._retry import RETRY_PACE
 from alikassa_async.journal import JournalState, OrderIdConflictError, SQLiteJournal
 from alikassa_async.sandbox import Fault, Sandbox, SandboxConfig
 
@@ -501,6 +502,31 @@ async def test_the_clients_own_retries_keep_to_the_batch_rate(client, wire: Wire
     times = sorted(s.at for s in wire.sent)
     assert len(times) >= 40
     assert_paced(times, start, rate)  # unpaced, each retry arrives 1-2 ms after its call
+
+
+async def test_a_retry_after_a_day_ahead_pauses_the_batch_only_up_to_max_pause(
+    client, sandbox: Sandbox
+):
+    # A broken or hostile gateway: one 429 whose Retry-After is a day away.
+    sandbox.faults.add("v1/payout", Fault.status(503), order_id="P-1")
+    sandbox.faults.add(STATUS, Fault.status(429, retry_after=86_400), order_id="P-1")
+    policy = attrs.evolve(QUICK, max_pause=0.2)
+    async with asyncio.timeout(30):  # a bound on a hang: uncapped, the batch waits a day
+        results = await run(client, [payout(i) for i in range(3)], reconcile=policy)
+    assert {r.outcome for r in results} == {Outcome.CREATED}
+    assert policy.pause_after(86_400) == 0.2 and policy.pause_after(None) == policy.pause
+
+
+async def test_pacing_ends_with_the_call_it_was_set_for():
+    # A task that a hook starts inside a batch's call inherits the pacing; once the call
+    # is over, that task's own retries are not held by the batch's limiter any more.
+    limiter = RateLimiter(0.001)  # one request, then the next in 1,000 s
+    with _paced(limiter):
+        pace = RETRY_PACE.get()
+        assert pace is not None
+        await asyncio.wait_for(pace(), 1)  # takes the one free slot
+    assert RETRY_PACE.get() is None
+    await asyncio.wait_for(pace(), 1)  # would wait 1,000 s if still paced
 
 
 def assert_paced(times: list[float], start: float, rate: float) -> None:

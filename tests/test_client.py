@@ -8,6 +8,7 @@ sandbox never gives.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,6 +36,7 @@ from alikassa_async import (
     Verifier,
 )
 from alikassa_async._encoding import php_json_encode
+from alikassa_async._retry import RETRY_PACE
 from alikassa_async.sandbox import Fault, Sandbox, SandboxCerts
 
 from .conftest import ACCOUNT, CARD, FAST_RETRY, write_archive
@@ -336,6 +338,30 @@ async def test_create_is_retried_only_when_the_connection_never_opened(client, w
         await client.create_payout(payout_request("P-2"))
     assert wire.calls("v1/payout") == 6  # create_connect_retries=2 bounds the attempts
     assert sandbox.state.payout_creations == {"P-1": 1}
+
+
+async def test_a_batch_pacing_its_retries_cannot_stretch_the_deadline(
+    wire, sandbox, alikassa_certificates
+):
+    # A batch's limiter that is paused or backed up: the retry's turn would come long
+    # after the call's deadline. The call ends at its deadline, its retry never made.
+    policy = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.01, total_timeout=1.0)
+    sandbox.faults.add("v1/account/balance", Fault.status(503), times=3)
+
+    async def turn_in_an_hour() -> None:
+        await asyncio.sleep(3600)
+
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", retry=policy, transport=wire
+    ) as client:
+        token = RETRY_PACE.set(turn_in_an_hour)
+        try:
+            async with asyncio.timeout(20):  # a bound on a hang, not a speed figure
+                with pytest.raises(ServerError):
+                    await client.balance()
+        finally:
+            RETRY_PACE.reset(token)
+    assert wire.calls("v1/account/balance") == 1
 
 
 async def test_total_deadline_bounds_retries(wire, sandbox, alikassa_certificates):
