@@ -40,7 +40,12 @@ def php_json_string(value: str) -> str:
         except UnicodeEncodeError as exc:  # lone surrogates: PHP returns false
             raise EncodingError("string is not valid UTF-8") from exc
     # What json.dumps(value) runs for a str, without its per-call dispatch (~1 µs a string).
-    return _ascii_json(value).replace("/", "\\/").replace("\\u007f", "\x7f")
+    if "\x7f" not in value:
+        return _ascii_json(value).replace("/", "\\/")
+    # PHP leaves DEL raw where Python escapes it. Encode around each DEL rather than
+    # unescape the output: the text "\u007f" (a backslash, then u007f) must stay escaped.
+    pieces = (_ascii_json(piece)[1:-1].replace("/", "\\/") for piece in value.split("\x7f"))
+    return '"' + "\x7f".join(pieces) + '"'
 
 
 def _encode(value: object, out: list[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import random
 import shutil
 import subprocess
 from decimal import Decimal
@@ -32,6 +33,8 @@ PHP_SAYS = [
     ("cyrillic", "Оплата №6", b'"\\u041e\\u043f\\u043b\\u0430\\u0442\\u0430 \\u21166"'),
     ("emoji: surrogate pairs", "😀💳", b'"\\ud83d\\ude00\\ud83d\\udcb3"'),
     ("del stays raw", "a\x7fb", b'"a\x7fb"'),
+    # the text backslash-u007f is not a DEL: it stays escaped (a backslash, then "u007f")
+    ("escaped-looking del", "C:\\x\\u007f", b'"C:\\\\x\\\\u007f"'),
     ("line separators", "a\u2028b\u2029c", b'"a\\u2028b\\u2029c"'),
     ("control characters", "\x00\x08\t\n\x0b\x0c\r\x1f", b'"\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f"'),
     ("quote and backslash", 'say "hi" \\', b'"say \\"hi\\" \\\\"'),
@@ -110,6 +113,29 @@ def test_encoding_error_is_a_type_and_value_error():
         php_json_encode(1.5)
     with pytest.raises(ValueError):
         php_json_encode(1.5)
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php not installed")
+def test_random_hostile_strings_match_php_byte_for_byte():
+    # Differential: 3,000 strings over the characters encoders get wrong, against PHP itself.
+    rng = random.Random(7)
+    alphabet = ["\\", "u", "0", "7", "f", "/", '"', "\x7f", "\x00", "\n", "é", "😀", "\u2028", "a"]
+    values = ["".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(3000)]
+    script = (
+        "$a = json_decode(stream_get_contents(STDIN), true);"
+        'foreach ($a as $s) { echo base64_encode(json_encode($s)), "\\n"; }'
+    )
+    result = subprocess.run(
+        ["php", "-r", script],
+        input=json.dumps(values).encode(),
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    php = [base64.b64decode(line) for line in result.stdout.split()]
+    assert len(php) == len(values)
+    wrong = [(v, php_json_encode(v), p) for v, p in zip(values, php) if php_json_encode(v) != p]
+    assert not wrong, wrong[:3]
 
 
 @pytest.mark.skipif(shutil.which("php") is None, reason="php not installed")
