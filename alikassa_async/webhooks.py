@@ -374,7 +374,8 @@ def _notification_forms(params: Mapping[str, object]) -> Iterator[tuple[str, dic
 
 def _first_match(
     verifier: Verifier, signature: bytes, forms: Iterator[tuple[str, dict[str, object]]]
-) -> tuple[str, SignatureHash]:
+) -> tuple[str, SignatureHash, frozenset[str]]:
+    """The layout that verified, its hash, and the names it signed."""
     seen: set[str] = set()
     for name, form in forms:
         try:
@@ -386,7 +387,7 @@ def _first_match(
         seen.add(body)
         matched = verifier.matching_hash(body.encode("ascii"), signature)
         if matched is not None:
-            return name, matched
+            return name, matched, frozenset(form)
     raise _refuse("signature does not verify")
 
 
@@ -441,7 +442,8 @@ class Notification:
 
     ``variant`` names the canonical layout that verified (``"documented"`` for the
     documented 11-field list) and ``signature_hash`` the hash (``"sha1"``/``"sha256"``).
-    ``raw`` holds every received parameter except ``sign``. Deduplicate on
+    ``raw`` holds every received parameter except ``sign``; ``unsigned`` those of them the
+    signature did not cover (anyone could have added them: trust none). Deduplicate on
     ``(type, id, payment_status)``: the same notification may arrive more than once.
 
     >>> note = verifier.verify_notification(request.query_params)
@@ -462,6 +464,7 @@ class Notification:
     variant: str
     signature_hash: SignatureHash
     raw: Mapping[str, object] = attrs.field(eq=False, repr=False)
+    unsigned: Mapping[str, object] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -520,22 +523,28 @@ class NotificationVerifier:
                 f"{type(expected_account).__name__}"
             )
         params, signature = _split_sign(_received_params(data), _REQUIRED, "notification")
-        variant, used_hash = _first_match(self._verifier, signature, _notification_forms(params))
+        variant, used_hash, names = _first_match(
+            self._verifier, signature, _notification_forms(params)
+        )
+        # Typed fields come from what the signature covered, never from a parameter
+        # appended to a genuine notification (an older layout signs no commission_amount).
+        signed = {k: v for k, v in params.items() if k in names}
         note = Notification(
-            type=_req_str(params, "type"),
-            id=_php_int(params["id"]),
-            order_id=_req_str(params, "order_id"),
-            payment_status=PaymentStatus(_req_str(params, "payment_status")),
-            amount=_money(params, "amount"),
-            payment_amount=_money(params, "payment_amount"),
-            commission_amount=_money(params, "commission_amount"),
-            is_partial_payment=_flag(params, "is_partial_payment"),
-            account=_opt_str(params, "account"),
-            service=_opt_str(params, "service"),
-            desc=_opt_str(params, "desc"),
+            type=_req_str(signed, "type"),
+            id=_php_int(signed["id"]),
+            order_id=_req_str(signed, "order_id"),
+            payment_status=PaymentStatus(_req_str(signed, "payment_status")),
+            amount=_money(signed, "amount"),
+            payment_amount=_money(signed, "payment_amount"),
+            commission_amount=_money(signed, "commission_amount"),
+            is_partial_payment=_flag(signed, "is_partial_payment"),
+            account=_opt_str(signed, "account"),
+            service=_opt_str(signed, "service"),
+            desc=_opt_str(signed, "desc"),
             variant=variant,
             signature_hash=used_hash,
             raw=MappingProxyType(params),
+            unsigned=MappingProxyType({k: v for k, v in params.items() if k not in names}),
         )
         if expected_account is not None and (
             note.account is None or note.account.lower() != expected_account.lower()
@@ -553,7 +562,7 @@ class NotificationVerifier:
         """
         params, signature = _split_sign(_received_params(data), _REDIRECT_FIELDS, "redirect")
         form = {name: params[name] for name in _REDIRECT_FIELDS}
-        _first_match(self._verifier, signature, iter([("redirect", form)]))
+        _first_match(self._verifier, signature, iter([("redirect", form)]))  # or it raises
         return Redirect(order_id=_req_str(params, "order_id"), uuid=_req_str(params, "uuid"))
 
     def __repr__(self) -> str:

@@ -512,3 +512,22 @@ def test_expected_account_of_the_wrong_type_is_a_configuration_error(verifier, a
         return  # None means "do not check"
     with pytest.raises(ConfigurationError):
         verifier.verify_notification(GOOD[0]["body"], expected_account=account)
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [v for v in QUERY_GOOD if v["variant"].startswith("without_commission_amount")],
+    ids=_id,
+)
+def test_a_field_appended_to_a_genuine_notification_types_nothing(verifier, vector):
+    # A captured notification in the older layout (no commission_amount signed), replayed
+    # with a commission_amount and a card_brand of the attacker's choosing.
+    assert "commission_amount" not in vector["params"]
+    body = vector["body"] + "&commission_amount=-1000000.00&card_brand=forged"
+    note = verifier.verify_notification(body)
+    assert note.variant.startswith("without_commission_amount")
+    assert note.commission_amount is None  # not from the appended, unsigned parameter
+    assert dict(note.unsigned) == {"commission_amount": "-1000000.00", "card_brand": "forged"}
+    assert note.raw["card_brand"] == "forged"  # raw: everything received, as documented
+    genuine = verifier.verify_notification(vector["body"])
+    assert dict(genuine.unsigned) == {} and genuine.commission_amount is None
