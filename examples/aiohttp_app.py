@@ -121,7 +121,7 @@ async def checkout(request: web.Request) -> web.StreamResponse:
 async def notification(request: web.Request) -> web.Response:
     # Verify the parameters exactly as received: raw query (GET) or raw body (POST).
     body = await request.read() if request.method == "POST" else b""
-    received: str | bytes = body or request.query_string
+    received: str | bytes = body or request.rel_url.raw_query_string
     try:
         note = request.app[VERIFIER].verify_notification(
             received, expected_account=request.app[CLIENT].account
@@ -137,7 +137,7 @@ async def notification(request: web.Request) -> web.Response:
 async def payer_returned(request: web.Request) -> web.Response:
     body = await request.read() if request.method == "POST" else b""
     try:
-        back = request.app[VERIFIER].verify_redirect(body or request.query_string)
+        back = request.app[VERIFIER].verify_redirect(body or request.rel_url.raw_query_string)
     except SignatureError:
         return web.Response(text="bad signature", status=400)
     # Only proves the payer came back; the notification says whether they paid.

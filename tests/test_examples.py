@@ -41,7 +41,8 @@ FIELDS = (
     "service",
     "desc",
 )
-DESC = 'Заказ №42 / test "quoted" \\ 😀'
+# what a decoded query string would break: %, &, =, + (aiohttp's request.query_string)
+DESC = 'Заказ №42 / test "quoted" \\ 😀 100%FF & a=b + c'
 
 
 def load_example(name: str) -> ModuleType:
@@ -131,7 +132,7 @@ async def test_payment_notification_is_verified_and_processed_once(
         assert note.commission_amount == record.commission_amount
         assert note.account == alikassa_account
         assert note.service == "payment_card_rub_hpp"
-        assert note.desc == DESC  # '/', Cyrillic, quotes, backslash, emoji: byte-exact
+        assert note.desc == DESC  # '/', Cyrillic, quotes, backslash, emoji, %&=+: byte-exact
         assert note.variant == "documented" and note.signature_hash == "sha1"
 
         # AliKassa may deliver the same notification again (GET, or as a form POST).
