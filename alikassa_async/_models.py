@@ -11,13 +11,14 @@ parsing) and expose the documented ones as typed attributes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import attrs
 
-from ._validation import mask
+from ._errors import RequestValidationError
+from ._validation import Invalid, amount, mask, order_id
 
 __all__ = [
     "AccountInfo",
@@ -83,11 +84,30 @@ def _redacted_fields(fields: Mapping[str, object]) -> dict[str, object]:
     return shown
 
 
+def _checked(rule: Callable[[object], Any], name: str, value: object) -> Any:
+    try:
+        return rule(value)
+    except Invalid as exc:
+        raise RequestValidationError({name: exc.messages}) from None
+
+
+# The builder's rules again, as converters: a request made by hand or by attrs.evolve keeps
+# the same promises (floats refused, money never rounded, order_id fit for lookups).
+def _checked_amount(value: object) -> Decimal:
+    result: Decimal = _checked(amount, "amount", value)
+    return result
+
+
+def _checked_order_id(value: object) -> str:
+    result: str = _checked(order_id, "order_id", value)
+    return result
+
+
 @attrs.frozen(repr=False)
 class _Request:
     service: str
-    order_id: str
-    amount: Decimal
+    order_id: str = attrs.field(converter=_checked_order_id)
+    amount: Decimal = attrs.field(converter=_checked_amount)
     #: every other wire field, normalised, in documented order
     fields: Mapping[str, object] = attrs.field(factory=dict)
 

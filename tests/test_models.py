@@ -16,6 +16,7 @@ from alikassa_async import (
     PayoutCreated,
     PayoutRequest,
     PayoutStatusResponse,
+    RequestValidationError,
     ServiceInfo,
     build_payment,
     build_payout,
@@ -206,3 +207,29 @@ def test_a_whole_card_number_in_card_mask_is_masked_in_the_repr(model):
     masked = model(payment_status=PaymentStatus.PAID, card_mask="411111******1111")
     assert "card_mask='411111******1111'" in repr(masked)
     assert "card_mask=None" in repr(model(payment_status=PaymentStatus.PAID))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": Decimal("449.995")}, "amount"),  # a discount computed to the half-cent
+        ({"amount": 0.30000000000000004}, "amount"),  # a float
+        ({"amount": Decimal("0")}, "amount"),
+        ({"amount": Decimal("NaN")}, "amount"),
+        ({"order_id": "A-1\n"}, "order_id"),
+        ({"order_id": ""}, "order_id"),
+    ],
+)
+def test_a_request_changed_by_hand_keeps_the_builders_promises(change, field):
+    built = build_payout("payment_card_rub", order_id="A-1", amount="449.99", number=CARD)
+    with pytest.raises(RequestValidationError) as caught:
+        attrs.evolve(built, **change)
+    assert list(caught.value.errors) == [field]
+    with pytest.raises(RequestValidationError):
+        PayoutRequest(**{"service": "payment_card_rub", "order_id": "A-1", "amount": 1, **change})
+
+
+def test_a_request_made_by_hand_is_normalised_like_a_built_one():
+    request = PayoutRequest(service="payment_card_rub", order_id="A-1", amount="10", fields={})
+    assert request.amount == Decimal("10.00") and str(request.amount) == "10.00"
+    assert request.to_wire()["amount"] == "10.00"
