@@ -242,8 +242,9 @@ class SQLiteJournal:
     ) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
-        self._lock: _FileLock | None = None
-        #: wall-clock time this journal became the owner (every earlier run had ended)
+        self._lock: _FileLock | None = None  # while this journal is the owner
+        self._file_lock: _FileLock | None = None  # its descriptor outlives ownership
+        #: monotonic time this journal became the owner (every earlier run had ended)
         self._owned_since: float | None = None
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._closed = False
@@ -266,10 +267,11 @@ class SQLiteJournal:
         if self._closed:
             raise JournalError(f"journal {self.path!r} is closed")
         if self._lock is None and self.path != ":memory:":
-            lock = _FileLock(self.path + ".lock")
+            await self._submit(lambda conn: None)  # the file exists (or its error is raised)
+            lock = self._file_lock = self._file_lock or _FileLock(self.path)
             await asyncio.to_thread(lock.acquire, JournalHolder.this_process(run_id))
             self._lock = lock
-        self._owned_since = time.time()
+        self._owned_since = time.monotonic()  # a wall-clock step must not age a doubt
 
     async def release(self) -> None:
         lock, self._lock = self._lock, None
@@ -292,7 +294,7 @@ class SQLiteJournal:
                 return None
             # Every earlier owner had ended when this one took over: their sends could
             # be in flight until then, not later.
-            idle = 0.0 if owned_since is None else max(time.time() - owned_since, 0.0)
+            idle = 0.0 if owned_since is None else max(time.monotonic() - owned_since, 0.0)
             record = _record(row, idle)
             if record.body_hash == body_hash and record.run_id != run_id:
                 conn.execute("UPDATE payouts SET run_id = ? WHERE order_id = ?", (run_id, order_id))
@@ -367,6 +369,8 @@ class SQLiteJournal:
         except JournalError:
             pass  # it never opened; there is nothing to flush
         await asyncio.to_thread(self._thread.join)
+        if self._file_lock is not None:
+            self._file_lock.close()  # SQLite has closed: now the descriptor may go
 
     # -- the worker thread -------------------------------------------------
 
@@ -467,48 +471,88 @@ class SQLiteJournal:
 
 
 class _FileLock:
-    """An exclusive ``flock`` on a sidecar file that names its holder.
+    """An exclusive ``flock`` on the database file itself, and on a sidecar that names
+    the holder.
 
-    The kernel drops the lock when the holding process dies, however it dies, so a
-    SIGKILLed run never blocks the next one; the holder's description is only for
-    the message a second process gets.
+    The lock is on the file, not on a name: a symlink, a hard link or another mount path
+    of the same journal meets it, and deleting the sidecar does not lift it. The kernel
+    drops it when the holding process dies, however it dies, so a SIGKILLed run never
+    blocks the next one. (``flock`` is independent of SQLite's own ``fcntl`` locks on
+    Linux; the descriptor stays open until SQLite has closed, because closing any
+    descriptor of a file drops the process's ``fcntl`` locks on it.)
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.path = os.path.realpath(database) + ".lock"
         self._fd: int | None = None
+        self._file_fd: int | None = None
 
     def acquire(self, holder: JournalHolder) -> None:
         import fcntl  # POSIX only, like the guarantee it gives
 
+        if self._file_fd is None:
+            try:
+                self._file_fd = os.open(self.database, os.O_RDONLY)
+            except OSError as exc:
+                raise JournalError(f"cannot open the journal {self.database!r}: {exc}") from None
+        self._lock(fcntl, self._file_fd)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
+            fcntl.flock(self._file_fd, fcntl.LOCK_UN)
             raise JournalError(f"cannot create the journal lock {self.path!r}: {exc}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = _read_holder(fd)
+            self._lock(fcntl, fd, holder_fd=fd)  # an older SDK locks only this one
+        except BaseException:
             os.close(fd)
-            who = other.describe() if other is not None else "another process"
-            raise JournalInUseError(
-                f"journal {self.path[: -len('.lock')]!r} is in use by {who}; one journal "
-                "serves one batch run at a time, and nothing was sent",
-                other,
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise JournalError(f"cannot lock the journal {self.path!r}: {exc}") from None
+            fcntl.flock(self._file_fd, fcntl.LOCK_UN)
+            raise
         record = json.dumps(attrs.asdict(holder)).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, record, 0)
         self._fd = fd
+
+    def _lock(self, fcntl: Any, fd: int, *, holder_fd: int | None = None) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = _read_holder(holder_fd) if holder_fd is not None else self._holder()
+            who = other.describe() if other is not None else "another process"
+            raise JournalInUseError(
+                f"journal {self.database!r} is in use by {who}; one journal "
+                "serves one batch run at a time, and nothing was sent",
+                other,
+            ) from None
+        except OSError as exc:
+            raise JournalError(f"cannot lock the journal {self.database!r}: {exc}") from None
+
+    def _holder(self) -> JournalHolder | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None  # the sidecar was deleted: the holder is still locked out of it
+        try:
+            return _read_holder(fd)
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.ftruncate(fd, 0)
             os.close(fd)  # closing the descriptor drops the flock
+        if self._file_fd is not None:
+            import fcntl
+
+            fcntl.flock(self._file_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """After SQLite has closed the database (see the class docstring)."""
+        self.release()
+        fd, self._file_fd = self._file_fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _read_holder(fd: int) -> JournalHolder | None:

@@ -166,6 +166,55 @@ async def test_one_owner_at_a_time_and_the_holder_is_named(tmp_path):
         await third.acquire("run-c")
 
 
+@pytest.mark.parametrize("alias", ["symlink", "hard link", "sidecar deleted"])
+async def test_the_same_journal_by_another_name_has_the_same_one_owner(tmp_path, alias):
+    # The lock is on the file, not on its name: a second run reaching the same journal
+    # through a symlink or a hard link, or after someone deleted a "stale" .lock, is
+    # refused; it would otherwise send the first run's intents as never sent.
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path) as first:
+        await first.acquire("run-a")
+        other = tmp_path / "other.db"
+        if alias == "symlink":
+            other.symlink_to(path)
+        elif alias == "hard link":
+            os.link(path, other)
+        else:
+            os.unlink(f"{path}.lock")
+            other = path
+        if alias == "hard link":
+            # SQLite itself refuses a live WAL database under another name: no run at all
+            with pytest.raises(JournalError):
+                async with SQLiteJournal(other) as second:
+                    await second.acquire("run-b")
+            return
+        async with SQLiteJournal(other) as second:
+            with pytest.raises(JournalInUseError, match="nothing was sent"):
+                await second.acquire("run-b")
+        await first.release()
+        async with SQLiteJournal(other) as third:
+            await third.acquire("run-c")  # free once the owner let go
+
+
+async def test_a_wall_clock_step_does_not_age_an_earlier_runs_send(tmp_path, monkeypatch):
+    # An NTP step or a VM resume moves time.time() an hour on; the settle period of a send
+    # an earlier run may still have in flight counts from this run's start, unmoved.
+    import time
+
+    path = tmp_path / "j.db"
+    async with SQLiteJournal(path) as journal:
+        await journal.acquire("run-a")
+        await journal.claim("P-1", "h", "run-a")
+        await journal.record_sent("P-1")
+    async with SQLiteJournal(path) as journal:
+        await journal.acquire("run-b")
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 3600)
+        again = await journal.claim("P-1", "h", "run-b")
+        monkeypatch.undo()
+        assert again is not None and again.idle_for < 60
+
+
 async def test_a_send_is_recorded_as_intended_then_as_left(tmp_path):
     path = tmp_path / "j.db"
     async with SQLiteJournal(path) as journal:
