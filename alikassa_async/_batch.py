@@ -471,15 +471,9 @@ class _Run:
                     ),
                 )
             item.resumed = True
-            if previous.body_hash != digest:
-                return item.result(
-                    Outcome.REJECTED,
-                    error=OrderIdConflictError(
-                        "this order_id was journaled before with a different request body "
-                        "(likely a bug); use a new order_id or a new journal"
-                    ),
-                )
             item.payout_id = previous.payout_id
+            if previous.body_hash != digest:
+                return _changed_body(item, previous.state)
             if previous.state.exists_at_gateway:
                 if previous.state is Outcome.CREATED:
                     return await self._created(item, None, park)
@@ -691,6 +685,29 @@ class _Run:
         assert final is not None
         await self._note(item, Outcome(final.payment_status.value))
         return item.result(Outcome(final.payment_status.value), response=final)
+
+
+def _changed_body(item: _Item, earlier: Outcome) -> BatchResult:
+    """This row was not sent: its order_id was journaled before with another body."""
+    if earlier in (Outcome.REJECTED, Outcome.NOT_SENT):  # nothing was ever created under it
+        return item.result(
+            Outcome.REJECTED,
+            error=OrderIdConflictError(
+                "this order_id was journaled before with a different request body "
+                "(likely a bug); use a new order_id or a new journal"
+            ),
+        )
+    # A payout exists, or may, under this order_id with the earlier body: never "rejected"
+    # (nothing created), which invites paying it again by hand.
+    where = f", payout_id {item.payout_id}" if item.payout_id is not None else ""
+    return item.result(
+        Outcome.UNKNOWN,
+        error=OrderIdConflictError(
+            f"this order_id was sent before with a different request body (journal: "
+            f"{earlier.value}{where}); this row was not sent. Check that payout before "
+            "paying this row under a new order_id"
+        ),
+    )
 
 
 @contextlib.contextmanager

@@ -351,9 +351,14 @@ async def test_resume_skips_created_reconciles_doubts_and_refuses_changed_bodies
         r = second[f"P-{i}"]
         assert (r.outcome, r.attempts, r.reconciled) == ("created", 0, False)
         assert r.payout_id == sandbox.state.payouts_by_order_id[f"P-{i}"].id
-    assert second["P-39"].outcome == Outcome.REJECTED
-    assert isinstance(second["P-39"].error, OrderIdConflictError)
-    assert "different request body" in str(second["P-39"].error)
+    # created last time with the old body: not sent, and never reported "rejected" (which
+    # says nothing was created, and invites paying it again by hand)
+    changed_row = second["P-39"]
+    assert (changed_row.outcome, changed_row.attempts) == (Outcome.UNKNOWN, 0)
+    assert changed_row.payout_id == sandbox.state.payouts_by_order_id["P-39"].id
+    assert isinstance(changed_row.error, OrderIdConflictError)
+    assert "different request body" in str(changed_row.error)
+    assert "this row was not sent" in str(changed_row.error)
     creations = sandbox.state.payout_creations
     assert set(creations.values()) == {1} and len(creations) == 40
     new_sends = wire.sends() - sends_after_first
@@ -587,6 +592,20 @@ async def test_an_error_in_the_input_stops_the_batch_after_what_runs(client):
         async for result in client.payouts_batch(items()):
             got.append(result)
     assert sorted(r.order_id for r in got) == ["P-1", "P-2"]  # in-flight ones finished
+
+
+async def test_a_changed_body_after_a_certain_refusal_is_still_refused(
+    client, sandbox: Sandbox, tmp_path
+):
+    # Refused last time (insufficient funds): nothing exists under the order_id, so the
+    # changed row is "rejected" (and not sent), which is the truth.
+    path = tmp_path / "j.db"
+    [first] = await run(client, [payout(1, TOO_MUCH)], journal=path)
+    assert first.outcome == Outcome.REJECTED
+    [second] = await run(client, [payout(1, "10.00")], journal=path)
+    assert second.outcome == Outcome.REJECTED and second.attempts == 0
+    assert isinstance(second.error, OrderIdConflictError)
+    assert sandbox.state.payout_creations == {}
 
 
 async def test_a_journal_failure_stops_the_batch_before_sending(client, wire: Wire, tmp_path):
