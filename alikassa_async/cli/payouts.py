@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import csv
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -53,6 +54,7 @@ EXIT_OK = 0
 EXIT_ATTENTION = 1  # something needs a human: rejected / not sent / unknown / not paid
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM
 
 _REQUIRED_COLUMNS = ("service", "order_id", "amount")
 _RESULT_COLUMNS = (
@@ -375,6 +377,13 @@ def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
     return not (result.outcome is Outcome.CREATED and result.error is None)
 
 
+class _Run:
+    """What a ``payouts run`` got to: whether any payout was handed to the batch (after
+    it owned the journal), so an error can say truthfully whether something was sent."""
+
+    started = False
+
+
 async def _send(
     args: argparse.Namespace,
     settings: dict[str, Any],
@@ -382,10 +391,17 @@ async def _send(
     journal: Path,
     results_path: Path,
     err: TextIO,
+    run: _Run,
 ) -> Counter[str]:
+    # SIGTERM (a job runner stopping it) ends the run as Ctrl-C does: what was in flight
+    # is journaled for the next run, and the results so far are written.
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     lines: dict[int, int] = {}  # index -> CSV line, for items in flight only
 
     def items() -> Iterator[PayoutRequest]:
+        run.started = True  # pulled only once the run owns the journal
         for index, (line, item) in enumerate(read_payouts(args.csv)):
             assert isinstance(item, PayoutRequest)  # the file was validated first
             lines[index] = line
@@ -393,8 +409,32 @@ async def _send(
 
     counts: Counter[str] = Counter()
     bar = make_progress("none" if args.no_progress else args.progress, err, rows)
+    # The results go to a file of this process first, and take the real name when the run
+    # ends: a second run refused the journal, or a crash, never leaves it half-written.
+    partial = results_path.with_name(f".{results_path.name}.{os.getpid()}.partial")
+    try:
+        await _write_results(args, settings, rows, journal, partial, items, lines, counts, bar)
+    finally:
+        if run.started:
+            os.replace(partial, results_path)
+        else:
+            partial.unlink(missing_ok=True)
+    return counts
+
+
+async def _write_results(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    rows: int,
+    journal: Path,
+    partial: Path,
+    items: Callable[[], Iterator[PayoutRequest]],
+    lines: dict[int, int],
+    counts: Counter[str],
+    bar: Any,
+) -> None:
     async with AliKassaClient(**settings) as client:
-        with results_path.open("w", newline="", encoding="utf-8") as out:
+        with partial.open("w", newline="", encoding="utf-8") as out:
             writer = csv.writer(out)
             writer.writerow(_RESULT_COLUMNS)
             try:
@@ -420,7 +460,6 @@ async def _send(
             finally:
                 if bar is not None:
                     bar.close()
-    return counts
 
 
 def run_command(
@@ -446,14 +485,25 @@ def run_command(
     journal = args.journal or path.with_name(path.name + ".journal.db")
     results_path = args.results or path.with_name(path.stem + ".results.csv")
     started = time.monotonic()
+    run = _Run()
     try:
-        counts = asyncio.run(_send(args, settings, rows, journal, results_path, err))
+        counts = asyncio.run(_send(args, settings, rows, journal, results_path, err, run))
     except KeyboardInterrupt:
         _say(err, f"interrupted; run the same command again to resume (journal: {journal})")
         return EXIT_INTERRUPTED
-    except (ConfigurationError, JournalError) as exc:  # nothing was sent
+    except asyncio.CancelledError:  # SIGTERM
+        _say(err, f"stopped (SIGTERM); run the same command again to resume (journal: {journal})")
+        return EXIT_TERMINATED
+    except (ConfigurationError, JournalError) as exc:
         _say(err, f"error: {exc}")
-        return EXIT_USAGE
+        if not run.started:  # refused before any payout was handed to the batch
+            return EXIT_USAGE
+        # A journal that failed mid-run (a full disk): payouts were sent before it did.
+        _say(
+            err,
+            f"payouts were sent before this: fix it, then re-run to resume (journal: {journal})",
+        )
+        return EXIT_ATTENTION
     except AliKassaError as exc:
         _say(err, f"error: {exc}")
         _say(err, f"nothing in flight was lost: re-run to resume (journal: {journal})")
