@@ -81,7 +81,7 @@ from ._models import (
 from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
 from ._retry import RETRY_PACE, RetryPolicy, parse_retry_after
 from ._signing import Certificate, SignatureHash, hash_algorithm
-from ._tls import check_transport_tls, tls_context
+from ._tls import TLSWatch, check_transport_tls, client_transports, tls_context
 from ._transport import (
     AiohttpSender,
     Answer,
@@ -390,8 +390,12 @@ class AliKassaClient:
         self._sign_pool: ThreadPoolExecutor | None = None
         self._http: httpx.AsyncClient | None = None
         ssl_context = tls_context(verify, from_env=tls_from_env)
-        for given in (transport, getattr(http_client, "_transport", None)):
-            check_transport_tls(given)
+        self._tls = TLSWatch(
+            [
+                ssl_context,
+                *(check_transport_tls(t) for t in (transport, *client_transports(http_client))),
+            ]
+        )
         self._sender = self._make_sender(
             http_backend,
             timeout,
@@ -756,6 +760,7 @@ class AliKassaClient:
         deadline: float | None,
     ) -> T:
         order_id = trace.order_id
+        self._tls.check()  # before anything leaves: nothing was sent if it raises
         await trace.attempt_starts()
         body.started = False
         failure: NotSent | MaybeSent

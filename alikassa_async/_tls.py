@@ -92,9 +92,34 @@ def _check_context(context: ssl.SSLContext) -> None:
         )
 
 
-def check_transport_tls(transport: object) -> None:
+def check_transport_tls(transport: object) -> ssl.SSLContext | None:
     """Refuse a caller's httpx transport whose SSLContext does not verify (best effort:
-    httpx.AsyncHTTPTransport keeps it on its httpcore pool)."""
+    httpx.AsyncHTTPTransport keeps it on its httpcore pool); the context, to watch."""
     context = getattr(getattr(transport, "_pool", None), "_ssl_context", None)
     if isinstance(context, ssl.SSLContext):
         _check_context(context)
+        return context
+    return None
+
+
+def client_transports(http_client: object) -> list[object]:
+    """The transports a caller's ``httpx.AsyncClient`` may send through: its own and
+    every mount's (``mounts={"https://": ...}``)."""
+    mounts = getattr(http_client, "_mounts", None)
+    return [getattr(http_client, "_transport", None), *(mounts.values() if mounts else ())]
+
+
+class TLSWatch:
+    """The SSLContexts requests go out with, checked again before every request: one
+    shared with other code (``verify=ctx``, a caller's transport) can be weakened after
+    the client was built, and must then stop the request, not carry it."""
+
+    __slots__ = ("_contexts",)
+
+    def __init__(self, contexts: list[ssl.SSLContext | None]) -> None:
+        self._contexts = tuple(dict.fromkeys(c for c in contexts if c is not None))
+
+    def check(self) -> None:
+        for context in self._contexts:
+            if context.verify_mode == ssl.CERT_NONE or not context.check_hostname:
+                _check_context(context)

@@ -288,3 +288,11 @@ def test_a_caller_transport_that_does_not_verify_is_refused(payout_cert):
         AliKassaClient(
             ACCOUNT, payout_cert=payout_cert, http_client=httpx.AsyncClient(verify=False)
         )
+    with pytest.raises(ConfigurationError, match="CERT_NONE"):  # a mount sends too
+        AliKassaClient(
+            ACCOUNT,
+            payout_cert=payout_cert,
+            http_client=httpx.AsyncClient(
+                mounts={"https://": httpx.AsyncHTTPTransport(verify=False)}
+            ),
+        )

@@ -7,9 +7,10 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from alikassa_async import AliKassaClient, RetryPolicy, TransportError
+from alikassa_async import AliKassaClient, ConfigurationError, RetryPolicy, TransportError
 
 from .conftest import ACCOUNT
 from .reliability_support import BACKENDS, self_signed_ca
@@ -275,3 +276,48 @@ async def test_the_trust_store_is_what_verify_says_on_every_backend(
         **SETUPS[backend],
     ) as client:
         assert (await client.balance()).currency == "RUB"
+
+
+WEAKENED_SETUPS = {
+    **{name: lambda ctx, setup=setup: {"verify": ctx, **setup} for name, setup in SETUPS.items()},
+    "caller_transport": lambda ctx: {"transport": httpx.AsyncHTTPTransport(verify=ctx)},
+    "caller_mount": lambda ctx: {
+        "http_client": httpx.AsyncClient(mounts={"https://": httpx.AsyncHTTPTransport(verify=ctx)})
+    },
+}
+
+
+@pytest.mark.parametrize("setup", WEAKENED_SETUPS)
+async def test_a_shared_context_weakened_later_stops_the_next_request(tmp_path, payout_cert, setup):
+    # The context is shared with other code, which switches verification off after the
+    # client was built: the next request must stop before it connects, not go out.
+    cert_path, key_path = self_signed_ca(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_path, key_path)
+    connections: list[int] = []
+
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await _answer(reader, writer)
+
+    server = await asyncio.start_server(counted, "127.0.0.1", 0, ssl=server_context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    shared = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        async with AliKassaClient(
+            ACCOUNT,
+            payout_cert=payout_cert,
+            base_url=url,
+            retry=RetryPolicy.disabled(),
+            **WEAKENED_SETUPS[setup](shared),
+        ) as client:
+            assert (await client.balance()).currency == "RUB"
+            before = len(connections)
+            shared.check_hostname = False
+            shared.verify_mode = ssl.CERT_NONE
+            with pytest.raises(ConfigurationError, match=r"CERT_NONE|check_hostname"):
+                await client.balance()
+            assert len(connections) == before
+    finally:
+        server.close()
+        await server.wait_closed()
