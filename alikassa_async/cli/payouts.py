@@ -403,7 +403,10 @@ async def _send(
     def items() -> Iterator[PayoutRequest]:
         run.started = True  # pulled only once the run owns the journal
         for index, (line, item) in enumerate(read_payouts(args.csv)):
-            assert isinstance(item, PayoutRequest)  # the file was validated first
+            if not isinstance(item, PayoutRequest):  # valid when checked: edited since
+                raise ConfigurationError(
+                    f"{args.csv} changed while this run was reading it (line {line}: {item})"
+                )
             lines[index] = line
             yield item
 
