@@ -531,7 +531,7 @@ class _FileLock:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:
-            return None  # the sidecar was deleted: the holder is still locked out of it
+            return None  # the sidecar was deleted: the holder is unknown, its lock stands
         try:
             return _read_holder(fd)
         finally:
