@@ -157,6 +157,23 @@ async def _paced_in_time(pace: Callable[[], Awaitable[None]], deadline: float | 
     return time.monotonic() < deadline
 
 
+def _cancelled_in_doubt(
+    endpoint: _Endpoint[Any], order_id: str | None, trace: CallTrace, when: str
+) -> None:
+    """The caller's own timeout or cancel ended a create that may have taken effect: no
+    exception of ours will say so, so this WARNING (and the span's outcome) must."""
+    trace.outcome("unknown")
+    logger.warning(
+        "POST %s cancelled after %s: outcome unknown for order_id=%s; look it up by "
+        "order_id before sending it again%s",
+        endpoint.path,
+        when,
+        order_id,
+        trace.describe(),
+        extra=trace.log_context(outcome="unknown", cancelled=True),
+    )
+
+
 class _Retryable(Exception):
     """Internal: this attempt failed in a way a read may retry."""
 
@@ -699,6 +716,7 @@ class AliKassaClient:
         url = self.base_url + endpoint.path
         policy = self.retry
         deadline = None if policy.total_timeout is None else time.monotonic() + policy.total_timeout
+        trace.deadline = deadline
         while True:
             started = time.monotonic()
             try:
@@ -774,20 +792,17 @@ class AliKassaClient:
         except asyncio.CancelledError as exc:
             trace.failed(exc)
             if endpoint.creates and body.started:
-                # The caller's own timeout or cancel: the request may have arrived, and no
-                # exception of ours will say so. The connection was closed, not reused.
-                logger.warning(
-                    "POST %s cancelled after its request may have been sent: outcome unknown "
-                    "for order_id=%s; look it up by order_id before sending it again%s",
-                    endpoint.path,
-                    order_id,
-                    trace.describe(),
-                    extra=trace.log_context(outcome="unknown", cancelled=True),
-                )
+                # The connection was closed, not reused.
+                _cancelled_in_doubt(endpoint, order_id, trace, "its request may have been sent")
             raise
         else:
-            elapsed = await trace.answered(answer.status_code, answer.headers)
-            return await self._answered(endpoint, answer, trace, elapsed)
+            try:
+                elapsed = await trace.answered(answer.status_code, answer.headers)
+                return await self._answered(endpoint, answer, trace, elapsed)
+            except asyncio.CancelledError:
+                if endpoint.creates:
+                    _cancelled_in_doubt(endpoint, order_id, trace, "its answer arrived")
+                raise
         # Raised outside the except block, so no exception chain holds the HTTP stack's frames.
         if isinstance(failure, NotSent):
             # Nothing of the request can have been processed: a create may be retried.

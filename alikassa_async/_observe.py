@@ -15,6 +15,7 @@ Nothing secret reaches any of them: no card, phone or account number, no
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -26,6 +27,7 @@ from typing import Any
 import attrs
 
 from ._defaults import __version__
+from ._errors import ConfigurationError
 
 __all__ = [
     "CallTrace",
@@ -106,30 +108,69 @@ class OutcomeUnknownEvent:
 Hook = Callable[[Any], Awaitable[None] | None]
 
 
+def _callable_or_none(_instance: object, attribute: Any, value: object) -> None:
+    if value is not None and not callable(value):
+        raise ConfigurationError(
+            f"Hooks({attribute.name}=...) must be a function (sync or async) or None, "
+            f"not {type(value).__name__}"
+        )
+
+
 @attrs.frozen
 class Hooks:
     """Callbacks for teams not on OpenTelemetry; each may be sync or async.
 
     >>> AliKassaClient(..., hooks=Hooks(on_outcome_unknown=page_the_on_call))
 
-    A hook that raises is logged and ignored: observing a payout never breaks it.
+    A hook that raises is logged and ignored: observing a payout never breaks it. So is
+    one that cancels itself, or (async) runs past the call's ``total_timeout``.
     """
 
-    on_request: Callable[[RequestEvent], Awaitable[None] | None] | None = None
-    on_response: Callable[[ResponseEvent], Awaitable[None] | None] | None = None
-    on_retry: Callable[[RetryEvent], Awaitable[None] | None] | None = None
-    on_outcome_unknown: Callable[[OutcomeUnknownEvent], Awaitable[None] | None] | None = None
+    on_request: Callable[[RequestEvent], Awaitable[None] | None] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    on_response: Callable[[ResponseEvent], Awaitable[None] | None] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    on_retry: Callable[[RetryEvent], Awaitable[None] | None] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    on_outcome_unknown: Callable[[OutcomeUnknownEvent], Awaitable[None] | None] | None = (
+        attrs.field(default=None, validator=_callable_or_none)
+    )
 
-    async def emit(self, name: str, event: object) -> None:
+    async def emit(self, name: str, event: object, deadline: float | None = None) -> None:
         hook = getattr(self, name)
         if hook is None:
             return
+        request_id = getattr(event, "request_id", None)
+        extra = {"alikassa": {"request_id": request_id, "hook": name}}
+        task = asyncio.current_task()
         try:
             result = hook(event)
             if inspect.isawaitable(result):
-                await result
+                if deadline is None:
+                    await result
+                else:  # the call's deadline holds, hooks included
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                        await result
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling():
+                raise  # the caller's own cancel or timeout: not the hook's to swallow
+            logger.error(
+                "alikassa_async hook %s cancelled itself; ignored (request_id=%s)",
+                name,
+                request_id,
+                extra=extra,
+            )
         except Exception:
-            logger.exception("alikassa_async hook %s raised; ignored", name)
+            logger.exception(
+                "alikassa_async hook %s raised or ran past the call's deadline; ignored "
+                "(request_id=%s)",
+                name,
+                request_id,
+                extra=extra,
+            )
 
 
 NO_HOOKS = Hooks()
@@ -315,6 +356,7 @@ class CallTrace:
         "_op_span",
         "_port",
         "attempt",
+        "deadline",
         "endpoint",
         "gateway_request_id",
         "hooks",
@@ -339,6 +381,8 @@ class CallTrace:
         self.lookup = lookup
         self.hooks = hooks
         self.attempt = 0
+        #: the call's total deadline (time.monotonic()), which bounds async hooks too
+        self.deadline: float | None = None
         self.gateway_request_id: str | None = None
         self._host = host
         self._port = port
@@ -390,6 +434,7 @@ class CallTrace:
             await self.hooks.emit(
                 "on_request",
                 RequestEvent(self.request_id, self.endpoint, self.attempt, self.order_id),
+                deadline=self.deadline,
             )
         self._attempt_started = time.perf_counter()
         if TELEMETRY.enabled:
@@ -449,6 +494,7 @@ class CallTrace:
                     self.order_id,
                     self.gateway_request_id,
                 ),
+                deadline=self.deadline,
             )
         return elapsed
 
@@ -464,6 +510,7 @@ class CallTrace:
                 RetryEvent(
                     self.request_id, self.endpoint, self.attempt, delay, type(error).__name__
                 ),
+                deadline=self.deadline,
             )
 
     async def outcome_unknown(self, reason: str) -> None:
@@ -472,4 +519,5 @@ class CallTrace:
             await self.hooks.emit(
                 "on_outcome_unknown",
                 OutcomeUnknownEvent(self.request_id, self.endpoint, self.order_id or "", reason),
+                deadline=self.deadline,
             )

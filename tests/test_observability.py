@@ -6,6 +6,7 @@ dependency; the package itself needs only ``opentelemetry-api``, extra ``otel``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from alikassa_async import (
     AliKassaClient,
+    ConfigurationError,
     Hooks,
     InvalidRequestError,
     NotFoundError,
@@ -32,6 +34,7 @@ from alikassa_async import (
     RequestEvent,
     ResponseEvent,
     RetryEvent,
+    RetryPolicy,
 )
 from alikassa_async._batch import Outcome, ReconcilePolicy
 
@@ -265,6 +268,74 @@ async def test_hooks_get_typed_events_and_a_raising_hook_is_ignored(
     assert isinstance(retry, RetryEvent) and retry.error_type == "ServerError"
     assert [e.status_code for e in events if isinstance(e, ResponseEvent)] == [503, 200]
     assert "hook on_request raised" in caplog.text
+
+
+def _payout(order_id: str) -> PayoutRequest:
+    return PayoutRequest(
+        service="payment_card_rub",
+        order_id=order_id,
+        amount=Decimal("10.00"),
+        fields={"number": CARD},
+    )
+
+
+async def test_a_hook_that_cancels_itself_or_hangs_never_breaks_a_payout(
+    wire, sandbox, alikassa_certificates, caplog
+):
+    async def cancels(event: ResponseEvent) -> None:
+        raise asyncio.CancelledError  # a bug in the caller's hook, not a cancel of the call
+
+    async def hangs(event: ResponseEvent) -> None:
+        await asyncio.sleep(3600)
+
+    policy = RetryPolicy(max_attempts=1, total_timeout=1.0)
+    for hook in (cancels, hangs):
+        async with AliKassaClient(
+            ACCOUNT,
+            *alikassa_certificates,
+            base_url="http://127.0.0.1",
+            transport=wire,
+            retry=policy,
+            hooks=Hooks(on_response=hook),
+        ) as client:
+            with caplog.at_level(logging.ERROR, logger="alikassa_async"):
+                async with asyncio.timeout(20):  # a bound on a hang: the deadline is 1 s
+                    created = await client.create_payout(_payout(f"H-{hook.__name__}"))
+        assert created.id
+        assert f"hook on_response {'cancelled itself' if hook is cancels else 'raised'}" in (
+            caplog.text
+        )
+    assert sandbox.state.payout_creations == {"H-cancels": 1, "H-hangs": 1}
+
+
+async def test_a_cancel_while_a_hook_runs_after_the_answer_says_the_outcome_is_unknown(
+    wire, sandbox, alikassa_certificates, caplog
+):
+    # The caller's own timeout fires while on_response runs: the payout was created, and
+    # only the WARNING (and the span) can say so.
+    async def slow(event: ResponseEvent) -> None:
+        await asyncio.sleep(5)
+
+    async with AliKassaClient(
+        ACCOUNT,
+        *alikassa_certificates,
+        base_url="http://127.0.0.1",
+        transport=wire,
+        retry=RetryPolicy(max_attempts=1, total_timeout=30.0),
+        hooks=Hooks(on_response=slow),
+    ) as client:
+        with caplog.at_level(logging.WARNING, logger="alikassa_async"):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await client.create_payout(_payout("H-late"))
+    assert sandbox.state.payout_creations == {"H-late": 1}
+    assert "outcome unknown for order_id=H-late" in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["not callable", 42])
+def test_a_hook_that_is_not_callable_is_refused_where_it_is_given(bad):
+    with pytest.raises(ConfigurationError, match="on_request"):
+        Hooks(on_request=bad)
 
 
 async def test_the_request_id_is_sent_only_when_asked_and_the_gateways_is_kept(
