@@ -12,6 +12,7 @@ and error mapping happen once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -22,13 +23,14 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Mapping,
 )
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NoReturn, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -78,7 +80,7 @@ from ._models import (
     PayoutRequest,
     PayoutStatusResponse,
 )
-from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks
+from ._observe import NO_HOOKS, REQUEST_ID_HEADER, CallTrace, Hooks, new_request_id
 from ._retry import RETRY_PACE, RetryPolicy, parse_retry_after
 from ._signing import Certificate, SignatureHash, hash_algorithm
 from ._tls import TLSWatch, check_transport_tls, client_transports, tls_context
@@ -141,6 +143,27 @@ _PAYOUT = _Endpoint("v1/payout", "payout", PayoutCreated, creates=True)
 _PAYOUT_STATUS = _Endpoint("v1/payout/status", "payout", PayoutStatusResponse)
 _BALANCE = _Endpoint("v1/account/balance", "payout", Balance)
 _INFO = _Endpoint("v1/account/info", "payout", AccountInfo, max_bytes=INFO_ANSWER_BYTES)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _stamped(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """Every error of a public call carries a request id, also one refused before the
+    network (a bad argument, a missing certificate, a closed client): support tickets
+    quote it, whatever went wrong."""
+
+    @functools.wraps(method)
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(*args, **kwargs)
+        except AliKassaError as exc:
+            if exc.request_id is None:
+                exc.request_id = new_request_id()
+            raise
+
+    return call
 
 
 async def _paced_in_time(pace: Callable[[], Awaitable[None]], deadline: float | None) -> bool:
@@ -568,6 +591,7 @@ class AliKassaClient:
 
     # -- endpoints ---------------------------------------------------------
 
+    @_stamped
     async def create_payment(
         self, request: PaymentRequest, *, application: str | None = None
     ) -> PaymentCreated:
@@ -587,6 +611,7 @@ class AliKassaClient:
         )
         return attrs.evolve(created, order_id=request.order_id)
 
+    @_stamped
     async def payment_status(
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PaymentStatusResponse:
@@ -594,6 +619,7 @@ class AliKassaClient:
         key = _lookup_key(id, order_id)
         return await self._call(_PAYMENT_STATUS, key, lookup=key)
 
+    @_stamped
     async def payment_history_page(
         self,
         *,
@@ -629,6 +655,7 @@ class AliKassaClient:
                 return
             page += 1
 
+    @_stamped
     async def create_payout(self, request: PayoutRequest) -> PayoutCreated:
         """Create a payout. Sent once: a doubtful outcome raises ``OutcomeUnknownError``.
 
@@ -640,6 +667,7 @@ class AliKassaClient:
         created = await self._call(_PAYOUT, request.to_wire(), order_id=request.order_id)
         return attrs.evolve(created, order_id=request.order_id)
 
+    @_stamped
     async def payout_status(
         self, *, id: int | str | None = None, order_id: str | None = None
     ) -> PayoutStatusResponse:
@@ -647,10 +675,12 @@ class AliKassaClient:
         key = _lookup_key(id, order_id)
         return await self._call(_PAYOUT_STATUS, key, lookup=key)
 
+    @_stamped
     async def balance(self) -> Balance:
         """Balance of the account (signed with the payout certificate)."""
         return await self._call(_BALANCE, {})
 
+    @_stamped
     async def account_info(self) -> AccountInfo:
         """Which services are enabled on the account (signed with the payout certificate)."""
         return await self._call(_INFO, {})
@@ -916,6 +946,7 @@ class AliKassaClient:
             self._status_slots = asyncio.Semaphore(self.max_status_in_flight)
         return self._status_slots
 
+    @_stamped
     async def wait_for_payment(
         self,
         *,
@@ -939,6 +970,7 @@ class AliKassaClient:
             max_interval=max_interval,
         )
 
+    @_stamped
     async def wait_for_payout(
         self,
         *,

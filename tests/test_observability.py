@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from alikassa_async import (
     AliKassaClient,
+    ClientClosedError,
     ConfigurationError,
     Hooks,
     InvalidRequestError,
@@ -32,6 +33,7 @@ from alikassa_async import (
     OutcomeUnknownEvent,
     PayoutRequest,
     RequestEvent,
+    RequestValidationError,
     ResponseEvent,
     RetryEvent,
     RetryPolicy,
@@ -330,6 +332,27 @@ async def test_a_cancel_while_a_hook_runs_after_the_answer_says_the_outcome_is_u
                     await client.create_payout(_payout("H-late"))
     assert sandbox.state.payout_creations == {"H-late": 1}
     assert "outcome unknown for order_id=H-late" in caplog.text
+
+
+async def test_an_error_before_the_network_has_a_request_id_too(wire, alikassa_certificates):
+    payment_cert, _ = alikassa_certificates
+    async with AliKassaClient(
+        ACCOUNT, payment_cert=payment_cert, base_url="http://127.0.0.1", transport=wire
+    ) as no_payout_cert:
+        with pytest.raises(ConfigurationError) as missing:
+            await no_payout_cert.balance()
+    client = AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", transport=wire
+    )
+    with pytest.raises(RequestValidationError) as bad_argument:
+        await client.payout_status(order_id="x" * 200)
+    await client.aclose()
+    with pytest.raises(ClientClosedError) as closed:
+        await client.balance()
+    ids = [e.value.request_id for e in (missing, bad_argument, closed)]
+    assert all(i is not None and i.startswith("ak_") and len(i) == 27 for i in ids), ids
+    assert len(set(ids)) == 3
+    assert wire.sent == []
 
 
 @pytest.mark.parametrize("bad", ["not callable", 42])
