@@ -118,7 +118,14 @@ class Certificate:
     ) -> Certificate:
         """Load a PEM key: legacy encrypted PKCS#1, encrypted PKCS#8 or unencrypted."""
         data = pem.encode("ascii", "replace") if isinstance(pem, str) else bytes(pem)
-        return cls(_load_private_key(data, password), name=name)
+        try:
+            key = _load_private_key(data, password)
+        except ConfigurationError as exc:
+            # Error trackers capture frame locals: the raise below keeps none that hold the
+            # key or its password, and drops the deeper frames that did.
+            del data, pem, password
+            raise exc.with_traceback(None) from None
+        return cls(key, name=name)
 
     @classmethod
     def from_files(
@@ -126,11 +133,15 @@ class Certificate:
     ) -> Certificate:
         """Load ``private_pem`` with the password read from ``password_file``."""
         password = _read(password_file, "password file") if password_file is not None else None
-        return cls.from_pem(
-            _read(private_pem, "private key"),
-            password,
-            name=Path(private_pem).parent.name or "certificate",
-        )
+        try:
+            return cls.from_pem(
+                _read(private_pem, "private key"),
+                password,
+                name=Path(private_pem).parent.name or "certificate",
+            )
+        except ConfigurationError as exc:
+            del password  # as in from_pem: no captured frame holds it
+            raise exc.with_traceback(None) from None
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Certificate:

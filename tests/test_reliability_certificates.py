@@ -265,3 +265,29 @@ def test_vendor_des3_fixture_with_a_wrong_password_is_refused(tmp_path):
     (tmp_path / "password.txt").write_bytes(b"vendor-pass-but-not-quite")
     with pytest.raises(ConfigurationError, match="wrong password"):
         Certificate.from_files(folder / "private.pem", tmp_path / "password.txt")
+
+
+@pytest.mark.parametrize("wrong", [False, True], ids=["unsupported key", "wrong password"])
+def test_a_refused_key_leaves_no_secret_in_the_frames_an_error_tracker_captures(
+    tmp_path, small_rsa, wrong
+):
+    # Sentry and friends capture every frame's locals: none may hold the PEM or a password.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = small_rsa if wrong else ec.generate_private_key(ec.SECP256R1())
+    folder = write_archive(tmp_path / "payout", key, password=PASSWORD)
+    if wrong:
+        (folder / "password.txt").write_bytes(b"not-the-password-42")
+    with pytest.raises(ConfigurationError) as caught:
+        Certificate.from_dir(folder)
+    secrets = [PASSWORD, b"not-the-password-42", b"PRIVATE KEY"]
+    tb = caught.value.__traceback__
+    sdk_frames = 0
+    while tb is not None:
+        if "alikassa_async" in tb.tb_frame.f_code.co_filename:  # the SDK's, not this test's
+            sdk_frames += 1
+            for name, value in tb.tb_frame.f_locals.items():
+                shown = repr(value).encode()
+                assert not any(s in shown for s in secrets), (tb.tb_frame.f_code.co_name, name)
+        tb = tb.tb_next
+    assert sdk_frames >= 1
