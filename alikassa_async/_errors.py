@@ -26,6 +26,7 @@ request's ``Sign`` header is never stored on an exception.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,30 @@ __all__ = [
 ]
 
 _SNIPPET = 200
+
+
+def mask(value: str) -> str:
+    """Hide a card/phone/account number: ``411111******1111``, ``*******2233``.
+
+    The first six digits (the card's BIN) are shown only for numbers of 16+
+    characters; shorter ones (phones) keep just the last four. (Its one home is here,
+    the lowest layer: errors mask what a gateway echoes.)
+    """
+    if len(value) <= 6:
+        return "*" * len(value)
+    if len(value) < 16:
+        return "*" * (len(value) - 4) + value[-4:]
+    return value[:6] + "*" * (len(value) - 10) + value[-4:]
+
+
+#: a run of 10+ digits in a gateway's text: a card, phone or account number it echoed
+#: (ids and amounts are shorter)
+_LONG_NUMBER = re.compile(r"(?<!\d)\d{10,}(?!\d)")
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every long digit run masked."""
+    return _LONG_NUMBER.sub(lambda m: mask(m.group()), text)
 
 
 def snippet(body: bytes | str, limit: int = _SNIPPET) -> str:
@@ -103,11 +128,16 @@ class APIError(AliKassaError):
         errors: Mapping[str, list[str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # The gateway's words, with any number it echoed back masked (a "card 4111... is
+        # blocked" must not reach logs through str(exc)); ``body`` keeps the answer as is.
+        message = mask_numbers(message)
         self.message = message
         self.status_code = status_code
         self.endpoint = endpoint
         self.body = body
-        self.errors: dict[str, list[str]] = dict(errors or {})
+        self.errors: dict[str, list[str]] = {
+            field: [mask_numbers(m) for m in messages] for field, messages in (errors or {}).items()
+        }
         self.headers: dict[str, str] = dict(headers or {})
         super().__init__(message)
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._errors import RequestValidationError
-from ._validation import Invalid, amount, mask, order_id
+from ._errors import RequestValidationError, mask
+from ._validation import Invalid, amount, order_id
 
 __all__ = [
     "AccountInfo",

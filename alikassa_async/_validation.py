@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from ._errors import mask
+
 __all__ = [
     "EUR_CARD_EXTRA_FIELDS",
     "ISO_COUNTRY_CODES",
@@ -90,19 +92,6 @@ def not_given(value: object) -> bool:
     """``None`` and ``""`` both mean "not given": the gateway (Laravel) turns "" into null,
     and CSV/form input has empty cells for optional fields."""
     return value is None or (isinstance(value, str) and value == "")
-
-
-def mask(value: str) -> str:
-    """Hide a card/phone/account number: ``411111******1111``, ``*******2233``.
-
-    The first six digits (the card's BIN) are shown only for numbers of 16+
-    characters; shorter ones (phones) keep just the last four.
-    """
-    if len(value) <= 6:
-        return "*" * len(value)
-    if len(value) < 16:
-        return "*" * (len(value) - 4) + value[-4:]
-    return value[:6] + "*" * (len(value) - 10) + value[-4:]
 
 
 def _type_name(value: object) -> str:

@@ -490,3 +490,21 @@ async def test_oversized_error_messages_are_cut_to_a_snippet(client, wire):
     assert len(caught.value.errors) == 50
     assert all(len(msgs) == 10 and len(msgs[0]) < 300 for msgs in caught.value.errors.values())
     assert len(caught.value.body) > 250_000  # the raw body stays available to the caller
+
+
+async def test_a_gateway_that_echoes_a_card_number_does_not_put_it_in_the_error(
+    wire, alikassa_certificates
+):
+    echoed = "The card 4111111111111111 is blocked (holder phone 79031112233)."
+    wire.script(
+        "v1/payout",
+        httpx.Response(400, json={"message": echoed, "errors": {"number": [echoed]}}),
+    )
+    async with AliKassaClient(
+        ACCOUNT, *alikassa_certificates, base_url="http://127.0.0.1", transport=wire
+    ) as client:
+        with pytest.raises(InvalidRequestError) as caught:
+            await client.create_payout(payout_request("ECHO-1"))
+    shown = f"{caught.value} {caught.value!r} {caught.value.errors} {caught.value.message}"
+    assert "4111111111111111" not in shown and "79031112233" not in shown
+    assert "411111******1111" in str(caught.value) and "*******2233" in str(caught.value)

@@ -27,9 +27,10 @@ from typing import Any, Literal
 
 import attrs
 
+from .._errors import mask
 from .._models import FINAL_STATUSES
 from .._signing import Verifier
-from .._validation import mask, not_given
+from .._validation import not_given
 from .config import SandboxConfig
 from .outcomes import Outcome, plan_outcome
 from .rules import SERVICE_RULES
