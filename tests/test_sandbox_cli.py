@@ -66,8 +66,20 @@ def test_keygen_refuses_to_replace_keys_unless_forced(
     assert main(["keygen", str(tmp_path)]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "payout" / "private.pem").read_bytes() == before
+    (tmp_path / "payout" / "private.pem").chmod(0o644)  # loosened by hand, or by a copy
     assert main(["keygen", str(tmp_path), "--force"]) == 0
     assert (tmp_path / "payout" / "private.pem").read_bytes() != before
+    assert stat.S_IMODE((tmp_path / "payout" / "private.pem").stat().st_mode) == 0o600
+
+
+def test_keygen_into_a_place_it_cannot_write_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    assert main(["keygen", str(blocker / "certs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write keys to") and "Traceback" not in err
 
 
 def test_the_parser_has_every_command_and_checks_its_arguments(

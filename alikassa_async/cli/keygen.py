@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 __all__ = ["register_keygen"]
 
 EXIT_OK = 0
+EXIT_USAGE = 2
 
 
 def _keygen(args: argparse.Namespace) -> int:
     from ..sandbox.keys import generate_certs
 
-    certs = generate_certs(args.dir, overwrite=args.force, key_size=args.key_size)
+    try:
+        certs = generate_certs(args.dir, overwrite=args.force, key_size=args.key_size)
+    except OSError as exc:  # unwritable, missing parent, a file in the way: one line
+        print(f"error: cannot write keys to {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"wrote {certs.root}/")
     for role, what in (
         ("payment", "sign v1/payment* requests"),

@@ -40,6 +40,7 @@ def _private_write(path: Path, data: bytes) -> None:
     """Write a secret readable by the owner only (0600 from the first byte)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, 0o600)  # an existing file (keygen --force) keeps its mode otherwise
         handle.write(data)
 
 
