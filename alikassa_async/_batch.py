@@ -965,24 +965,31 @@ class _Scheduler:
         try:
             request = payout_request_from(raw)
         except RequestValidationError as exc:  # this item's problem, not the batch's
-            return self._report(
-                BatchResult(
-                    index=index, order_id=_order_id_of(raw), outcome=Outcome.REJECTED, error=exc
-                )
-            )
+            # Reported, not raised: no traceback, whose frames hold the item (card number).
+            return self._refused(index, _order_id_of(raw), exc.with_traceback(None))
         if request.order_id in self._ids:
-            return self._report(
-                BatchResult(
-                    index=index,
-                    order_id=request.order_id,
-                    outcome=Outcome.REJECTED,
-                    error=OrderIdConflictError(
-                        "this order_id appears more than once in the batch (likely a bug)"
-                    ),
-                )
+            return self._refused(
+                index,
+                request.order_id,
+                OrderIdConflictError(
+                    "this order_id appears more than once in the batch (likely a bug)"
+                ),
             )
         self._spawn(_Item(index, request))
         return None
+
+    def _refused(self, index: int, order_id: str, error: RequestValidationError) -> BatchResult:
+        """An item refused before it started: its own span and count, like any other."""
+        with TELEMETRY.child_span(
+            self.run.span, "alikassa.payout.batch_item", {"alikassa.order_id": order_id}
+        ) as span:
+            TELEMETRY.set(
+                span, alikassa__outcome=Outcome.REJECTED.value, error__type=type(error).__name__
+            )
+        TELEMETRY.count_payout(Outcome.REJECTED.value)
+        return self._report(
+            BatchResult(index=index, order_id=order_id, outcome=Outcome.REJECTED, error=error)
+        )
 
     def _spawn(self, item: _Item) -> None:
         task: asyncio.Task[BatchResult] | None = None

@@ -334,6 +334,29 @@ async def test_a_cancel_while_a_hook_runs_after_the_answer_says_the_outcome_is_u
     assert "outcome unknown for order_id=H-late" in caplog.text
 
 
+async def test_items_refused_before_they_start_have_their_span_and_count(client, spans, otel):
+    _, reader, _ = otel
+
+    def rejected() -> int:
+        points = _metric_points(reader).get("alikassa.payouts", [])
+        return sum(p.value for p in points if p.attributes["alikassa.outcome"] == "rejected")
+
+    before = rejected()
+    items = [payout("OR-1"), {"service": "payment_card_rub", "order_id": "OR-2"}, payout("OR-1")]
+    results = [r async for r in client.payouts_batch(items)]
+    assert sorted(r.outcome.value for r in results) == ["created", "rejected", "rejected"]
+    refused = [r for r in results if r.outcome.value == "rejected"]
+    assert all(r.error is not None and r.error.__traceback__ is None for r in refused)
+    finished = spans.get_finished_spans()
+    [batch] = [s for s in finished if s.name == "alikassa.payouts.batch"]
+    items_spans = [s for s in finished if s.name == "alikassa.payout.batch_item"]
+    assert len(items_spans) == 3
+    assert all(s.parent.span_id == batch.context.span_id for s in items_spans)
+    outcomes = sorted(s.attributes["alikassa.outcome"] for s in items_spans)
+    assert outcomes == ["created", "rejected", "rejected"]
+    assert rejected() - before == 2
+
+
 async def test_an_error_before_the_network_has_a_request_id_too(wire, alikassa_certificates):
     payment_cert, _ = alikassa_certificates
     async with AliKassaClient(
