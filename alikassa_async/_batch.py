@@ -296,6 +296,9 @@ class _Item:
     send_pending: bool = False
     #: ... and its bytes may have left
     send_left: bool = False
+    #: refused for the credentials (401/403), not for the payout: nothing was created, and
+    #: a worker with the right certificate or account may send it
+    credentials_refused: bool = False
 
     @property
     def order_id(self) -> str:
@@ -524,6 +527,7 @@ class _Run:
             try:
                 created = await self._send_once(item)
             except _Refused as refused:
+                item.credentials_refused = True
                 await self._note(item, Outcome.NOT_SENT, _detail(refused.error))
                 return item.result(Outcome.NOT_SENT, error=refused.error)
             except OutcomeUnknownError as exc:
@@ -548,6 +552,7 @@ class _Run:
                 return item.result(Outcome.REJECTED, error=exc)
             except AuthenticationError as exc:
                 self.gate.refuse(item.request.service, exc)
+                item.credentials_refused = True
                 await self._note(item, Outcome.REJECTED, _detail(exc))
                 return item.result(Outcome.REJECTED, error=exc)
             except RequestValidationError as exc:

@@ -310,6 +310,24 @@ class _Worker:
         except (_Lost, LeaseLostError):
             logger.info("order_id=%s: lease lost; its new owner reconciles it", claim.order_id)
             return None
+        if item.credentials_refused:
+            # Refused for this worker's certificate or account, not for the payout: back to
+            # not_sent at once, for a worker with the right ones, without using up a round.
+            try:
+                await self.write(
+                    StoredOutcome(
+                        claim.order_id,
+                        claim.token,
+                        Outcome.NOT_SENT.value,
+                        detail=None if result.error is None else _detail(result.error),
+                        retry_in=0.0,
+                        resumed=item.resumed,
+                        refund_round=True,
+                    )
+                )
+            except _Lost:
+                return None
+            return attrs.evolve(result, outcome=Outcome.NOT_SENT)
         if result.outcome in (Outcome.UNKNOWN, Outcome.NOT_SENT):
             try:
                 await self.write(
@@ -474,6 +492,8 @@ class _ItemJournal:
             return
         owned = self._worker.owned_item(order_id)
         item = owned.item
+        if item is not None and item.credentials_refused:
+            return  # process() writes it back as not_sent (the payout was not refused)
         await self._worker.write(
             StoredOutcome(
                 order_id,
@@ -575,7 +595,9 @@ class _ClaimRounds:
         """The claims of this round (maybe none); None when the batch has nothing left."""
         worker, policy = self.worker, self.worker.policy
         while True:
-            refusal = worker.run.gate.refused.get(None)
+            # Any credentials refusal (401, or a 403 for the account or a service) stops this
+            # worker's claims: its items would only come back to it, refused again.
+            refusal = next(iter(worker.run.gate.refused.values()), None)
             free = 0 if refusal else self.most - len(worker.owned)
             try:
                 claims = await self._claim(free)

@@ -224,6 +224,9 @@ class Outcome:
     #: taken over from an earlier owner / settled by a status lookup (for the results)
     resumed: bool = False
     reconciled: bool = False
+    #: a credentials refusal (``not_sent``): this claim does not count toward
+    #: ``max_rounds``, so workers with a wrong certificate cannot use up an item's rounds
+    refund_round: bool = False
 
 
 @attrs.frozen
@@ -852,12 +855,14 @@ class PostgresJournal:
                 retry_after = CASE WHEN v.retry_in IS NULL THEN NULL
                     ELSE now() + make_interval(secs => v.retry_in) END,
                 resumed = p.resumed OR v.resumed, reconciled = v.reconciled,
+                rounds = CASE WHEN v.refund THEN GREATEST(p.rounds - 1, 0) ELSE p.rounds END,
                 updated_at = now()
             FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[],
                         %(payouts)s::bigint[], %(details)s::text[], %(retry)s::float8[],
-                        %(resumed)s::boolean[], %(reconciled)s::boolean[])
+                        %(resumed)s::boolean[], %(reconciled)s::boolean[],
+                        %(refund)s::boolean[])
                  AS v(order_id, token, state, payout_id, detail, retry_in, resumed,
-                      reconciled)
+                      reconciled, refund)
             WHERE p.order_id = v.order_id AND p.token = v.token AND p.owner = %(worker)s
             RETURNING p.order_id"""
 
@@ -874,6 +879,7 @@ class PostgresJournal:
             "retry": [o.retry_in for o in outcomes],
             "resumed": [o.resumed for o in outcomes],
             "reconciled": [o.reconciled for o in outcomes],
+            "refund": [o.refund_round for o in outcomes],
         }
 
     async def pending_later(self, batch: str, *, max_rounds: int) -> float | None:

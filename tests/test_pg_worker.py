@@ -216,6 +216,44 @@ async def test_a_worker_with_another_certificate_claims_nothing(
     assert not alikassa_sandbox.state.payout_create_requests
 
 
+@pytest.mark.parametrize("wrong", ["certificate", "account"])
+async def test_refused_credentials_hand_every_payout_to_a_worker_with_the_right_ones(
+    pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs, rsa_keys, wrong
+):
+    # A misconfigured worker (another signing key: 401; an account the gateway does not
+    # know: 403), started again and again by its supervisor, must neither make a payout
+    # "rejected" nor use up its rounds: a right worker then pays all of them.
+    from alikassa_async import AuthenticationError, Certificate
+
+    server = alikassa_sandbox
+    cert = alikassa_certs.payout_certificate()
+    async with PostgresJournal(pg_dsn, payout_cert=cert) as loader:
+        await loader.load("b1", items(20))
+    for _ in range(4):  # more restarts than max_rounds
+        misconfigured = AliKassaClient(
+            alikassa_account if wrong == "certificate" else "0b0e5a6c-1d2e-4f30-8a9b-0c1d2e3f4a5b",
+            payout_cert=Certificate(rsa_keys["other"]) if wrong == "certificate" else cert,
+            base_url=server.url,
+            timeout=1.0,
+            retry=RetryPolicy(total_timeout=1.0, backoff_base=0.05),
+        )
+        async with misconfigured, PostgresJournal(pg_dsn, payout_cert=cert) as journal:
+            with pytest.raises(AuthenticationError):
+                await work(misconfigured, journal, concurrency=4)
+            counts = (await journal.status("b1")).counts
+            assert "rejected" not in counts, counts
+    assert server.state.payout_creations == {}
+    async with (
+        client_for(server, alikassa_account, alikassa_certs) as client,
+        PostgresJournal(pg_dsn, payout_cert=cert) as journal,
+    ):
+        results = await work(client, journal, concurrency=4)
+        assert {r.outcome for r in results} <= {Outcome.CREATED, Outcome.PAID}
+        assert (await journal.status("b1")).total == 20
+    assert set(server.state.payout_creations) == {f"W-{i:05d}" for i in range(20)}
+    assert set(server.state.payout_creations.values()) == {1}
+
+
 async def test_payouts_batch_takes_a_postgresql_dsn_and_one_owner(
     pg_dsn, alikassa_sandbox, alikassa_account, alikassa_certs
 ):
