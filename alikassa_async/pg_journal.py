@@ -308,8 +308,12 @@ class PostgresJournal:
         }
         try:
             given = self._psycopg.conninfo.conninfo_to_dict(dsn)
-        except self._psycopg.ProgrammingError as exc:
-            raise JournalError(f"not a PostgreSQL connection string: {exc}") from None
+        except self._psycopg.ProgrammingError:
+            # Not psycopg's words: they quote the offending token, which may be the password.
+            raise JournalError(
+                f"not a PostgreSQL connection string: {_redacted(dsn)} (in a URL, a % in the "
+                "password is written %25)"
+            ) from None
         # A database host that vanishes without a reset must not hang a worker for the
         # kernel's 15 minutes of retransmissions: probe idle connections (the DSN wins).
         for key, value in (
@@ -560,6 +564,10 @@ class PostgresJournal:
                     )
             if problems:
                 raise RequestValidationError(problems)  # rolls the whole load back
+            # One load at a time checks and inserts (the rows were copied in parallel): a
+            # load still in progress elsewhere would otherwise be invisible to the check,
+            # and its rows skipped below as "already loaded" whatever their body.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._load_lock_key(),))
             cur = await conn.execute(
                 f"SELECT i.order_id, p.batch FROM incoming i JOIN {s}.payouts p "
                 "USING (order_id) WHERE p.batch <> %s OR p.body_digest <> i.body_digest "
@@ -589,6 +597,10 @@ class PostgresJournal:
             row = await cur.fetchone()
             total = int(row[0]) if row else 0
         return LoadReport(batch=batch, added=added, unchanged=total - added)
+
+    def _load_lock_key(self) -> int:
+        digest = hashlib.sha256(f"{self.schema}/load".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
 
     def open_claim(self, batch: str, claim: Claim) -> PayoutRequest:
         """The request a claim stands for, unsealed and checked against its digest."""

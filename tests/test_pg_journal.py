@@ -428,3 +428,34 @@ async def test_a_release_fences_a_sent_mark_that_raced_it(pg_dsn, payout_cert):
         # released: another worker takes it over at once, as an intent never sent
         (again,) = await journal.claim_items("b1", "w2", 10, lease=30, max_rounds=3)
         assert again.order_id == claim.order_id and not again.in_doubt
+
+
+async def test_a_load_racing_another_is_checked_against_what_that_one_commits(journal, pg_dsn):
+    # Another load has inserted P-0 with another body and not committed yet: this load must
+    # wait for it and then refuse, not skip P-0 as "already loaded" (it would pay the
+    # other file's amount while reporting this one loaded).
+    await journal.load("b1", payouts(2, prefix="Q"))  # the batch exists
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
+        load_lock = int.from_bytes(
+            hashlib.sha256(b"alikassa/load").digest()[:8], "big", signed=True
+        )
+        await other.execute("SELECT pg_advisory_xact_lock(%s)", (load_lock,))  # as a load does
+        await other.execute(
+            "INSERT INTO alikassa.payouts (order_id, batch, body_digest, state) "
+            "VALUES ('P-0', 'b1', 'another body', 'pending')"
+        )
+        racing = asyncio.create_task(journal.load("b1", payouts(3)))
+        await asyncio.sleep(0.5)  # it copied its rows and waits for the other load
+        assert not racing.done()
+        await other.commit()
+    with pytest.raises(OrderIdConflictError, match="'P-0' was loaded before with a different"):
+        await racing
+    assert _sql(pg_dsn, "SELECT count(*) FROM alikassa.payouts WHERE order_id LIKE 'P-%%'") == [
+        (1,)
+    ]
+
+
+def test_a_malformed_dsn_is_refused_without_its_password(payout_cert):
+    with pytest.raises(JournalError) as caught:
+        PostgresJournal("postgresql://app:Zq9SecretPW%ZZ@127.0.0.1/pay", payout_cert=payout_cert)
+    assert "Zq9SecretPW" not in str(caught.value) and "%25" in str(caught.value)
