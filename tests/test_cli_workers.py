@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from alikassa_async.cli.payouts import _RESULT_COLUMNS
 from tests.test_pg_journal import CARDS
@@ -206,3 +207,13 @@ async def test_sigterm_stops_a_worker_and_releases_what_it_owned(
         )
         owned, released = await cur.fetchone()
     assert owned > 0 and released
+
+
+@pytest.mark.parametrize(
+    "bad", [["--rate", "inf"], ["--lease", "inf"], ["--rate", "nan"], ["--batch", " "]]
+)
+def test_an_impossible_argument_is_a_usage_error_before_the_database(bad):
+    args = ["work", "--dsn", "postgresql://nobody@127.0.0.1:1/none", "--batch", "b1", *bad]
+    done = payouts_cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "error: argument" in done.stderr

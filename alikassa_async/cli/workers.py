@@ -162,7 +162,12 @@ def _command(commands: Any, name: str, help: str, func: Any) -> argparse.Argumen
         default=os.environ.get("ALIKASSA_DSN"),
         help="PostgreSQL connection string (env ALIKASSA_DSN)",
     )
-    parser.add_argument("--batch", required=True, help="the batch's name, e.g. payroll-2026-12")
+    parser.add_argument(
+        "--batch",
+        required=True,
+        type=payouts._batch_name,
+        help="the batch's name, e.g. payroll-2026-12",
+    )
     parser.set_defaults(func=lambda args: _run(func, args))
     return parser
 
