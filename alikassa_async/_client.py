@@ -309,11 +309,17 @@ def _lookup_key(id: int | str | None, order_id: str | None) -> dict[str, str]:
                 {"id": [f"must be an int or str, not {type(id).__name__}"]}
             )
         text = (str(id) if isinstance(id, str) or abs(id) < 10**128 else "").strip()
-        if not text or len(text) > 128:
-            raise RequestValidationError({"id": ["must be a non-empty id of at most 128 chars"]})
+        if not text or len(text) > 128 or not text.isprintable():
+            raise RequestValidationError(
+                {"id": ["must be a non-empty id of at most 128 printable characters"]}
+            )
         return {"id": text}
     if not isinstance(order_id, str) or not 1 <= len(order_id) <= 128:
         raise RequestValidationError({"order_id": ["must be a string of 1 to 128 characters"]})
+    if not order_id.isprintable():
+        # No payout has one (the builders refuse them), and logs would carry it raw:
+        # terminal escapes, forged log lines.
+        raise RequestValidationError({"order_id": ["must not contain control characters"]})
     return {"order_id": order_id}
 
 

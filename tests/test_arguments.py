@@ -239,6 +239,9 @@ ESCAPES = [
     ("payment_status_id", 10**5000),
     ("wait_timeout", "x"),
     ("wait_interval", math.nan),
+    # an order_id or id with terminal escapes or line breaks, which logs would carry raw
+    ("payout_status_order_id", "A-1\x1b[2J\nWARNING forged line"),
+    ("payment_status_id", "12\n34"),
 ]
 
 
