@@ -228,3 +228,32 @@ def test_every_command_takes_v_before_or_after_its_name(argv: list[str], count: 
     from alikassa_async.cli import build_parser
 
     assert build_parser().parse_args(argv).verbose == count
+
+
+def test_a_signature_in_a_logged_url_is_redacted_at_the_terminal():
+    # -vv shows httpx's INFO lines; the sandbox's notifier fetches URLs that carry `sign`.
+    import io
+    import logging
+
+    from alikassa_async.cli import verbosity
+
+    stream = io.StringIO()
+    verbosity._handler = None
+    try:
+        verbosity.configure(2, stream)
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s"',
+            "GET",
+            "http://127.0.0.1:9/notify?type=payment&id=1&sign=DEA1e7Zq%2B9%3D&x=1",
+            "HTTP/1.1 200 OK",
+        )
+    finally:
+        for name in verbosity.SDK_LOGGERS + verbosity.TRANSPORT_LOGGERS:
+            logger = logging.getLogger(name)
+            if verbosity._handler in logger.handlers:
+                logger.removeHandler(verbosity._handler)
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
+        verbosity._handler = None
+    shown = stream.getvalue()
+    assert "DEA1e7" not in shown and "sign=<redacted>&x=1" in shown and "id=1" in shown

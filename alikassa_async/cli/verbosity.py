@@ -11,6 +11,7 @@ every header event). hpack stays out at any level: the SDK already blanks the
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TextIO
 
@@ -20,6 +21,17 @@ SDK_LOGGERS = ("alikassa_async",)
 TRANSPORT_LOGGERS = ("alikassa_async.http", "httpx", "httpcore")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _handler: logging.Handler | None = None
+#: a ``sign`` query parameter, as in the notification URLs the sandbox's notifier fetches
+#: (httpx logs each URL at INFO): a signature, never shown at a terminal
+_SIGN_PARAM = re.compile(r"(?i)\b(sign)=[^&\s\"']+")
+
+
+class _RedactSignatures(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "sign=" in message.lower():
+            record.msg, record.args = _SIGN_PARAM.sub(r"\1=<redacted>", message), None
+        return True
 
 
 def configure(verbosity: int, stream: TextIO | None = None) -> None:
@@ -33,6 +45,7 @@ def configure(verbosity: int, stream: TextIO | None = None) -> None:
     if _handler is None:
         _handler = logging.StreamHandler(stream or sys.stderr)
         _handler.setFormatter(logging.Formatter(_FORMAT))
+        _handler.addFilter(_RedactSignatures())
     names = SDK_LOGGERS + (TRANSPORT_LOGGERS if verbosity >= 2 else ())
     for name in names:
         logger = logging.getLogger(name)
