@@ -1160,6 +1160,8 @@ class _Connection:
     async def __aenter__(self) -> psycopg.AsyncConnection[Any]:
         if not self._journal._ready and not self._opening:
             await self._journal.open()
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             self._cm = self._journal._pool.connection()
             conn: psycopg.AsyncConnection[Any] = await self._cm.__aenter__()
@@ -1167,6 +1169,12 @@ class _Connection:
             raise JournalUnavailableError(
                 f"no connection to {_redacted(self._journal.dsn)}: {exc}"
             ) from None
+        if task is not None and task.cancelling() > cancels:
+            # The pool waits with asyncio.wait_for, which on 3.11 drops a cancellation that
+            # comes as a connection does: the caller was cancelled (a SIGTERM) and must
+            # see it, not carry on as if nothing happened.
+            await self._cm.__aexit__(None, None, None)
+            raise asyncio.CancelledError
         return conn
 
     async def __aexit__(

@@ -459,3 +459,44 @@ def test_a_malformed_dsn_is_refused_without_its_password(payout_cert):
     with pytest.raises(JournalError) as caught:
         PostgresJournal("postgresql://app:Zq9SecretPW%ZZ@127.0.0.1/pay", payout_cert=payout_cert)
     assert "Zq9SecretPW" not in str(caught.value) and "%25" in str(caught.value)
+
+
+class _CancelDroppingPool:
+    """psycopg_pool on 3.11 waits with asyncio.wait_for, which drops a cancellation that
+    arrives as the connection does. This wrapper makes that race happen every time."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+    def connection(self):
+        real = self._pool.connection()
+
+        class Dropping:
+            async def __aenter__(self):
+                asyncio.current_task().cancel()  # a SIGTERM, say, while waiting
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    pass  # ... and dropped, the connection handed over all the same
+                return await real.__aenter__()
+
+            async def __aexit__(self, *exc):
+                return await real.__aexit__(*exc)
+
+        return Dropping()
+
+
+async def test_a_cancellation_the_pool_drops_still_cancels_the_caller(journal):
+    pool = journal._pool
+    journal._pool = _CancelDroppingPool(pool)
+    try:
+        call = asyncio.create_task(journal.schema_version())
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        journal._pool = pool
+    assert await journal.schema_version() == SCHEMA_VERSION  # the connection went back
+    assert pool.get_stats().get("pool_available", 1) >= 1
