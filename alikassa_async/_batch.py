@@ -720,17 +720,17 @@ def _paced(limiter: RateLimiter) -> Iterator[None]:
     """The client's own retries inside this one call take their turn at ``limiter`` too,
     so a batch's ``rate`` is what the gateway sees. A task started inside the call (by a
     hook, say) inherits the pacing but loses it when the call ends."""
-    live = [True]
+    live = True
 
     async def pace() -> None:
-        if live[0]:
+        if live:
             await limiter.acquire()
 
     token = RETRY_PACE.set(pace)
     try:
         yield
     finally:
-        live[0] = False
+        live = False  # pace() reads it: a task started inside the call may outlive it
         RETRY_PACE.reset(token)
 
 

@@ -121,5 +121,4 @@ class TLSWatch:
 
     def check(self) -> None:
         for context in self._contexts:
-            if context.verify_mode == ssl.CERT_NONE or not context.check_hostname:
-                _check_context(context)
+            _check_context(context)

@@ -384,7 +384,7 @@ def _needs_attention(result: BatchResult, wait_final: bool) -> bool:
     return not (result.outcome is Outcome.CREATED and result.error is None)
 
 
-class _Run:
+class _RunState:
     """What a ``payouts run`` got to: whether any payout was handed to the batch (after
     it owned the journal), so an error can say truthfully whether something was sent."""
 
@@ -398,7 +398,7 @@ async def _send(
     journal: Path,
     results_path: Path,
     err: TextIO,
-    run: _Run,
+    run: _RunState,
 ) -> Counter[str]:
     # SIGTERM (a job runner stopping it) ends the run as Ctrl-C does: what was in flight
     # is journaled for the next run, and the results so far are written.
@@ -495,7 +495,7 @@ def run_command(
     journal = args.journal or path.with_name(path.name + ".journal.db")
     results_path = args.results or path.with_name(path.stem + ".results.csv")
     started = time.monotonic()
-    run = _Run()
+    run = _RunState()
     try:
         counts = asyncio.run(_send(args, settings, rows, journal, results_path, err, run))
     except KeyboardInterrupt:
